@@ -1,0 +1,37 @@
+r"""CIFAR100 (TFDS download), L-inf eps 8/255: the Rice et al. 2020 PGD-AT recipe.
+
+PreAct ResNet-18 (set --config.model.name=wide_resnet for WRN-34-10), AT with 10 PGD steps of
+2/255 at eps 8/255 (batch statistics during the attack, updates discarded), SGD 0.1 momentum 0.9,
+weight decay 5e-4, batch 128, 200 epochs with the learning rate divided by 10 at 50% and 75%;
+pad-4 crop + flip on device. Evaluate up to 16/255 (the paper's claim 1). References (not
+targets): PreAct ResNet-18 PGD-10 robust 53.5% at its best epoch, 45.6% at the end (Rice et al.).
+Not measured here: about 26-90 s per PGD-10 step on 2 CPU cores, so use a GPU (launch/).
+
+`,runlocal`: small CNN, 300 steps, eval on 1,000 test images (a smoke run of the code path).
+"""
+
+from uat_jax import config_lib
+
+
+def _dataset(c):
+  c.data.name = "cifar100"
+  c.model.name = "preact_resnet18"
+  c.num_epochs = 200.0
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.schedule = "piecewise"
+  c.attack.eps = 8 / 255
+  c.attack.step_size = 2 / 255
+  c.attack.steps = 10
+  c.eval.pgd_step_size = 2 / 255
+  c.eval.batch_size = 250
+
+
+def _runlocal(c):
+  c.optimizer.learning_rate = 0.05
+
+
+def get_config(arg=None):
+  return config_lib.build(arg, _dataset, _runlocal)

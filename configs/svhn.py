@@ -1,0 +1,30 @@
+r"""SVHN (TFDS svhn_cropped download), L-inf eps 8/255.
+
+PreAct ResNet-18, AT with 10 PGD steps of 2/255 at eps 8/255, SGD 0.01 (AT on SVHN is unstable at
+0.1), momentum 0.9, weight decay 5e-4, batch 128, 100 epochs, piecewise decay at 50% / 75%;
+pad-4 crop without flips (digits). Not measured here (no SVHN download on this machine).
+
+`,runlocal`: small CNN, 300 steps, eval on 1,000 test images.
+"""
+
+from uat_jax import config_lib
+
+
+def _dataset(c):
+  c.data.name = "svhn_cropped"
+  c.model.name = "preact_resnet18"
+  c.num_epochs = 100.0
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 0.01
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.schedule = "piecewise"
+  c.attack.eps = 8 / 255
+  c.attack.step_size = 2 / 255
+  c.attack.steps = 10
+  c.eval.pgd_step_size = 2 / 255
+  c.eval.batch_size = 250
+
+
+def get_config(arg=None):
+  return config_lib.build(arg, _dataset)

@@ -1,0 +1,179 @@
+"""Shared pieces of the configs in configs/: the base recipe, methods, runlocal, validation.
+
+A config file does `return config_lib.build(arg, dataset_defaults)`; `arg` is the part after the
+colon in `--config=configs/cifar10.py:at_entm,runlocal`: a method name, then optional variants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from uat_jax import attacks, data, losses, models
+from uat_jax.errors import UatError
+
+# Defaults for beta (EntM) and alpha (LS) per method. The paper does not give its values
+# (../shared/PAPER.md); these are in the middle of the sweep it suggests (beta in {0.1, 0.3, 1, 2},
+# alpha in {0.1, 0.2, 0.5, 0.8}, large alpha for LS alone). Override with --config.regularizer.*.
+METHOD_DEFAULTS = {
+    "standard": {},
+    "entm": {"beta": 1.0},
+    "ls": {"alpha": 0.5},
+    "at": {},
+    "at_entm": {"beta": 0.3},
+    "at_ls": {"alpha": 0.2},
+}
+VARIANTS = ("runlocal",)
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "piecewise", "cosine")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "at_entm"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "fashion_mnist"
+  c.data.data_dir = ""  # TFDS data dir; "" = TFDS default (~/tensorflow_datasets or TFDS_DATA_DIR)
+  # Fashion-MNIST only: local IDX files (Debian's dataset-fashion-mnist); "" = TFDS download.
+  c.data.manual_dir = data.DEFAULT_FASHION_MNIST_DIR
+  c.data.download = True  # let TFDS download datasets that are not prepared yet
+  c.data.augment = "default"  # default (per dataset) | none | crop | crop_flip
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "madry_cnn"
+  c.model.normalize = True  # per-dataset mean/std inside the model
+  c.model.depth = 34  # wide_resnet only
+  c.model.width = 10  # wide_resnet only (widening factor)
+
+  c.batch_size = 128  # global, over all devices
+  c.num_epochs = 20.0
+  c.num_train_steps = -1  # > 0 overrides num_epochs
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.nesterov = False  # sgd
+  c.optimizer.weight_decay = 0.0  # L2 added to the gradient (PyTorch-style), all parameters
+  c.optimizer.schedule = "constant"
+  c.optimizer.boundaries = (0.5, 0.75)  # piecewise: fractions of training
+  c.optimizer.decay_factor = 0.1  # piecewise
+  c.optimizer.warmup_steps = 0
+
+  # Adversarial training (methods at, at_entm, at_ls): L-inf PGD with random start.
+  c.attack = ml_collections.ConfigDict()
+  c.attack.eps = 0.1
+  c.attack.step_size = 0.025
+  c.attack.steps = 10
+  c.attack.random_start = True
+  c.attack.loss = "ce"  # ce | objective (the method's regularized loss)
+  c.attack.bn_mode = "train"  # train: batch statistics, updates discarded | eval: running stats
+  c.attack.unroll = -1  # -1: auto (fully unrolled on CPU, rolled elsewhere); else fori_loop unroll
+
+  c.regularizer = ml_collections.ConfigDict()
+  c.regularizer.beta = 0.3  # EntM weight: CE - beta * H
+  c.regularizer.alpha = 0.2  # LS: targets (1 - alpha) onehot + alpha / K
+  c.regularizer.on = "adversarial"  # adversarial | clean | both (under AT)
+
+  # Periodic evaluation on the test split: clean and PGD accuracy at the training eps, entropy.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 1000
+  c.eval.num_examples = 0  # 0 = the whole split
+  c.eval.batch_size = 500
+  c.eval.pgd_steps = 20
+  c.eval.pgd_step_size = 0.025
+
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.max_checkpoints = 3
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> None:
+  """A budget that finishes in minutes on 2 CPU cores: small CNN, a few hundred steps."""
+  c.model.name = "small_cnn"
+  c.num_train_steps = 300
+  c.eval.every_steps = 100
+  c.eval.num_examples = 1000
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 100
+
+
+def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  method = parts[0] if parts else "at_entm"
+  losses.method_parts(method)
+  for v in parts[1:]:
+    if v not in VARIANTS:
+      raise UatError(f"unknown config variant {v!r}: choose from {VARIANTS} "
+                     "(e.g. --config=configs/fashion_mnist.py:at_entm,runlocal)")
+  return method, tuple(parts[1:])
+
+
+def build(arg: str | None, dataset_overrides, runlocal_overrides=None) -> ml_collections.ConfigDict:
+  """Base config <- dataset recipe <- method <- variants. Returns a locked ConfigDict."""
+  method, variants = parse_arg(arg)
+  c = base_config()
+  dataset_overrides(c)
+  c.method = method
+  for k, v in METHOD_DEFAULTS[method].items():
+    c.regularizer[k] = v
+  if "runlocal" in variants:
+    runlocal(c)
+    if runlocal_overrides:
+      runlocal_overrides(c)
+  c.lock()
+  return c
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UatError(message)
+
+
+def validate(c, num_devices: int = 1) -> None:
+  """Checks values (types and key names are checked by the locked ConfigDict)."""
+  adversarial, _ = losses.method_parts(c.method)
+  data.get_spec(c.data.name)
+  _require(c.model.name in models.MODELS,
+           f"unknown model {c.model.name!r}: choose one of {sorted(models.MODELS)} "
+           "(--config.model.name)")
+  _require(c.data.augment in ("default", "none", "crop", "crop_flip"),
+           f"unknown data.augment {c.data.augment!r}: choose default, none, crop or crop_flip")
+  _require(c.batch_size > 0 and c.batch_size % num_devices == 0,
+           f"batch_size={c.batch_size} must be a positive multiple of the {num_devices} devices "
+           "(--config.batch_size)")
+  _require(c.eval.batch_size > 0 and c.eval.batch_size % num_devices == 0,
+           f"eval.batch_size={c.eval.batch_size} must be a positive multiple of the "
+           f"{num_devices} devices (--config.eval.batch_size)")
+  _require(c.num_train_steps > 0 or c.num_epochs > 0,
+           "set a positive --config.num_train_steps or --config.num_epochs")
+  attacks.check_eps(c.attack.eps)
+  _require(c.attack.step_size >= 0 and math.isfinite(c.attack.step_size),
+           f"attack.step_size={c.attack.step_size} must be >= 0")
+  _require(not adversarial or c.attack.steps >= 1,
+           f"attack.steps={c.attack.steps} must be >= 1 for method {c.method!r}")
+  _require(c.attack.loss in ("ce", "objective"),
+           f"unknown attack.loss {c.attack.loss!r}: choose ce or objective")
+  _require(c.attack.bn_mode in ("train", "eval"),
+           f"unknown attack.bn_mode {c.attack.bn_mode!r}: choose train or eval")
+  _require(c.regularizer.beta >= 0, f"regularizer.beta={c.regularizer.beta} must be >= 0")
+  _require(0 <= c.regularizer.alpha < 1,
+           f"regularizer.alpha={c.regularizer.alpha} must be in [0, 1)")
+  _require(c.regularizer.on in losses.REGULARIZER_ON,
+           f"unknown regularizer.on {c.regularizer.on!r}: choose one of {losses.REGULARIZER_ON}")
+  _require(c.eval.pgd_steps >= 0, f"eval.pgd_steps={c.eval.pgd_steps} must be >= 0")
+  o = c.optimizer
+  _require(o.name in OPTIMIZERS, f"unknown optimizer {o.name!r}: choose one of {OPTIMIZERS}")
+  _require(o.schedule in SCHEDULES,
+           f"unknown optimizer.schedule {o.schedule!r}: choose one of {SCHEDULES}")
+  _require(o.learning_rate > 0, f"optimizer.learning_rate={o.learning_rate} must be > 0")
+  _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+  _require(all(0 < b < 1 for b in o.boundaries),
+           f"optimizer.boundaries={tuple(o.boundaries)} must be fractions of training in (0, 1)")
+  for name in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints"):
+    _require(c[name] >= 1, f"{name}={c[name]} must be >= 1")
+  _require(c.eval.every_steps >= 1, f"eval.every_steps={c.eval.every_steps} must be >= 1")

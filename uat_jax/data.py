@@ -1,0 +1,276 @@
+"""Datasets: TFDS splits held whole in host memory, batches drawn by index.
+
+* Every dataset comes through TFDS. `mnist`, `fashion_mnist`, `cifar10`, `cifar100` and
+  `svhn_cropped` use TFDS's own builders (downloaded where the machine can reach the hosts).
+* The embedded default, Fashion-MNIST from Debian's `dataset-fashion-mnist` package, is exposed
+  through a small TFDS builder with manual files (`FashionMnistIdx`): the four IDX files under
+  `config.data.manual_dir` (default /usr/share/datasets/fashion-mnist) are prepared once into the
+  TFDS data dir, then read like any other TFDS dataset.
+* A whole split is held as uint8 [N, H, W, C]; `batch_indices(seed, step, ...)` is a pure function
+  of (seed, step), so a run resumed at step N draws the same batches as an uninterrupted one.
+* Augmentation (`augment`) runs on device inside the jitted train step, keyed by the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import os
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uat_jax.errors import UatError
+
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+INSTALL_HINT = ("install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or "
+                "point --config.data.manual_dir at a folder holding the four Fashion-MNIST IDX .gz files")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Static facts about a dataset; mean/std are per channel on [0, 1] images."""
+  tfds_name: str
+  shape: tuple[int, int, int]
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str  # default augmentation: "none", "crop" or "crop_flip"
+  eval_split: str = "test"
+
+
+DATASETS = {
+    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, (0.1307,), (0.3081,), "none"),
+    "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10, (0.2860,), (0.3530,), "none"),
+    "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), "crop_flip"),
+    "cifar100": DatasetSpec("cifar100", (32, 32, 3), 100, (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762), "crop_flip"),
+    # Digits: no horizontal flip.
+    "svhn_cropped": DatasetSpec("svhn_cropped", (32, 32, 3), 10, (0.4377, 0.4438, 0.4728),
+                                (0.1980, 0.2010, 0.1970), "crop"),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise UatError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)} "
+                   "(--config.data.name)")
+  return DATASETS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded Fashion-MNIST: a TFDS builder over the IDX files that Debian installs.
+# --------------------------------------------------------------------------------------------
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads one (optionally gzipped) IDX file into a numpy array (uint8 data only)."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise UatError(f"{path} is not an unsigned-byte IDX file; reinstall it ({INSTALL_HINT})")
+  ndim = data[3]
+  dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+  body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+  if body.size != int(np.prod(dims)):
+    raise UatError(f"{path} is truncated ({body.size} bytes for shape {dims}); reinstall it "
+                   f"({INSTALL_HINT})")
+  return body.reshape(dims)
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # heavy import; only where a dataset is loaded
+  return tfds
+
+
+@functools.cache
+def _fashion_mnist_builder_cls():
+  """Defines the builder lazily so that importing uat_jax does not import TensorFlow."""
+  tfds = _tfds()
+
+  class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
+    """Fashion-MNIST (Xiao et al. 2017) from local IDX files, e.g. Debian's package."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Fashion-MNIST 60k/10k from the published IDX files."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Place train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+        f"and t10k-labels-idx1-ubyte.gz in the manual dir: {INSTALL_HINT}.")
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+          description="Fashion-MNIST read from local IDX files (same images as TFDS fashion_mnist).",
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Image(shape=(28, 28, 1)),
+              "label": tfds.features.ClassLabel(names=list(FASHION_MNIST_CLASSES)),
+          }),
+          supervised_keys=("image", "label"),
+          disable_shuffling=True,  # keep the published IDX order
+          homepage="https://github.com/zalandoresearch/fashion-mnist",
+      )
+
+    def _split_generators(self, dl_manager):
+      manual = os.fspath(dl_manager.manual_dir)
+      return {split: self._generate_examples(*(os.path.join(manual, f) for f in files))
+              for split, files in FASHION_MNIST_FILES.items()}
+
+    def _generate_examples(self, images_path, labels_path):
+      images = read_idx(images_path)
+      labels = read_idx(labels_path)
+      if images.shape[0] != labels.shape[0]:
+        raise UatError(f"{images_path} and {labels_path} disagree on the number of examples")
+      for i in range(images.shape[0]):
+        yield i, {"image": images[i][..., None], "label": int(labels[i])}
+
+  return FashionMnistIdx
+
+
+def check_fashion_mnist_dir(manual_dir: str) -> None:
+  missing = [f for files in FASHION_MNIST_FILES.values() for f in files
+             if not os.path.isfile(os.path.join(manual_dir, f))]
+  if missing:
+    raise UatError(f"Fashion-MNIST files {missing} not found in {manual_dir}: {INSTALL_HINT}")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading whole splits.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+
+  def __len__(self) -> int:
+    return int(self.labels.shape[0])
+
+
+def _builder(data_config):
+  """Returns a prepared TFDS builder for `data_config.name`, preparing it if needed."""
+  tfds = _tfds()
+  spec = get_spec(data_config.name)
+  data_dir = data_config.data_dir or None
+  if data_config.name == "fashion_mnist" and data_config.manual_dir:
+    builder = _fashion_mnist_builder_cls()(data_dir=data_dir)
+    if not builder.is_prepared():
+      check_fashion_mnist_dir(data_config.manual_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
+    return builder
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if not builder.is_prepared():
+    if not data_config.download:
+      raise UatError(
+          f"dataset {spec.tfds_name!r} is not prepared in {builder.data_dir}: set "
+          f"--config.data.download=True on a machine that reaches the dataset host, or copy a "
+          f"prepared TFDS folder there (--config.data.data_dir)")
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # TFDS raises many kinds; name the cause and the fix in one line.
+      raise UatError(f"could not download {spec.tfds_name!r} ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); prepare it on a machine with "
+                     "network access and copy the TFDS data dir, or use the embedded "
+                     "fashion_mnist") from e
+  return builder
+
+
+def load_split(data_config, split: str) -> Split:
+  """Loads a whole split into host memory as uint8 images and int32 labels."""
+  spec = get_spec(data_config.name)
+  builder = _builder(data_config)
+  if split not in builder.info.splits:
+    raise UatError(f"split {split!r} not in {data_config.name} (have {list(builder.info.splits)})")
+  arrays = _tfds().as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  images = np.asarray(arrays["image"], dtype=np.uint8)
+  labels = np.asarray(arrays["label"], dtype=np.int32)
+  if images.shape[1:] != spec.shape:
+    raise UatError(f"{data_config.name} images have shape {images.shape[1:]}, expected {spec.shape}")
+  return Split(images, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Batching: a pure function of (seed, step).
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
+  """Indices of the training batch at `step`: epochs are fresh permutations of range(n).
+
+  Position p = step * batch_size + i of the endless stream maps to example
+  perm_{p // n}[p % n], so every epoch sees each example exactly once and a batch depends only on
+  (seed, step).
+  """
+  positions = step * batch_size + np.arange(batch_size, dtype=np.int64)
+  epochs, offsets = np.divmod(positions, n)
+  out = np.empty(batch_size, dtype=np.int64)
+  for epoch in np.unique(epochs):
+    sel = epochs == epoch
+    out[sel] = _epoch_permutation(seed, int(epoch), n)[offsets[sel]]
+  return out
+
+
+def train_batch(split: Split, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
+  idx = batch_indices(seed, step, batch_size, len(split))
+  return {"image": split.images[idx], "label": split.labels[idx]}
+
+
+def eval_batches(split: Split, batch_size: int,
+                 num_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Fixed-size batches over the first `num_examples` examples; the last one is zero-padded and
+  carries mask 0 on the padding, so the evaluation step compiles once."""
+  n = len(split) if not num_examples else min(num_examples, len(split))
+  for start in range(0, n, batch_size):
+    stop = min(start + batch_size, n)
+    pad = batch_size - (stop - start)
+    images, labels = split.images[start:stop], split.labels[start:stop]
+    mask = np.ones(stop - start, dtype=np.float32)
+    if pad:
+      images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    yield {"image": images, "label": labels, "mask": mask}
+
+
+# --------------------------------------------------------------------------------------------
+# On-device preprocessing (inside the jitted step).
+# --------------------------------------------------------------------------------------------
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def augment(key: jax.Array, images: jax.Array, kind: str, pad: int = 4) -> jax.Array:
+  """Standard augmentation on float images: zero-pad `pad` + random crop, optional h-flip."""
+  if kind == "none":
+    return images
+  if kind not in ("crop", "crop_flip"):
+    raise UatError(f"unknown augmentation {kind!r}: choose none, crop or crop_flip "
+                   "(--config.data.augment)")
+  b, h, w, _ = images.shape
+  k_crop, k_flip = jax.random.split(key)
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * pad + 1)
+
+  def crop(img, off):
+    return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
+
+  out = jax.vmap(crop)(padded, offsets)
+  if kind == "crop_flip":
+    flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
+    out = jnp.where(flip, out[:, :, ::-1, :], out)
+  return out

@@ -1,0 +1,163 @@
+"""Flax (linen) classifiers. Inputs are NHWC images in [0, 1]; normalization happens inside.
+
+Every model has the signature `model.apply(variables, x, train=bool)`; models with batch norm keep
+running statistics in the `batch_stats` collection (`train=False` uses them).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from uat_jax.errors import UatError
+
+
+class Normalize(nn.Module):
+  """(x - mean) / std per channel; identity when mean/std are empty."""
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+
+  def __call__(self, x):
+    if not self.mean:
+      return x
+    return (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+
+
+def max_pool_2x2(x):
+  """2x2/2 max pooling as reshape + max.
+
+  Same values as nn.max_pool(x, (2, 2), (2, 2)); its gradient is a cheap elementwise select instead
+  of select_and_scatter (5x faster on XLA:CPU, ../shared/PERF_LEADS.md). On exact ties the gradient
+  is split among the tied inputs instead of going to one of them.
+  """
+  b, h, w, c = x.shape
+  return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class MadryCNN(nn.Module):
+  """The MNIST challenge model of Madry et al. 2018: conv32-5x5, pool, conv64-5x5, pool, fc1024."""
+  num_classes: int = 10
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # no batch norm or dropout
+    x = Normalize(self.mean, self.std)(x)
+    x = max_pool_2x2(nn.relu(nn.Conv(32, (5, 5), padding="SAME")(x)))
+    x = max_pool_2x2(nn.relu(nn.Conv(64, (5, 5), padding="SAME")(x)))
+    x = nn.relu(nn.Dense(1024)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes)(x)
+
+
+class SmallCNN(nn.Module):
+  """A ~0.2M-parameter CNN for quick CPU runs: conv16-3x3, pool, conv32-3x3, pool, fc128."""
+  num_classes: int = 10
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = Normalize(self.mean, self.std)(x)
+    x = max_pool_2x2(nn.relu(nn.Conv(self.width, (3, 3), padding="SAME")(x)))
+    x = max_pool_2x2(nn.relu(nn.Conv(2 * self.width, (3, 3), padding="SAME")(x)))
+    x = nn.relu(nn.Dense(8 * self.width)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes)(x)
+
+
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _bn(train):
+  # PyTorch defaults (momentum 0.1 there = 0.9 here, eps 1e-5), as in the Madry/Rice recipes.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+
+
+class PreActBlock(nn.Module):
+  """Pre-activation basic block (He et al. 2016): BN-ReLU-conv3x3-BN-ReLU-conv3x3 + shortcut."""
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    out = nn.relu(_bn(train)(x))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = nn.Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
+                         kernel_init=_conv_init)(out)
+    out = nn.Conv(self.features, (3, 3), (self.stride, self.stride), padding=1, use_bias=False,
+                  kernel_init=_conv_init)(out)
+    out = nn.relu(_bn(train)(out))
+    out = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(out)
+    return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+  """PreAct ResNet-18 for 32x32 inputs, as in Rice et al. 2020 (robust overfitting)."""
+  num_classes: int = 10
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = Normalize(self.mean, self.std)(x)
+    x = nn.Conv(64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    for i, blocks in enumerate(self.stage_sizes):
+      for j in range(blocks):
+        x = PreActBlock(64 * 2 ** i, stride=2 if (i > 0 and j == 0) else 1)(x, train)
+    x = nn.relu(_bn(train)(x))
+    return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+class WideResNet(nn.Module):
+  """WideResNet-depth-width (Zagoruyko & Komodakis 2016) with pre-activation blocks; WRN-34-10
+  is the Madry/TRADES CIFAR model."""
+  num_classes: int = 10
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+  depth: int = 34
+  width: int = 10
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 4) % 6:
+      raise UatError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {self.depth} "
+                     "(--config.model.depth)")
+    n = (self.depth - 4) // 6
+    x = Normalize(self.mean, self.std)(x)
+    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    for i, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
+      for j in range(n):
+        x = PreActBlock(features, stride=2 if (i > 0 and j == 0) else 1)(x, train)
+    x = nn.relu(_bn(train)(x))
+    return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+MODELS = {
+    "madry_cnn": MadryCNN,
+    "small_cnn": SmallCNN,
+    "preact_resnet18": PreActResNet18,
+    "wide_resnet": WideResNet,
+}
+
+
+def create_model(model_config, spec) -> nn.Module:
+  """Builds `model_config.name` for a dataset spec (classes, normalization)."""
+  if model_config.name not in MODELS:
+    raise UatError(f"unknown model {model_config.name!r}: choose one of {sorted(MODELS)} "
+                   "(--config.model.name)")
+  kwargs = dict(num_classes=spec.num_classes)
+  if model_config.get("normalize", True):
+    kwargs.update(mean=tuple(spec.mean), std=tuple(spec.std))
+  if model_config.name == "wide_resnet":
+    kwargs.update(depth=model_config.depth, width=model_config.width)
+  return MODELS[model_config.name](**kwargs)
+
+
+def has_batch_norm(variables) -> bool:
+  return bool(variables.get("batch_stats"))

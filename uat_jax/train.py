@@ -1,0 +1,407 @@
+"""Training: standard, EntM, LS, PGD-AT, AT+EntM, AT+LS from one jitted step.
+
+train_step = jit( augment -> PGD inner maximization -> regularized loss -> optax update ), over a
+1-D ('data',) mesh with the batch sharded and the state replicated and donated.
+`train_and_evaluate(config, workdir)` runs the loop: deterministic batches in (seed, step),
+clu metric writers (TensorBoard, metrics.jsonl, logs), periodic test evaluation, orbax
+checkpoints, and resumption from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from flax.training import train_state
+
+from uat_jax import attacks, config_lib, data, losses, models, sharding
+from uat_jax.errors import UatError
+
+
+class TrainState(train_state.TrainState):
+  """params, optax state and step (from flax), batch-norm statistics and the run's root key."""
+  batch_stats: Any
+  key: jax.Array  # root key; per-step keys are fold_in(key, step)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks.
+# --------------------------------------------------------------------------------------------
+
+def total_steps(config, num_train_examples: int) -> int:
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return max(1, int(math.ceil(config.num_epochs * num_train_examples / config.batch_size)))
+
+
+def create_learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
+  lr = opt_config.learning_rate
+  if opt_config.schedule == "constant":
+    schedule = optax.constant_schedule(lr)
+  elif opt_config.schedule == "piecewise":
+    schedule = optax.piecewise_constant_schedule(
+        lr, {int(b * num_steps): opt_config.decay_factor for b in opt_config.boundaries})
+  elif opt_config.schedule == "cosine":
+    schedule = optax.cosine_decay_schedule(lr, max(1, num_steps - opt_config.warmup_steps))
+  else:
+    raise UatError(f"unknown optimizer.schedule {opt_config.schedule!r}")
+  if opt_config.warmup_steps > 0:
+    warmup = optax.linear_schedule(0.0, lr, opt_config.warmup_steps)
+    schedule = optax.join_schedules([warmup, schedule], [opt_config.warmup_steps])
+  return schedule
+
+
+def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SGD (momentum, optional Nesterov) or Adam; weight decay as an L2 term on the gradient of
+  every parameter, the way the PyTorch recipes (Madry, Rice) apply it."""
+  if opt_config.name == "sgd":
+    opt = optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
+  elif opt_config.name == "adam":
+    opt = optax.adam(schedule)
+  else:
+    raise UatError(f"unknown optimizer {opt_config.name!r}")
+  if opt_config.weight_decay > 0:
+    opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
+  return opt
+
+
+def create_train_state(config, model, spec, tx, mesh) -> TrainState:
+  """Initializes parameters from config.seed, placed replicated on the mesh."""
+
+  def init():
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    variables = model.init(init_key, jnp.zeros((1, *spec.shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}), key=state_key)
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+
+
+def make_logits_fn(model, params, batch_stats, bn_mode: str = "eval"):
+  """`logits_fn(x)` for attacks: running statistics ("eval") or batch statistics with the
+  updates discarded ("train")."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  if bn_mode == "train" and batch_stats:
+    return lambda x: model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+  return lambda x: model.apply(variables, x, train=False)
+
+
+def resolve_unroll(unroll: int, steps: int) -> int | bool:
+  """-1 (auto): fully unrolled on CPU, where it measured 2-3x faster than a rolled loop
+  (../shared/PERF_LEADS.md); rolled (1) on accelerators, keeping compile time flat in steps."""
+  if unroll == -1:
+    return max(1, steps) if jax.default_backend() == "cpu" else 1
+  return max(1, int(unroll))
+
+
+def augmentation_kind(config, spec) -> str:
+  return spec.augment if config.data.augment == "default" else config.data.augment
+
+
+# --------------------------------------------------------------------------------------------
+# The steps.
+# --------------------------------------------------------------------------------------------
+
+def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedule):
+  """One update: augment -> (PGD) -> regularized loss -> optax. Returns (state, metrics)."""
+  adversarial, kind = losses.method_parts(config.method)
+  k_aug, k_attack = jax.random.split(jax.random.fold_in(state.key, state.step))
+  x = data.augment(k_aug, data.to_float(batch["image"]), augmentation_kind(config, spec))
+  y = batch["label"]
+  has_bn = bool(state.batch_stats)
+
+  if adversarial:
+    a = config.attack
+    attack_logits = make_logits_fn(model, state.params, state.batch_stats, a.bn_mode)
+    attack_loss = losses.per_example_objective(config) if a.loss == "objective" else "ce"
+    x_task = jax.lax.stop_gradient(attacks.pgd(
+        attack_logits, x, y, key=k_attack, eps=a.eps, step_size=a.step_size, steps=a.steps,
+        loss=attack_loss, random_start=a.random_start, unroll=resolve_unroll(a.unroll, a.steps)))
+  else:
+    x_task = x
+  clean_for_reg = adversarial and kind != "none" and config.regularizer.on != "adversarial"
+
+  def forward(params, inputs):
+    """Train-mode forward; returns (logits, new batch stats)."""
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if has_bn:
+      logits, mutated = model.apply(variables, inputs, train=True, mutable=["batch_stats"])
+      return logits, mutated["batch_stats"]
+    return model.apply(variables, inputs, train=True), state.batch_stats
+
+  def loss_of(params):
+    logits, new_stats = forward(params, x_task)  # the last forward: its statistics are kept
+    clean_logits = forward(params, x)[0] if clean_for_reg else None
+    loss, metrics = loss_fn(logits, y, clean_logits)
+    return loss, (metrics, logits, new_stats)
+
+  (_, (metrics, logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+      state.params)
+  metrics = dict(metrics)
+  if adversarial:
+    clean_logits = make_logits_fn(model, state.params, state.batch_stats, config.attack.bn_mode)(x)
+    metrics["accuracy_adv"] = jnp.mean(losses.accuracy(logits, y))
+    metrics["accuracy_clean"] = jnp.mean(losses.accuracy(jax.lax.stop_gradient(clean_logits), y))
+  else:
+    metrics["accuracy_clean"] = jnp.mean(losses.accuracy(logits, y))
+  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["learning_rate"] = schedule(state.step)
+  new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, key, *, model, config):
+  """Sums over one padded test batch: clean and PGD correct, predictive entropy, count."""
+  x, y, mask = data.to_float(batch["image"]), batch["label"], batch["mask"]
+  logits_fn = make_logits_fn(model, state.params, state.batch_stats, "eval")
+  logits = logits_fn(x)
+  e = config.eval
+  x_adv = attacks.pgd(logits_fn, x, y, key=key, eps=config.attack.eps, step_size=e.pgd_step_size,
+                      steps=e.pgd_steps, unroll=resolve_unroll(config.attack.unroll, e.pgd_steps))
+  return {
+      "correct": jnp.sum(losses.accuracy(logits, y) * mask),
+      "pgd_correct": jnp.sum(losses.accuracy(logits_fn(x_adv), y) * mask),
+      "entropy": jnp.sum(losses.entropy(logits) * mask),
+      "count": jnp.sum(mask),
+  }
+
+
+def make_train_step(config, model, spec, schedule, mesh):
+  fn = functools.partial(train_step, model=model, config=config, spec=spec,
+                         loss_fn=losses.objective(config), schedule=schedule)
+  rep, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  return jax.jit(fn, in_shardings=(rep, batch), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(config, model, mesh):
+  fn = functools.partial(eval_step, model=model, config=config)
+  rep = sharding.replicated(mesh)
+  return jax.jit(fn, in_shardings=(rep, sharding.batch_sharded(mesh), rep), out_shardings=rep)
+
+
+def evaluate(p_eval_step, state, split: data.Split, config, mesh) -> dict[str, float]:
+  """Clean accuracy, PGD accuracy at the training eps, and mean entropy on the test split."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)  # same points every eval
+  sums = None
+  for i, batch in enumerate(data.eval_batches(split, config.eval.batch_size,
+                                              config.eval.num_examples)):
+    out = p_eval_step(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(key, i))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  n = float(sums["count"])
+  return {"clean_accuracy": float(sums["correct"]) / n,
+          "pgd_accuracy": float(sums["pgd_correct"]) / n,
+          "mean_entropy": float(sums["entropy"]) / n,
+          "num_examples": int(n)}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics output.
+# --------------------------------------------------------------------------------------------
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON line {"step": s, name: value, ...} per write_scalars call.
+
+  Scalars only; images, histograms and the rest go to TensorBoard through the default writer.
+  """
+
+  def __init__(self, path: str):
+    self._file = open(path, "a", encoding="utf-8")
+
+  def write_scalars(self, step, scalars):
+    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(record) + "\n")
+
+  def write_hparams(self, hparams):
+    self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def flatten_config(config) -> dict[str, Any]:
+  """{"attack.eps": 0.1, ...}: one entry per leaf, for hyper-parameter logs."""
+  flat = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      if isinstance(v, (dict, ml_collections.ConfigDict)):
+        walk(f"{prefix}{k}.", v)
+      else:
+        flat[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+  walk("", config)
+  return flat
+
+
+def _metrics_collection(keys):
+  return clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in keys})
+
+
+def _check_finite(values: dict[str, float], step: int) -> None:
+  bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+  if bad:
+    name, value = next(iter(bad.items()))
+    raise UatError(f"non-finite {name}={value} by step {step}; training stopped, the last "
+                   "checkpoint is kept: lower the learning rate or check the inputs")
+
+
+def format_summary(config, results: dict[str, float]) -> str:
+  e = config.eval
+  rows = [("clean accuracy", results["clean_accuracy"]),
+          (f"PGD-{e.pgd_steps} accuracy (eps={config.attack.eps:.4g})", results["pgd_accuracy"]),
+          ("mean predictive entropy (nats)", results["mean_entropy"])]
+  width = max(len(r[0]) for r in rows)
+  lines = [f"{config.data.name} / {config.model.name} / {config.method}: "
+           f"{results['num_examples']} test examples",
+           f"| {'metric'.ljust(width)} | value  |", f"|{'-' * (width + 2)}|--------|"]
+  lines += [f"| {name.ljust(width)} | {value:.4f} |" for name, value in rows]
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------------------------
+
+def _prepare_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UatError(f"workdir {workdir} is not writable ({e.strerror}): choose another "
+                   "--workdir") from e
+
+
+def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options)
+
+
+def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState:
+  """Restores the newest complete checkpoint into `state`'s structure and shardings."""
+  step = mngr.latest_step()
+  if step is None:
+    return state
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  logging.info("Resuming from checkpoint at step %d", step)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       num_devices: int | None = None) -> dict[str, Any]:
+  """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns the final
+  evaluation {"clean_accuracy", "pgd_accuracy", "mean_entropy", "num_examples", "step"}."""
+  mesh = sharding.make_mesh(num_devices)
+  config_lib.validate(config, mesh.devices.size)
+  _prepare_workdir(workdir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  spec = data.get_spec(config.data.name)
+  logging.info("Loading %s", config.data.name)
+  train_split = data.load_split(config.data, "train")
+  test_split = data.load_split(config.data, spec.eval_split)
+  num_steps = total_steps(config, len(train_split))
+
+  model = models.create_model(config.model, spec)
+  schedule = create_learning_rate_schedule(config.optimizer, num_steps)
+  tx = create_optimizer(config.optimizer, schedule)
+  state = create_train_state(config, model, spec, tx, mesh)
+  mngr = checkpoint_manager(workdir, config)
+  state = restore_or_keep(mngr, state)
+  initial_step = int(jax.device_get(state.step))
+
+  writer = metric_writers.MultiWriter([
+      metric_writers.create_default_writer(workdir, just_logging=not is_chief,
+                                           asynchronous=False),
+      *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if is_chief else []),
+  ])
+  if initial_step == 0:
+    writer.write_hparams(flatten_config(config))
+  logging.info("Training %s (%s) on %s for %d steps from step %d on %d device(s)",
+               config.model.name, config.method, config.data.name, num_steps, initial_step,
+               mesh.devices.size)
+
+  p_train_step = make_train_step(config, model, spec, schedule, mesh)
+  p_eval_step = make_eval_step(config, model, mesh)
+  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                                    every_steps=config.log_every_steps)
+  pending = None  # clu metrics since the last log
+
+  def flush_train_metrics(step):
+    nonlocal pending
+    if pending is None:
+      return
+    values = {k: float(v) for k, v in pending.compute().items()}
+    _check_finite(values, step)
+    writer.write_scalars(step, {f"train/{k}": v for k, v in values.items()})
+    pending = None
+
+  results = None
+  t0 = time.time()
+  for step in range(initial_step, num_steps):
+    batch = sharding.shard_batch(
+        data.train_batch(train_split, config.seed, step, config.batch_size), mesh)
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, step_metrics = p_train_step(state, batch)
+    step_collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
+    pending = step_collection if pending is None else pending.merge(step_collection)
+    done = step + 1
+    report_progress(done)
+    is_last = done == num_steps
+    if done % config.log_every_steps == 0 or is_last:
+      flush_train_metrics(done)
+    if done % config.eval.every_steps == 0 or is_last:
+      with report_progress.timed("eval"):
+        results = evaluate(p_eval_step, state, test_split, config, mesh)
+      writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
+    if done % config.checkpoint_every_steps == 0 or is_last:
+      flush_train_metrics(done)  # never checkpoint a state whose loss went non-finite
+      mngr.save(done, args=ocp.args.StandardSave(state))
+  mngr.wait_until_finished()
+  writer.flush()
+  if results is None:  # nothing left to train: evaluate the restored state
+    results = evaluate(p_eval_step, state, test_split, config, mesh)
+  results["step"] = num_steps
+  logging.info("Finished %d steps in %.1f s", num_steps - initial_step, time.time() - t0)
+  return results
