@@ -44,12 +44,44 @@ def main(argv):
   print(train.format_summary(config, results), flush=True)
 
 
+def _fail(message: str):
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, with bad flags and config overrides reported as one line."""
+  try:
+    argv = FLAGS(argv)
+    FLAGS.config.method  # a config file that failed to load raises OSError on first use
+    return argv
+  except OSError as e:
+    root = e
+    while root.__cause__ or root.__context__:
+      root = root.__cause__ or root.__context__
+    if isinstance(root, UatError):
+      _fail(str(root))
+    _fail(f"could not load the --config file ({type(root).__name__}: "
+          f"{str(root).strip().splitlines()[-1]}); pass e.g. "
+          "--config=configs/fashion_mnist.py:at_entm")
+  except flags.Error as e:
+    text = str(e)
+    if "UatError: " in text:  # raised by get_config(arg) inside the config file
+      _fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
+    _fail(f"{text.splitlines()[0]} (see --helpfull)")
+  except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
+    detail = str(e.args[0] if e.args else e).replace("\\n", " ")
+    _fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
+          "fields with --helpfull or read the config file")
+  except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
+    _fail(f"bad config override: {e}")
+
+
 def run():
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except UatError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
 
 
 if __name__ == "__main__":
