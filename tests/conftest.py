@@ -1,0 +1,37 @@
+"""Shared fixtures: the embedded Fashion-MNIST, loaded once per session."""
+
+import os
+import sys
+
+import ml_collections
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def fmnist_data_config(**overrides):
+  from uat_jax import data
+  c = ml_collections.ConfigDict(dict(name="fashion_mnist", data_dir="",
+                                     manual_dir=data.DEFAULT_FASHION_MNIST_DIR, download=False,
+                                     augment="default"))
+  c.update(overrides)
+  return c
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+  """{"train": Split, "test": Split} of the real Fashion-MNIST."""
+  from uat_jax import data
+  c = fmnist_data_config()
+  return {"train": data.load_split(c, "train"), "test": data.load_split(c, "test")}
+
+
+def load_config(arg):
+  """configs/fashion_mnist.py:<arg> as the CLI would build it (unlocked copy for tests)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("fm_config",
+                                                os.path.join(REPO, "configs", "fashion_mnist.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -1,0 +1,94 @@
+"""PGD: constraints, ascent, eps = 0, determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from uat_jax import attacks, losses, models
+from uat_jax.errors import UatError
+
+
+def linear_logits_fn(seed, d, k=10):
+  w = jax.random.normal(jax.random.PRNGKey(seed), (d, k))
+  return lambda x: x.reshape(x.shape[0], -1) @ w
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), step_frac=st.floats(0.0, 2.0),
+       steps=st.integers(0, 5), b=st.integers(1, 6), hw=st.integers(1, 6),
+       c=st.sampled_from([1, 3]), scale=st.sampled_from([1.0, 1e4]))
+def test_pgd_stays_in_eps_ball_and_unit_box(seed, eps, step_frac, steps, b, hw, c, scale):
+  key = jax.random.PRNGKey(seed)
+  x = jax.random.uniform(key, (b, hw, hw, c))
+  x = x.at[0].set(jnp.round(x[0]))  # pixels exactly at 0 and 1
+  base = linear_logits_fn(seed, hw * hw * c)
+  y = jax.random.randint(key, (b,), 0, 10)
+  x_adv = attacks.pgd(lambda v: scale * base(v), x, y, key=jax.random.fold_in(key, 1), eps=eps,
+                      step_size=step_frac * eps, steps=steps)
+  x_adv, x = np.asarray(x_adv), np.asarray(x)
+  assert np.all(np.isfinite(x_adv))
+  assert np.all(np.abs(x_adv - x) <= eps + 1e-6)
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+@pytest.fixture(scope="module")
+def cnn():
+  model = models.SmallCNN()
+  x = jax.random.uniform(jax.random.PRNGKey(0), (32, 28, 28, 1))
+  params = model.init(jax.random.PRNGKey(1), x)
+  y = jnp.argmax(model.apply(params, x), -1)  # attack the model's own predictions
+  return (lambda v: model.apply(params, v)), x, y
+
+
+def test_loss_after_pgd_is_at_least_loss_at_random_start(cnn):
+  logits_fn, x, y = cnn
+  kw = dict(key=jax.random.PRNGKey(3), eps=0.1, step_size=0.025)
+  start = attacks.pgd(logits_fn, x, y, steps=0, **kw)  # the random start alone
+  end = attacks.pgd(logits_fn, x, y, steps=10, **kw)
+  l0 = losses.cross_entropy(logits_fn(start), y)
+  l1 = losses.cross_entropy(logits_fn(end), y)
+  assert np.all(np.asarray(l1) >= np.asarray(l0) - 1e-6)
+  assert float(l1.mean()) > float(l0.mean())
+
+
+def test_eps_zero_gives_clean_accuracy(cnn):
+  logits_fn, x, y = cnn
+  y = y.at[:8].set((y[:8] + 1) % 10)  # some wrong labels, so clean accuracy is not trivial
+  x_adv = attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.0, step_size=0.01,
+                      steps=5)
+  np.testing.assert_array_equal(x_adv, x)
+  assert losses.accuracy(logits_fn(x_adv), y).mean() == losses.accuracy(logits_fn(x), y).mean()
+
+
+def test_pgd_deterministic_in_key_and_unroll_invariant(cnn):
+  logits_fn, x, y = cnn
+  kw = dict(eps=0.1, step_size=0.02, steps=4)
+  a = jax.jit(lambda k: attacks.pgd(logits_fn, x, y, key=k, unroll=1, **kw))(jax.random.PRNGKey(5))
+  b = jax.jit(lambda k: attacks.pgd(logits_fn, x, y, key=k, unroll=4, **kw))(jax.random.PRNGKey(5))
+  c = attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(6), **kw)
+  np.testing.assert_allclose(a, b, atol=1e-6)
+  assert not np.allclose(a, c)
+
+
+def test_pgd_lowers_accuracy_and_takes_a_custom_loss(cnn):
+  logits_fn, x, y = cnn
+  kw = dict(key=jax.random.PRNGKey(0), eps=0.3, step_size=0.05, steps=10)
+  x_adv = attacks.pgd(logits_fn, x, y, **kw)
+  assert float(losses.accuracy(logits_fn(x_adv), y).mean()) < 0.5
+  margin = lambda z, t: jnp.max(z - 1e9 * jax.nn.one_hot(t, 10), -1) - jnp.take_along_axis(
+      z, t[:, None], -1)[:, 0]
+  x_cw = attacks.pgd(logits_fn, x, y, loss=margin, **kw)
+  assert float(losses.accuracy(logits_fn(x_cw), y).mean()) < 0.5
+
+
+def test_bad_arguments():
+  f = linear_logits_fn(0, 4)
+  x, y = jnp.zeros((1, 2, 2, 1)), jnp.zeros((1,), jnp.int32)
+  with pytest.raises(UatError, match="outside \\[0, 1\\]"):
+    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=-0.1, step_size=0.1, steps=1)
+  with pytest.raises(UatError, match="outside \\[0, 1\\]"):
+    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=8, step_size=0.1, steps=1)
+  with pytest.raises(UatError, match="unknown attack loss"):
+    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, loss="dlr")

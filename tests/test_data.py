@@ -1,0 +1,97 @@
+"""Data: the embedded Fashion-MNIST is the published one; batches are pure in (seed, step)."""
+
+import gzip
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import fmnist_data_config
+from uat_jax import data
+from uat_jax.errors import UatError
+
+
+def test_fashion_mnist_counts_shapes_dtypes_histograms(fmnist):
+  train, test = fmnist["train"], fmnist["test"]
+  assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
+  assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+  # Fashion-MNIST is balanced: exactly 6,000 / 1,000 images per class.
+  np.testing.assert_array_equal(np.bincount(train.labels), [6000] * 10)
+  np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+  # The published order (the first training images are ankle boot, T-shirt, T-shirt, dress, ...).
+  np.testing.assert_array_equal(train.labels[:10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5])
+  np.testing.assert_array_equal(test.labels[:10], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7])
+  assert train.images.max() == 255 and train.images.min() == 0
+
+
+def test_tfds_split_equals_the_idx_files(fmnist):
+  for split, (images_file, labels_file) in data.FASHION_MNIST_FILES.items():
+    images = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, images_file))
+    labels = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, labels_file))
+    np.testing.assert_array_equal(fmnist[split].images[..., 0], images)
+    np.testing.assert_array_equal(fmnist[split].labels, labels)
+
+
+def test_missing_fashion_mnist_gives_install_hint(tmp_path):
+  c = fmnist_data_config(manual_dir=str(tmp_path / "nothing"), data_dir=str(tmp_path / "tfds"))
+  with pytest.raises(UatError, match="apt-get install dataset-fashion-mnist"):
+    data.load_split(c, "train")
+
+
+def test_unprepared_tfds_dataset_without_download_is_a_clear_error(tmp_path):
+  c = fmnist_data_config(name="mnist", data_dir=str(tmp_path), download=False)
+  with pytest.raises(UatError, match="not prepared.*download=True"):
+    data.load_split(c, "train")
+
+
+def test_unknown_dataset():
+  with pytest.raises(UatError, match="unknown dataset 'imagenet'"):
+    data.get_spec("imagenet")
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+  src = os.path.join(data.DEFAULT_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz")
+  with gzip.open(src, "rb") as f:
+    raw = f.read()
+  bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+  with gzip.open(bad, "wb") as f:
+    f.write(raw[:-100])
+  with pytest.raises(UatError, match="truncated"):
+    data.read_idx(str(bad))
+
+
+def test_batches_are_pure_in_seed_and_step():
+  n, b = 1000, 128
+  first = [data.batch_indices(0, s, b, n) for s in range(20)]
+  data._epoch_permutation.cache_clear()
+  # A resumed run computes step 13 without having computed steps 0..12.
+  np.testing.assert_array_equal(data.batch_indices(0, 13, b, n), first[13])
+  assert not np.array_equal(data.batch_indices(1, 13, b, n), first[13])
+  # Every epoch visits each example exactly once, across batch boundaries.
+  stream = np.concatenate(first)
+  for e in range(2):
+    np.testing.assert_array_equal(np.sort(stream[e * n:(e + 1) * n]), np.arange(n))
+
+
+def test_eval_batches_pad_and_mask(fmnist):
+  batches = list(data.eval_batches(fmnist["test"], 300, num_examples=700))
+  assert [b["image"].shape[0] for b in batches] == [300, 300, 300]
+  assert sum(b["mask"].sum() for b in batches) == 700
+  np.testing.assert_array_equal(batches[2]["label"][:100], fmnist["test"].labels[600:700])
+  assert batches[2]["mask"][100:].sum() == 0
+
+
+def test_augment_crop_and_flip():
+  x = jax.random.uniform(jax.random.PRNGKey(0), (16, 32, 32, 3))
+  assert data.augment(jax.random.PRNGKey(1), x, "none") is x
+  out = np.asarray(data.augment(jax.random.PRNGKey(1), x, "crop"))
+  padded = np.pad(np.asarray(x), ((0, 0), (4, 4), (4, 4), (0, 0)))
+  for i in range(16):  # each crop is a 32x32 window of the zero-padded image
+    assert any(np.array_equal(out[i], padded[i, r:r + 32, c:c + 32])
+               for r in range(9) for c in range(9))
+  flipped = np.asarray(data.augment(jax.random.PRNGKey(2), x, "crop_flip"))
+  assert flipped.shape == x.shape
+  np.testing.assert_array_equal(flipped, data.augment(jax.random.PRNGKey(2), x, "crop_flip"))
+  with pytest.raises(UatError, match="unknown augmentation"):
+    data.augment(jax.random.PRNGKey(0), x, "mixup")
