@@ -1,0 +1,89 @@
+"""The CLI end to end on real Fashion-MNIST: train, kill, resume; bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+CONFIG = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":at_entm,runlocal"
+
+
+def cli(workdir, *flags):
+  return [sys.executable, "-m", "uat_jax.main", CONFIG, f"--workdir={workdir}", *flags]
+
+
+def committed_steps(workdir):
+  ckpt = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt):
+    return []
+  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+
+
+@pytest.mark.slow
+def test_train_kill_and_resume(tmp_path):
+  """Trains from the CLI, is SIGKILLed after its first checkpoint, and resumes from it."""
+  workdir = str(tmp_path / "w")
+  flags = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=10",
+           "--config.log_every_steps=10", "--config.eval.every_steps=40",
+           "--config.eval.num_examples=500", "--config.attack.steps=5"]
+  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 300
+  while not committed_steps(workdir) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  log = proc.communicate()[0]
+  killed_at = committed_steps(workdir)
+  assert killed_at and max(killed_at) < 40, log[-3000:]
+
+  done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"Resuming from checkpoint at step {max(killed_at)}" in done.stderr
+  assert f"Training small_cnn (at_entm) on fashion_mnist for 40 steps from step {max(killed_at)}" \
+      in done.stderr
+  assert "| clean accuracy" in done.stdout and "PGD-20 accuracy (eps=0.1)" in done.stdout
+  assert 40 in committed_steps(workdir)
+
+  files = os.listdir(workdir)
+  assert "config.json" in files and any(f.startswith("events.out.tfevents") for f in files)
+  assert json.load(open(os.path.join(workdir, "config.json")))["method"] == "at_entm"
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  steps = [r["step"] for r in records if "train/loss" in r]
+  assert steps[-1] == 40 and 40 in [r["step"] for r in records if "eval/pgd_accuracy" in r]
+  assert {"train/accuracy_adv", "train/accuracy_clean", "train/entropy", "train/grad_norm",
+          "train/learning_rate", "train/ce"} <= set(records[-2]) | set(records[-1])
+
+  # Rerunning a finished run trains nothing and reports the same checkpoint.
+  again = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0 and "Resuming from checkpoint at step 40" in again.stderr
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.attack.epsx=0.1", "unknown config field"),
+    ("--config.attack.eps=abc", "could not convert"),
+    ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),
+    ("--config.regularizer.alpha=1.0", "alpha=1.0 must be in [0, 1)"),
+    ("--config.method=mixup", "unknown method 'mixup'"),
+    ("--config.data.manual_dir=/nonexistent", None),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
+  workdir = tmp_path / "w"
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))  # nothing prepared there
+  proc = subprocess.run(cli(str(workdir), flag), cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env=env)
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ")
+  assert "Traceback" not in proc.stderr
+  if message is None:
+    assert "apt-get install dataset-fashion-mnist" in last
+  else:
+    assert message in last
