@@ -14,19 +14,7 @@ from uat_jax import config_lib
 
 
 def _dataset(c):
-  c.data.name = "cifar100"
-  c.model.name = "preact_resnet18"
-  c.num_epochs = 200.0
-  c.optimizer.name = "sgd"
-  c.optimizer.learning_rate = 0.1
-  c.optimizer.momentum = 0.9
-  c.optimizer.weight_decay = 5e-4
-  c.optimizer.schedule = "piecewise"
-  c.attack.eps = 8 / 255
-  c.attack.step_size = 2 / 255
-  c.attack.steps = 10
-  c.eval.pgd_step_size = 2 / 255
-  c.eval.batch_size = 250
+  config_lib.resnet_at_recipe(c, "cifar100", learning_rate=0.1, num_epochs=200.0)
 
 
 def _runlocal(c):

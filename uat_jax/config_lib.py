@@ -102,6 +102,25 @@ def runlocal(c: ml_collections.ConfigDict) -> None:
   c.checkpoint_every_steps = 100
 
 
+def resnet_at_recipe(c: ml_collections.ConfigDict, dataset: str, learning_rate: float,
+                     num_epochs: float) -> None:
+  """The Rice et al. 2020 PGD-AT recipe for 32x32 datasets: PreAct ResNet-18, eps 8/255 with
+  10 steps of 2/255, SGD momentum 0.9, weight decay 5e-4, batch 128, piecewise decay at 50%/75%."""
+  c.data.name = dataset
+  c.model.name = "preact_resnet18"
+  c.num_epochs = num_epochs
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = learning_rate
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.schedule = "piecewise"
+  c.attack.eps = 8 / 255
+  c.attack.step_size = 2 / 255
+  c.attack.steps = 10
+  c.eval.pgd_step_size = 2 / 255
+  c.eval.batch_size = 250
+
+
 def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   method = parts[0] if parts else "at_entm"
