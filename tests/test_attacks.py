@@ -15,22 +15,32 @@ def linear_logits_fn(seed, d, k=10):
   return lambda x: x.reshape(x.shape[0], -1) @ w
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), step_frac=st.floats(0.0, 2.0),
        steps=st.integers(0, 5), b=st.integers(1, 6), hw=st.integers(1, 6),
-       c=st.sampled_from([1, 3]), scale=st.sampled_from([1.0, 1e4]))
-def test_pgd_stays_in_eps_ball_and_unit_box(seed, eps, step_frac, steps, b, hw, c, scale):
+       c=st.sampled_from([1, 3]), scale=st.sampled_from([1.0, 1e4]),
+       norm=st.sampled_from(["linf", "l2"]), loss=st.sampled_from(["ce", "cw", "dlr"]),
+       restarts=st.integers(1, 2))
+def test_attacks_stay_in_eps_ball_and_unit_box(seed, eps, step_frac, steps, b, hw, c, scale, norm,
+                                               loss, restarts):
   key = jax.random.PRNGKey(seed)
   x = jax.random.uniform(key, (b, hw, hw, c))
   x = x.at[0].set(jnp.round(x[0]))  # pixels exactly at 0 and 1
   base = linear_logits_fn(seed, hw * hw * c)
   y = jax.random.randint(key, (b,), 0, 10)
-  x_adv = attacks.pgd(lambda v: scale * base(v), x, y, key=jax.random.fold_in(key, 1), eps=eps,
-                      step_size=step_frac * eps, steps=steps)
+  logits_fn = lambda v: scale * base(v)
+  x_adv = attacks.pgd(logits_fn, x, y, key=jax.random.fold_in(key, 1), eps=eps,
+                      step_size=step_frac * eps, steps=steps, norm=norm, loss=loss,
+                      restarts=restarts)
+  x_fgsm = np.asarray(attacks.fgsm(logits_fn, x, y, eps=eps, loss=loss))
   x_adv, x = np.asarray(x_adv), np.asarray(x)
-  assert np.all(np.isfinite(x_adv))
-  assert np.all(np.abs(x_adv - x) <= eps + 1e-6)
-  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+  for out, in_norm in ((x_adv, norm), (x_fgsm, "linf")):
+    assert np.all(np.isfinite(out))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    if in_norm == "linf":
+      assert np.all(np.abs(out - x) <= eps + 1e-6)
+    else:
+      assert np.all(np.sqrt(((out - x) ** 2).reshape(b, -1).sum(-1)) <= eps * (1 + 1e-5) + 1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +101,40 @@ def test_bad_arguments():
   with pytest.raises(UatError, match="outside \\[0, 1\\]"):
     attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=8, step_size=0.1, steps=1)
   with pytest.raises(UatError, match="unknown attack loss"):
-    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, loss="dlr")
+    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, loss="foo")
+  with pytest.raises(UatError, match="unknown norm"):
+    attacks.pgd(f, x, y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, norm="l1")
+
+
+def test_margin_and_dlr_losses_against_numpy():
+  z = np.array([[3.0, 1.0, 2.0, -1.0], [0.5, 4.0, 1.0, 0.0]], np.float32)
+  y = np.array([0, 2])
+  np.testing.assert_allclose(attacks.margin_loss(jnp.asarray(z), jnp.asarray(y)), [-1.0, 3.0])
+  # DLR: margin / (z_pi1 - z_pi3): (2 - 3) / (3 - 1) and (4 - 1) / (4 - 0.5)
+  np.testing.assert_allclose(attacks.dlr_loss(jnp.asarray(z), jnp.asarray(y)),
+                             [-0.5, 3 / 3.5], rtol=1e-6)
+  # Shift and scale invariance of DLR (why it breaks saturated softmaxes).
+  np.testing.assert_allclose(attacks.dlr_loss(jnp.asarray(1e4 * z + 7), jnp.asarray(y)),
+                             [-0.5, 3 / 3.5], rtol=1e-5)
+
+
+def test_restarts_never_do_worse_and_l2_attacks_work(cnn):
+  logits_fn, x, y = cnn
+  kw = dict(key=jax.random.PRNGKey(2), eps=0.05, step_size=0.0125, steps=5)
+  acc = lambda xa: float(losses.accuracy(logits_fn(xa), y).mean())
+  one = attacks.pgd(logits_fn, x, y, restarts=1, **kw)
+  three = attacks.pgd(logits_fn, x, y, restarts=3, **kw)
+  assert acc(three) <= acc(one)
+  fooled_one = np.asarray(losses.accuracy(logits_fn(one), y)) == 0
+  fooled_three = np.asarray(losses.accuracy(logits_fn(three), y)) == 0
+  assert np.all(fooled_three[fooled_one])  # an example fooled once stays fooled
+  l2 = attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=3.0, step_size=0.5, steps=10,
+                   norm="l2")
+  assert acc(l2) < acc(x)
+
+
+def test_fgsm_is_one_signed_step(cnn):
+  logits_fn, x, y = cnn
+  g = jax.grad(lambda v: losses.cross_entropy(logits_fn(v), y).sum())(x)
+  expected = np.clip(np.asarray(x) + 0.1 * np.sign(np.asarray(g)), 0, 1)
+  np.testing.assert_allclose(attacks.fgsm(logits_fn, x, y, eps=0.1), expected, atol=1e-6)
