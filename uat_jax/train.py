@@ -99,14 +99,6 @@ def make_logits_fn(model, params, batch_stats, bn_mode: str = "eval"):
   return lambda x: model.apply(variables, x, train=False)
 
 
-def resolve_unroll(unroll: int, steps: int) -> int | bool:
-  """-1 (auto): fully unrolled on CPU, where it measured 2-3x faster than a rolled loop
-  (../shared/PERF_LEADS.md); rolled (1) on accelerators, keeping compile time flat in steps."""
-  if unroll == -1:
-    return max(1, steps) if jax.default_backend() == "cpu" else 1
-  return max(1, int(unroll))
-
-
 def augmentation_kind(config, spec) -> str:
   return spec.augment if config.data.augment == "default" else config.data.augment
 
@@ -129,7 +121,7 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
     attack_loss = losses.per_example_objective(config) if a.loss == "objective" else "ce"
     x_task = jax.lax.stop_gradient(attacks.pgd(
         attack_logits, x, y, key=k_attack, eps=a.eps, step_size=a.step_size, steps=a.steps,
-        loss=attack_loss, random_start=a.random_start, unroll=resolve_unroll(a.unroll, a.steps)))
+        loss=attack_loss, random_start=a.random_start, unroll=a.unroll))
   else:
     x_task = x
   clean_for_reg = adversarial and kind != "none" and config.regularizer.on != "adversarial"
@@ -170,7 +162,7 @@ def eval_step(state: TrainState, batch, key, *, model, config):
   logits = logits_fn(x)
   e = config.eval
   x_adv = attacks.pgd(logits_fn, x, y, key=key, eps=config.attack.eps, step_size=e.pgd_step_size,
-                      steps=e.pgd_steps, unroll=resolve_unroll(config.attack.unroll, e.pgd_steps))
+                      steps=e.pgd_steps, unroll=config.attack.unroll)
   return {
       "correct": jnp.sum(losses.accuracy(logits, y) * mask),
       "pgd_correct": jnp.sum(losses.accuracy(logits_fn(x_adv), y) * mask),

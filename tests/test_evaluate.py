@@ -1,0 +1,82 @@
+"""The evaluation suite on a model trained on real Fashion-MNIST, and its masking checks."""
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config
+from uat_jax import data, evaluate, models, sharding, train
+from uat_jax.errors import UatError
+
+EPS = (0.05, 0.1, 0.2)
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist):
+  """A small CNN after 150 standard-training steps, and 400 test points."""
+  c = load_config("standard,runlocal")
+  spec = data.get_spec("fashion_mnist")
+  mesh = sharding.make_mesh(1)
+  model = models.create_model(c.model, spec)
+  schedule = train.create_learning_rate_schedule(c.optimizer, 150)
+  tx = train.create_optimizer(c.optimizer, schedule)
+  state = train.create_train_state(c, model, spec, tx, mesh)
+  step = train.make_train_step(c, model, spec, schedule, mesh)
+  for s in range(150):
+    state, _ = step(state, sharding.shard_batch(data.train_batch(fmnist["train"], 0, s, 128), mesh))
+  logits_fn = train.make_logits_fn(model, state.params, state.batch_stats, "eval")
+  x = fmnist["test"].images[:400].astype(np.float32) / 255
+  return logits_fn, x, fmnist["test"].labels[:400]
+
+
+@pytest.fixture(scope="module")
+def quick(trained):
+  logits_fn, x, y = trained
+  return evaluate.run_suite(logits_fn, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0),
+                            eps=EPS, batch_size=128)
+
+
+def test_quick_suite_structure_and_ordering(quick):
+  assert quick["num_examples"] == 400 and quick["clean_accuracy"] > 0.6
+  acc = {name: r["accuracy"] for name, r in quick["attacks"].items()}
+  assert list(acc) == ["FGSM", "PGD-20", "CW-20"]
+  for k in map(str, EPS):
+    assert acc["PGD-20"][k] <= acc["FGSM"][k] + evaluate.TOLERANCE
+    worst = quick["worst_case"]["accuracy"][k]
+    assert worst <= min(a[k] for a in acc.values())
+    cumulative = [quick["worst_case"]["cumulative"][n][k] for n in acc]
+    assert cumulative == sorted(cumulative, reverse=True) and cumulative[-1] == worst
+  assert quick["extra"]["eps0_accuracy"] == quick["clean_accuracy"]
+  # A standard model is not robust: PGD at eps 0.2 breaks nearly everything.
+  assert acc["PGD-20"]["0.2"] < 0.1
+
+
+def test_checks_pass_on_an_honest_model(quick):
+  failed = [c for c in quick["checks"] if not c["passed"]]
+  assert not failed, failed
+  table = evaluate.format_table(quick)
+  assert "| PGD-20 |" in table and "| worst case |" in table and "[pass]" in table
+
+
+def test_saturated_logits_are_flagged_and_margin_attacks_still_break_them(trained):
+  logits_fn, x, y = trained
+  saturated = lambda v: 1e4 * logits_fn(v)  # softmax saturates: CE input gradients vanish
+  r = evaluate.run_suite(saturated, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0),
+                         eps=EPS, batch_size=128)
+  checks = {c["name"]: c for c in r["checks"]}
+  assert not checks["few examples with vanishing gradients"]["passed"]
+  assert not checks["CW-20 not far below PGD-20 (CE gradients not masked)"]["passed"]
+  acc = {name: v["accuracy"] for name, v in r["attacks"].items()}
+  assert acc["CW-20"]["0.2"] < 0.1  # the margin loss breaks it
+  assert acc["PGD-20"]["0.1"] > acc["CW-20"]["0.1"] + 0.2  # CE-PGD overestimates robustness
+
+
+def test_bad_suites():
+  f = lambda v: v.reshape(v.shape[0], -1)[:, :10]
+  x, y = np.zeros((4, 4, 4, 1), np.float32), np.zeros(4, np.int32)
+  with pytest.raises(UatError, match="unknown evaluation preset"):
+    evaluate.preset("strongest")
+  with pytest.raises(UatError, match="unknown attack"):
+    evaluate.run_suite(f, x, y, [{"attack": "bim"}], jax.random.PRNGKey(0))
+  with pytest.raises(UatError, match="outside \\[0, 1\\]"):
+    evaluate.run_suite(f, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0), eps=(2.0,))
