@@ -83,6 +83,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ")
   assert "Traceback" not in proc.stderr
+  assert not workdir.exists()  # bad input touches nothing
   if message is None:
     assert "apt-get install dataset-fashion-mnist" in last
   else:

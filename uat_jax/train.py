@@ -323,16 +323,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   evaluation {"clean_accuracy", "pgd_accuracy", "mean_entropy", "num_examples", "step"}."""
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
+  spec = data.get_spec(config.data.name)
+  logging.info("Loading %s", config.data.name)
+  train_split = data.load_split(config.data, "train")
+  test_split = data.load_split(config.data, spec.eval_split)
+  # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
   if is_chief:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-  spec = data.get_spec(config.data.name)
-  logging.info("Loading %s", config.data.name)
-  train_split = data.load_split(config.data, "train")
-  test_split = data.load_split(config.data, spec.eval_split)
   num_steps = total_steps(config, len(train_split))
 
   model = models.create_model(config.model, spec)
