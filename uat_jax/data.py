@@ -228,6 +228,13 @@ def train_batch(split: Split, seed: int, step: int, batch_size: int) -> dict[str
   return {"image": split.images[idx], "label": split.labels[idx]}
 
 
+def pad_to(a: np.ndarray, size: int) -> np.ndarray:
+  """Zero-pads the leading (batch) axis of `a` to `size`, so a jitted step sees one shape."""
+  if a.shape[0] == size:
+    return a
+  return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
+
+
 def eval_batches(split: Split, batch_size: int,
                  num_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Fixed-size batches over the first `num_examples` examples; the last one is zero-padded and
@@ -235,13 +242,9 @@ def eval_batches(split: Split, batch_size: int,
   n = len(split) if not num_examples else min(num_examples, len(split))
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
-    pad = batch_size - (stop - start)
-    images, labels = split.images[start:stop], split.labels[start:stop]
-    mask = np.ones(stop - start, dtype=np.float32)
-    if pad:
-      images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    images = pad_to(split.images[start:stop], batch_size)
+    labels = pad_to(split.labels[start:stop], batch_size)
+    mask = pad_to(np.ones(stop - start, dtype=np.float32), batch_size)
     yield {"image": images, "label": labels, "mask": mask}
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from uat_jax import attacks, losses
+from uat_jax import attacks, data, losses
 from uat_jax.errors import UatError
 
 PRESETS: dict[str, list[dict[str, Any]]] = {
@@ -71,17 +71,11 @@ def _batches(n: int, batch_size: int):
     yield start, min(start + batch_size, n)
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-  if a.shape[0] == size:
-    return a
-  return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
-
-
 def _robust(predict, attack_fn, x, y, key, eps, batch_size) -> np.ndarray:
   """Per-example correctness under the attack, batched with a padded last batch."""
   out = np.zeros(len(y), bool)
   for i, (a, b) in enumerate(_batches(len(y), batch_size)):
-    xb, yb = _pad(x[a:b], batch_size), _pad(y[a:b], batch_size)
+    xb, yb = data.pad_to(x[a:b], batch_size), data.pad_to(y[a:b], batch_size)
     x_adv = attack_fn(xb, yb, jax.random.fold_in(key, i), jnp.float32(eps))
     out[a:b] = np.asarray(predict(x_adv))[: b - a] == y[a:b]
   return out
@@ -103,7 +97,7 @@ def zero_gradient_fraction(logits_fn, x, y, batch_size: int) -> float:
     return (jnp.abs(g).reshape(g.shape[0], -1).max(-1) < ZERO_GRAD) | (dz < SATURATED)
 
   vanished = jax.jit(vanished)
-  out = [np.asarray(vanished(_pad(x[a:b], batch_size), _pad(y[a:b], batch_size)))[: b - a]
+  out = [np.asarray(vanished(data.pad_to(x[a:b], batch_size), data.pad_to(y[a:b], batch_size)))[: b - a]
          for a, b in _batches(len(y), batch_size)]
   return float(np.concatenate(out).mean())
 
@@ -112,7 +106,7 @@ def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
   return {"name": name, "passed": bool(passed), "detail": detail}
 
 
-def masking_checks(result: dict[str, Any], suite: Sequence[dict[str, Any]]) -> list[dict]:
+def masking_checks(result: dict[str, Any]) -> list[dict]:
   """Pass/fail checks for gradient masking, each with its numbers."""
   checks = []
   eps_keys = [str(e) for e in result["eps"]]
@@ -122,7 +116,7 @@ def masking_checks(result: dict[str, Any], suite: Sequence[dict[str, Any]]) -> l
     ok = all(b <= a + TOLERANCE for a, b in zip(seq, seq[1:]))
     checks.append(_check(f"{name}: accuracy non-increasing in eps", ok,
                          " -> ".join(f"{v:.3f}" for v in seq)))
-  entries = [_entry(e) for e in suite]
+  entries = [r["config"] for r in result["attacks"].values()]
   fgsm = [e["name"] for e in entries if e["attack"] == "fgsm"]
   pgd_ce = [e["name"] for e in entries if e["attack"] == "pgd" and e["loss"] == "ce"
             and e["norm"] == "linf"]
@@ -178,11 +172,11 @@ def run_suite(logits_fn, x, y, suite: Sequence[dict[str, Any]], key: jax.Array, 
                             "eps": [float(e) for e in eps], "attacks": {},
                             "worst_case": {"accuracy": {}, "cumulative": {}}, "extra": {}}
   worst = {str(e): clean.copy() for e in eps}
-  total = len(suite) * len(eps)
+  entries = [_entry(s) for s in suite]
+  attack_fns = [make_attack(logits_fn, e) for e in entries]
+  total = len(entries) * len(eps)
   done, t0 = 0, time.time()
-  for i, entry in enumerate(suite):
-    e = _entry(entry)
-    attack_fn = make_attack(logits_fn, e)
+  for i, (e, attack_fn) in enumerate(zip(entries, attack_fns)):
     per_eps, cumulative = {}, {}
     for j, eps_value in enumerate(eps):
       robust = _robust(predict, attack_fn, x, y, jax.random.fold_in(key, 1000 * i + j),
@@ -201,10 +195,9 @@ def run_suite(logits_fn, x, y, suite: Sequence[dict[str, Any]], key: jax.Array, 
 
   if checks:
     extra = result["extra"]
-    first = make_attack(logits_fn, suite[0])
-    extra["eps0_accuracy"] = float(_robust(predict, first, x, y, key, 0.0, batch_size).mean())
-    pgd_entries = [_entry(s) for s in suite if _entry(s)["attack"] == "pgd"
-                   and _entry(s)["norm"] == "linf"]
+    extra["eps0_accuracy"] = float(
+        _robust(predict, attack_fns[0], x, y, key, 0.0, batch_size).mean())
+    pgd_entries = [e for e in entries if e["attack"] == "pgd" and e["norm"] == "linf"]
     if pgd_entries:
       base = pgd_entries[0]
       big = make_attack(logits_fn, {**base, "steps": max(20, base["steps"])})
@@ -218,7 +211,7 @@ def run_suite(logits_fn, x, y, suite: Sequence[dict[str, Any]], key: jax.Array, 
       extra["more_steps"] = {"name": stronger["name"], "eps": mid, "accuracy": stronger_acc,
                              "baseline": result["attacks"][base["name"]]["accuracy"][str(mid)]}
     extra["zero_gradient_fraction"] = zero_gradient_fraction(logits_fn, x, y, batch_size)
-    result["checks"] = masking_checks(result, suite)
+    result["checks"] = masking_checks(result)
   return result
 
 
