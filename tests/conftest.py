@@ -35,3 +35,15 @@ def load_config(arg):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def build_trainer(config, num_steps, mesh):
+  """(model, init_state, train_step) for Fashion-MNIST, wired as train_and_evaluate wires them;
+  `init_state()` gives a fresh state from config.seed."""
+  from uat_jax import data, models, train
+  spec = data.get_spec("fashion_mnist")
+  model = models.create_model(config.model, spec)
+  schedule = train.create_learning_rate_schedule(config.optimizer, num_steps)
+  tx = train.create_optimizer(config.optimizer, schedule)
+  step = train.make_train_step(config, model, spec, schedule, mesh)
+  return model, lambda: train.create_train_state(config, model, spec, tx, mesh), step

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import load_config
-from uat_jax import data, evaluate, models, sharding, train
+from conftest import build_trainer, load_config
+from uat_jax import data, evaluate, sharding, train
 from uat_jax.errors import UatError
 
 EPS = (0.05, 0.1, 0.2)
@@ -14,14 +14,9 @@ EPS = (0.05, 0.1, 0.2)
 @pytest.fixture(scope="module")
 def trained(fmnist):
   """A small CNN after 150 standard-training steps, and 400 test points."""
-  c = load_config("standard,runlocal")
-  spec = data.get_spec("fashion_mnist")
   mesh = sharding.make_mesh(1)
-  model = models.create_model(c.model, spec)
-  schedule = train.create_learning_rate_schedule(c.optimizer, 150)
-  tx = train.create_optimizer(c.optimizer, schedule)
-  state = train.create_train_state(c, model, spec, tx, mesh)
-  step = train.make_train_step(c, model, spec, schedule, mesh)
+  model, init_state, step = build_trainer(load_config("standard,runlocal"), 150, mesh)
+  state = init_state()
   for s in range(150):
     state, _ = step(state, sharding.shard_batch(data.train_batch(fmnist["train"], 0, s, 128), mesh))
   logits_fn = train.make_logits_fn(model, state.params, state.batch_stats, "eval")

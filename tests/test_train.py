@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
-from uat_jax import config_lib, data, models, sharding, train
+from conftest import REPO, build_trainer, load_config
+from uat_jax import config_lib, data, sharding, train
 from uat_jax.errors import UatError
 
 
@@ -56,17 +56,12 @@ def test_piecewise_schedule():
 def test_train_step_is_deterministic_in_state_and_batch(fmnist):
   c = load_config("at_ls,runlocal")
   c.batch_size, c.attack.steps = 32, 3
-  spec = data.get_spec("fashion_mnist")
   mesh = sharding.make_mesh(1)
-  model = models.create_model(c.model, spec)
-  schedule = train.create_learning_rate_schedule(c.optimizer, 10)
-  tx = train.create_optimizer(c.optimizer, schedule)
-  step = train.make_train_step(c, model, spec, schedule, mesh)
+  _, init_state, step = build_trainer(c, 10, mesh)
   batch = data.train_batch(fmnist["train"], 0, 0, 32)
   outs = []
   for _ in range(2):
-    state = train.create_train_state(c, model, spec, tx, mesh)
-    new_state, metrics = step(state, sharding.shard_batch(batch, mesh))
+    new_state, metrics = step(init_state(), sharding.shard_batch(batch, mesh))
     outs.append(jax.device_get((new_state.params, metrics)))
   jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
   assert set(outs[0][1]) >= {"loss", "ce", "entropy", "accuracy_clean", "accuracy_adv",
@@ -79,8 +74,8 @@ MULTI_DEVICE = textwrap.dedent("""
   import sys
   sys.path.insert(0, os.path.join({repo!r}, "tests"))
   import jax, numpy as np
-  from conftest import load_config, fmnist_data_config
-  from uat_jax import data, models, sharding, train
+  from conftest import build_trainer, load_config, fmnist_data_config
+  from uat_jax import data, sharding
   assert jax.device_count() == 8
   split = data.load_split(fmnist_data_config(), "test")
   # The WRN attack uses running statistics (bn_mode=eval): with batch statistics, XLA:CPU's float32
@@ -92,17 +87,12 @@ MULTI_DEVICE = textwrap.dedent("""
     c.model.name, c.model.depth, c.model.width = model_name, 10, 1
     c.batch_size, c.attack.steps, c.regularizer.on = 64, steps, "both"
     c.optimizer.name, c.optimizer.weight_decay = "sgd", 5e-4
-    spec = data.get_spec("fashion_mnist")
-    model = models.create_model(c.model, spec)
-    schedule = train.create_learning_rate_schedule(c.optimizer, 10)
-    tx = train.create_optimizer(c.optimizer, schedule)
     batch = data.train_batch(split, 0, 3, 64)
     out = []
     for n in (1, 8):
       mesh = sharding.make_mesh(n)
-      state = train.create_train_state(c, model, spec, tx, mesh)
-      state, metrics = train.make_train_step(c, model, spec, schedule, mesh)(
-          state, sharding.shard_batch(batch, mesh))
+      _, init_state, step = build_trainer(c, 10, mesh)
+      state, metrics = step(init_state(), sharding.shard_batch(batch, mesh))
       assert len(state.params["Dense_0"]["kernel"].sharding.device_set) == n
       out.append(jax.device_get((state.params, state.batch_stats, metrics["loss"])))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), *out)
