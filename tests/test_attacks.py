@@ -138,3 +138,69 @@ def test_fgsm_is_one_signed_step(cnn):
   g = jax.grad(lambda v: losses.cross_entropy(logits_fn(v), y).sum())(x)
   expected = np.clip(np.asarray(x) + 0.1 * np.sign(np.asarray(g)), 0, 1)
   np.testing.assert_allclose(attacks.fgsm(logits_fn, x, y, eps=0.1), expected, atol=1e-6)
+
+
+def _assert_in_ball(out, x, eps):
+  out, x = np.asarray(out), np.asarray(x)
+  assert np.all(np.isfinite(out))
+  assert out.min() >= 0.0 and out.max() <= 1.0
+  assert np.all(np.abs(out - x) <= eps + 1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), steps=st.integers(1, 4),
+       b=st.integers(1, 4), hw=st.integers(1, 5), c=st.sampled_from([1, 3]),
+       scale=st.sampled_from([1.0, 1e4]), loss=st.sampled_from(["ce", "dlr"]))
+def test_gradient_free_and_auto_attacks_stay_in_eps_ball_and_unit_box(seed, eps, steps, b, hw, c,
+                                                                      scale, loss):
+  key = jax.random.PRNGKey(seed)
+  x = jax.random.uniform(key, (b, hw, hw, c))
+  x = x.at[0].set(jnp.round(x[0]))
+  base = linear_logits_fn(seed, hw * hw * c)
+  logits_fn = lambda v: scale * base(v)
+  y = jax.random.randint(key, (b,), 0, 10)
+  k = jax.random.fold_in(key, 1)
+  outs = [
+      attacks.apgd(logits_fn, x, y, key=k, eps=eps, steps=steps, loss=loss, restarts=2),
+      attacks.apgd_targeted(logits_fn, x, y, key=k, eps=eps, steps=steps, num_targets=2),
+      attacks.square(logits_fn, x, y, key=k, eps=eps, queries=steps + 3),
+      attacks.spsa(logits_fn, x, y, key=k, eps=eps, steps=steps, samples=4, sample_batch=3),
+      attacks.transfer(linear_logits_fn(seed + 1, hw * hw * c), x, y, key=k, eps=eps,
+                       steps=steps),
+  ]
+  for out in outs:
+    _assert_in_ball(out, x, eps)
+  l2 = attacks.apgd(logits_fn, x, y, key=k, eps=3 * eps, steps=steps, norm="l2")
+  assert np.all(np.sqrt(((np.asarray(l2) - np.asarray(x)) ** 2).reshape(b, -1).sum(-1))
+                <= 3 * eps * (1 + 1e-5) + 1e-6)
+
+
+def test_apgd_checkpoints_match_the_paper():
+  # p_j = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 of the iterations (Croce & Hein 2020)
+  assert [c for c, _ in attacks.apgd_checkpoints(100)] == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_targeted_dlr_and_temperature_against_numpy():
+  z = np.array([[3.0, 1.0, 2.0, -1.0, 0.0]], np.float32)
+  y, t = np.array([0]), np.array([2])
+  # -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) = -(3 - 2) / (3 - (1 + 0) / 2)
+  np.testing.assert_allclose(attacks.targeted_dlr_loss(jnp.asarray(z), jnp.asarray(y),
+                                                       jnp.asarray(t)), [-1 / 2.5], rtol=1e-6)
+  scaled = attacks.temperature_scaled("ce", 0.5)(jnp.asarray(z), jnp.asarray(y))
+  np.testing.assert_allclose(scaled, losses.cross_entropy(jnp.asarray(2 * z), jnp.asarray(y)),
+                             rtol=1e-6)
+  with pytest.raises(UatError, match="temperature"):
+    attacks.temperature_scaled("ce", 0.0)
+
+
+def test_new_attacks_are_deterministic_in_their_key(cnn):
+  logits_fn, x, y = cnn
+  x, y = x[:8], y[:8]
+  for fn in (lambda k: attacks.apgd(logits_fn, x, y, key=k, eps=0.1, steps=3),
+             lambda k: attacks.square(logits_fn, x, y, key=k, eps=0.1, queries=5),
+             lambda k: attacks.spsa(logits_fn, x, y, key=k, eps=0.1, steps=2, samples=4)):
+    a, b, c = (fn(jax.random.PRNGKey(s)) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+  with pytest.raises(UatError, match="APGD-T needs"):
+    attacks.apgd_targeted(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.1, num_targets=10)

@@ -101,6 +101,25 @@ def _input_grad(logits_fn, loss_fn, y):
   return jax.grad(lambda xa: jnp.sum(loss_fn(logits_fn(xa), y)))
 
 
+PROJECTIONS = {"linf": project_linf, "l2": project_l2}
+
+
+def uniform_start(key: jax.Array, x: jax.Array, eps, norm: str = "linf") -> jax.Array:
+  """A uniform random point of the eps-ball around x (L-inf: uniform per pixel; L2: random
+  direction, uniform radius), projected into [0, 1]."""
+  if norm == "linf":
+    return project_linf(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), x, eps)
+  k_dir, k_rad = jax.random.split(key)
+  direction = jax.random.normal(k_dir, x.shape, x.dtype)
+  radius = eps * jax.random.uniform(k_rad, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+  return project_l2(x + radius * direction / (_l2_norm(direction) + 1e-12), x, eps)
+
+
+def ascent_direction(g: jax.Array, norm: str) -> jax.Array:
+  """The steepest-ascent direction of unit norm: sign(g) for L-inf, g / |g|_2 for L2."""
+  return jnp.sign(g) if norm == "linf" else g / (_l2_norm(g) + 1e-12)
+
+
 def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
          loss: Union[str, PerExampleLoss] = "ce") -> jax.Array:
   """Fast gradient sign method (Goodfellow et al. 2015): one L-inf step of size eps from x."""
@@ -130,26 +149,22 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
   loss_fn = resolve_loss(loss)
   x = jnp.asarray(x, jnp.float32)
   grad_fn = _input_grad(logits_fn, loss_fn, y)
-  project = project_linf if norm == "linf" else project_l2
-
-  def random_point(k):
-    if norm == "linf":
-      return project(x + jax.random.uniform(k, x.shape, x.dtype, -eps, eps), x, eps)
-    k_dir, k_rad = jax.random.split(k)
-    direction = jax.random.normal(k_dir, x.shape, x.dtype)
-    radius = eps * jax.random.uniform(k_rad, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
-    return project(x + radius * direction / (_l2_norm(direction) + 1e-12), x, eps)
+  project = PROJECTIONS[norm]
 
   def step(_, xa):
-    g = grad_fn(xa)
-    if norm == "linf":
-      return project(xa + step_size * jnp.sign(g), x, eps)
-    return project(xa + step_size * g / (_l2_norm(g) + 1e-12), x, eps)
+    return project(xa + step_size * ascent_direction(grad_fn(xa), norm), x, eps)
 
   def one_run(k):
-    x0 = random_point(k) if random_start else x
+    x0 = uniform_start(k, x, eps, norm) if random_start else x
     return jax.lax.fori_loop(0, steps, step, x0, unroll=resolve_unroll(unroll, steps))
 
+  return _best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts)
+
+
+def _best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts: int) -> jax.Array:
+  """Runs `one_run(key_i)` `restarts` times; each example keeps the run that misclassified it,
+  or else the one with the highest loss. Run 0 uses `key` itself, so restarts=k is never worse
+  than restarts=1 with the same key."""
   if restarts == 1:
     return one_run(key)
 
@@ -162,9 +177,251 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
     cand = one_run(jax.random.fold_in(key, i))
     fooled, value = score(cand)
     better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (value > best_loss))
-    pick = better.reshape((-1,) + (1,) * (x.ndim - 1))
-    return (jnp.where(pick, cand, best), best_fooled | fooled,
+    return (_where_example(better, cand, best), best_fooled | fooled,
             jnp.where(better, value, best_loss))
 
-  first = one_run(key)  # the same run as restarts=1, so more restarts never do worse
+  first = one_run(key)
   return jax.lax.fori_loop(1, restarts, restart, (first, *score(first)))[0]
+
+
+def _where_example(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per-example select: a where mask[i], else b."""
+  return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
+def targeted_dlr_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
+  """Targeted DLR (Croce & Hein 2020), to maximize: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2),
+  pi sorting the logits descending. Needs at least 4 classes."""
+  top = jax.lax.top_k(logits, 4)[0]
+  z_y = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
+  z_t = jnp.take_along_axis(logits, targets[:, None], -1)[:, 0]
+  return -(z_y - z_t) / (top[..., 0] - 0.5 * (top[..., 2] + top[..., 3]) + 1e-12)
+
+
+def temperature_scaled(loss: Union[str, PerExampleLoss], temperature: float) -> PerExampleLoss:
+  """`loss` on logits / temperature: an adaptive attack for models whose softmax is saturated
+  (temperature > 1 brings the CE gradient back) or flattened by entropy maximization or label
+  smoothing (temperature < 1 sharpens it)."""
+  if not temperature > 0:
+    raise UatError(f"temperature={temperature} must be > 0")
+  loss_fn = resolve_loss(loss)
+  return lambda logits, labels: loss_fn(logits / temperature, labels)
+
+
+def apgd_checkpoints(steps: int) -> list[tuple[int, int]]:
+  """APGD's step-size checkpoints as (iteration, window length): the first after 22% of the
+  iterations, then windows shrinking by 3% of the iterations down to 6% (Croce & Hein 2020)."""
+  window = max(int(0.22 * steps), 1)
+  shrink, smallest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+  out, at = [], window
+  while at <= steps:
+    out.append((at, window))
+    window = max(window - shrink, smallest)
+    at += window
+  return out
+
+
+def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
+         steps: int = 100, norm: str = "linf", loss: Union[str, PerExampleLoss] = "ce",
+         restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
+         unroll: Union[int, bool] = 1) -> jax.Array:
+  """Auto-PGD (Croce & Hein 2020): PGD with momentum and no step-size parameter.
+
+  The step size starts at 2 eps; at each checkpoint (apgd_checkpoints) it halves for the
+  examples whose loss rose in at most a fraction `rho` of the steps since the last checkpoint, or
+  whose best loss did not improve since then without a halving, and those examples restart from
+  their best point. Each example returns its first misclassified iterate, or else its
+  highest-loss one. Use loss="ce" (APGD-CE), "dlr" (APGD-DLR) or any per-example loss; see
+  apgd_targeted for APGD-T.
+  """
+  _check_norm(norm)
+  check_eps(eps, norm)
+  if steps < 1 or restarts < 1:
+    raise UatError(f"APGD needs steps >= 1 and restarts >= 1, got steps={steps}, "
+                   f"restarts={restarts}")
+  loss_fn = resolve_loss(loss)
+  x = jnp.asarray(x, jnp.float32)
+  project = PROJECTIONS[norm]
+  b = x.shape[0]
+  ckpt = dict(apgd_checkpoints(steps))
+  is_ckpt = jnp.asarray([i + 1 in ckpt for i in range(steps)])
+  window = jnp.asarray([ckpt.get(i + 1, 1) for i in range(steps)], jnp.float32)
+
+  def value_and_grad(xa):
+    def total(v):
+      logits = logits_fn(v)
+      per_example = loss_fn(logits, y)
+      return jnp.sum(per_example), (per_example, logits)
+    (_, (f, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
+    return f, g, jnp.argmax(logits, -1) != y
+
+  def step(i, s):
+    a = jnp.where(i == 0, 1.0, momentum)
+    eta = s["eta"].reshape((-1,) + (1,) * (x.ndim - 1))
+    z = project(s["x"] + eta * ascent_direction(s["g"], norm), x, eps)
+    x_new = project(s["x"] + a * (z - s["x"]) + (1 - a) * (s["x"] - s["x_prev"]), x, eps)
+    f, g, fooled = value_and_grad(x_new)
+    first_fool = fooled & ~s["fooled"]
+    improved = f > s["f_best"]
+    s = {**s, "x_prev": s["x"], "x": x_new, "g": g, "count": s["count"] + (f > s["f"]),
+         "f": f, "x_adv": _where_example(first_fool, x_new, s["x_adv"]),
+         "fooled": s["fooled"] | fooled, "x_best": _where_example(improved, x_new, s["x_best"]),
+         "g_best": _where_example(improved, g, s["g_best"]),
+         "f_best": jnp.where(improved, f, s["f_best"])}
+    halve = (s["count"] <= rho * window[i]) | (~s["halved"] & (s["f_best_ckpt"] >= s["f_best"]))
+    halve = halve & is_ckpt[i]
+    return {**s, "eta": jnp.where(halve, s["eta"] / 2, s["eta"]),
+            "x": _where_example(halve, s["x_best"], s["x"]),
+            "g": _where_example(halve, s["g_best"], s["g"]),
+            "halved": jnp.where(is_ckpt[i], halve, s["halved"]),
+            "f_best_ckpt": jnp.where(is_ckpt[i], s["f_best"], s["f_best_ckpt"]),
+            "count": jnp.where(is_ckpt[i], 0.0, s["count"])}
+
+  def one_run(k):
+    x0 = uniform_start(k, x, eps, norm)
+    f, g, fooled = value_and_grad(x0)
+    s = {"x": x0, "x_prev": x0, "g": g, "f": f, "x_best": x0, "g_best": g, "f_best": f,
+         "f_best_ckpt": f, "x_adv": x0, "fooled": fooled, "count": jnp.zeros(b),
+         "halved": jnp.zeros(b, bool), "eta": jnp.full((b,), 2.0 * eps, jnp.float32)}
+    s = jax.lax.fori_loop(0, steps, step, s, unroll=resolve_unroll(unroll, steps))
+    return _where_example(s["fooled"], s["x_adv"], s["x_best"])
+
+  return _best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts)
+
+
+def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array,
+                  eps: float, steps: int = 100, norm: str = "linf", num_targets: int = 9,
+                  unroll: Union[int, bool] = 1) -> jax.Array:
+  """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, once per target class, the
+  targets being the `num_targets` classes with the highest clean logits after the top one. Each
+  example keeps the first run that misclassified it, or else its result for the last target."""
+  num_classes = jax.eval_shape(logits_fn, jnp.asarray(x[:1], jnp.float32)).shape[-1]
+  if num_classes < 4 or not 1 <= num_targets <= num_classes - 1:
+    raise UatError(f"APGD-T needs >= 4 classes and 1 <= num_targets <= {num_classes - 1}, got "
+                   f"{num_classes} classes and num_targets={num_targets}")
+  x = jnp.asarray(x, jnp.float32)
+  order = jax.lax.top_k(logits_fn(x), num_targets + 1)[1]
+
+  def per_target(t, carry):
+    best, fooled = carry
+    targets = order[:, t + 1]
+    cand = apgd(logits_fn, x, y, key=jax.random.fold_in(key, t), eps=eps, steps=steps, norm=norm,
+                loss=lambda z, lab: targeted_dlr_loss(z, lab, targets), unroll=unroll)
+    cand_fooled = jnp.argmax(logits_fn(cand), -1) != y
+    take = ~fooled
+    return _where_example(take, cand, best), fooled | cand_fooled
+
+  return jax.lax.fori_loop(0, num_targets, per_target, (x, jnp.zeros(x.shape[0], bool)))[0]
+
+
+def _square_fraction(p_init: float, i: jax.Array, iterations: int) -> jax.Array:
+  """Square attack's schedule of the window area fraction: p_init halved at fixed points of a
+  10,000-iteration run, rescaled to `iterations` (Andriushchenko et al. 2020)."""
+  at = (i * 10000) // max(iterations, 1)
+  halvings = sum((at > t).astype(jnp.int32)
+                 for t in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+  return p_init / (2.0 ** halvings)
+
+
+def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
+           queries: int = 5000, p_init: float = 0.8) -> jax.Array:
+  """Square attack, L-inf (Andriushchenko et al. 2020): score-based random search, no gradients.
+
+  Starts from vertical stripes of +-eps, then per query proposes, inside one random square window
+  per example (side shrinking on a schedule), a fresh +-eps value per channel, and keeps it if it
+  lowers the margin z_y - max_{j != y} z_j. Examples stop once misclassified. Uses `queries`
+  forward passes per example (1 for the start).
+  """
+  check_eps(eps)
+  if queries < 1:
+    raise UatError(f"Square needs queries >= 1, got {queries}")
+  x = jnp.asarray(x, jnp.float32)
+  b, h, w, c = x.shape
+  iterations = queries - 1
+
+  def margin(xa):
+    return -margin_loss(logits_fn(xa), y)  # > 0 while correctly classified
+
+  k0, key = jax.random.split(key)
+  stripes = eps * jax.random.rademacher(k0, (b, 1, w, c), jnp.float32)
+  x_best = project_linf(x + stripes, x, eps)
+  m_best = margin(x_best)
+  rows = jnp.arange(h)[None, :, None, None]
+  cols = jnp.arange(w)[None, None, :, None]
+
+  def step(i, carry):
+    x_best, m_best = carry
+    k_h, k_w, k_v = jax.random.split(jax.random.fold_in(key, i), 3)
+    p = _square_fraction(p_init, i, iterations)
+    side = jnp.clip(jnp.round(jnp.sqrt(p * h * w)), 1, max(min(h, w) - 1, 1)).astype(jnp.int32)
+    top = jax.random.randint(k_h, (b, 1, 1, 1), 0, h - side + 1)
+    left = jax.random.randint(k_w, (b, 1, 1, 1), 0, w - side + 1)
+    window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    values = eps * jax.random.rademacher(k_v, (b, 1, 1, c), jnp.float32)
+    delta = x_best - x
+
+    def propose(v):
+      return project_linf(x + jnp.where(window, v, delta), x, eps)
+
+    cand = propose(values)
+    unchanged = jnp.all(cand == x_best, axis=(1, 2, 3))
+    cand = _where_example(unchanged, propose(-values), cand)  # never waste a query
+    m = margin(cand)
+    accept = (m < m_best) & (m_best > 0)
+    return _where_example(accept, cand, x_best), jnp.where(accept, m, m_best)
+
+  return jax.lax.fori_loop(0, iterations, step, (x_best, m_best))[0]
+
+
+def spsa(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
+         steps: int = 100, samples: int = 128, delta: float = 0.01,
+         learning_rate: float = 0.01, loss: Union[str, PerExampleLoss] = "cw",
+         sample_batch: int = 32) -> jax.Array:
+  """SPSA (Uesato et al. 2018), L-inf: a gradient-free attack. Each step estimates the gradient
+  of the loss from `samples` Rademacher directions v as mean((f(x + delta v) - f(x - delta v)) /
+  (2 delta) v), takes an Adam step (optax) of `learning_rate`, and projects. `sample_batch`
+  directions are evaluated per forward pass. Each example returns its first misclassified
+  iterate, or else the last one."""
+  check_eps(eps)
+  if steps < 1 or samples < 1 or not delta > 0:
+    raise UatError(f"SPSA needs steps >= 1, samples >= 1 and delta > 0, got steps={steps}, "
+                   f"samples={samples}, delta={delta}")
+  import optax  # local: only SPSA needs it here
+
+  loss_fn = resolve_loss(loss)
+  x = jnp.asarray(x, jnp.float32)
+  opt = optax.adam(learning_rate)
+  k0, key = jax.random.split(key)
+  x0 = uniform_start(k0, x, eps)
+
+  def fooled(xa):
+    return jnp.argmax(logits_fn(xa), -1) != y
+
+  def step(i, carry):
+    xa, opt_state, x_adv, done = carry
+    v = jax.random.rademacher(jax.random.fold_in(key, i), (samples,) + x.shape, jnp.float32)
+
+    def estimate(vi):
+      diff = loss_fn(logits_fn(xa + delta * vi), y) - loss_fn(logits_fn(xa - delta * vi), y)
+      return (diff / (2 * delta)).reshape((-1,) + (1,) * (x.ndim - 1)) * vi
+
+    g = jnp.mean(jax.lax.map(estimate, v, batch_size=min(sample_batch, samples)), axis=0)
+    updates, opt_state = opt.update(-g, opt_state, xa)  # optax minimizes: ascend the loss
+    xa = project_linf(xa + updates, x, eps)
+    now = fooled(xa)
+    return xa, opt_state, _where_example(now & ~done, xa, x_adv), done | now
+
+  carry = (x0, opt.init(x0), x0, fooled(x0))
+  xa, _, x_adv, done = jax.lax.fori_loop(0, steps, step, carry)
+  return _where_example(done, x_adv, xa)
+
+
+def transfer(surrogate_logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array,
+             eps: float, steps: int = 20, step_size: Union[float, None] = None,
+             loss: Union[str, PerExampleLoss] = "ce", restarts: int = 1,
+             unroll: Union[int, bool] = 1) -> jax.Array:
+  """Transfer (black-box) attack: L-inf PGD on a surrogate model (e.g. another workdir's
+  checkpoint, see evaluate.load_classifier); feed the result to the target model."""
+  return pgd(surrogate_logits_fn, x, y, key=key, eps=eps,
+             step_size=eps / 4 if step_size is None else step_size, steps=steps, loss=loss,
+             restarts=restarts, unroll=unroll)
