@@ -50,7 +50,7 @@ def test_checks_pass_on_an_honest_model(quick):
   failed = [c for c in quick["checks"] if not c["passed"]]
   assert not failed, failed
   table = evaluate.format_table(quick)
-  assert "| PGD-20 |" in table and "| worst case |" in table and "[pass]" in table
+  assert "| PGD-20 | white-box |" in table and "**worst case**" in table and "[pass]" in table
 
 
 def test_saturated_logits_are_flagged_and_margin_attacks_still_break_them(trained):
@@ -75,3 +75,64 @@ def test_bad_suites():
     evaluate.run_suite(f, x, y, [{"attack": "bim"}], jax.random.PRNGKey(0))
   with pytest.raises(UatError, match="outside \\[0, 1\\]"):
     evaluate.run_suite(f, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0), eps=(2.0,))
+
+
+def test_apgd_at_most_pgd_and_square_breaks_an_undefended_model(trained):
+  logits_fn, x, y = trained
+  x, y = x[:200], y[:200]
+  suite = [{"name": "PGD-20", "attack": "pgd"},
+           {"name": "APGD-CE-20", "attack": "apgd", "steps": 20},
+           {"name": "APGD-T-20", "attack": "apgd_t", "steps": 20, "num_targets": 3},
+           {"name": "Square-1000", "attack": "square", "queries": 1000}]
+  r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(1), eps=(0.1, 0.3),
+                         batch_size=100, checks=False)
+  acc = {name: v["accuracy"] for name, v in r["attacks"].items()}
+  for k in ("0.1", "0.3"):  # same points; slack for random starts
+    assert acc["APGD-CE-20"][k] <= acc["PGD-20"][k] + 0.01
+    assert acc["APGD-T-20"][k] <= acc["PGD-20"][k] + 0.01
+  assert acc["Square-1000"]["0.1"] < r["clean_accuracy"] - 0.3  # no gradients, still strong
+  assert acc["Square-1000"]["0.3"] <= 0.05
+
+
+def test_only_robust_attacks_the_survivors_and_a_rerun_resumes_from_the_store(trained, tmp_path,
+                                                                            monkeypatch):
+  logits_fn, x, y = trained
+  x, y = x[:100], y[:100]
+  suite = [{"name": "FGSM", "attack": "fgsm"}, {"name": "PGD-5", "attack": "pgd", "steps": 5},
+           {"name": "Square-30", "attack": "square", "queries": 30}]
+  kw = dict(eps=(0.03, 0.1), batch_size=64, only_robust=True)
+  store = evaluate.ResultStore(str(tmp_path), {"model": "trained", "n": 100})
+  r1 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store, **kw)
+  for k in ("0.03", "0.1"):
+    fgsm_left = round(r1["attacks"]["FGSM"]["cumulative"][k] * 100)
+    assert r1["attacks"]["PGD-5"]["attacked"][k] == fgsm_left
+    assert r1["attacks"]["FGSM"]["attacked"][k] == round(r1["clean_accuracy"] * 100)
+  assert "accuracy" in r1["attacks"]["FGSM"] and "accuracy" not in r1["attacks"]["PGD-5"]
+  names = [c["name"] for c in r1["checks"]]
+  assert "black-box Square-30 breaks few points white-box attacks missed" in names
+
+  calls = []
+  real = evaluate._correct
+  monkeypatch.setattr(evaluate, "_correct", lambda *a, **k: calls.append(1) or real(*a, **k))
+  r2 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store, **kw)
+  assert len(calls) == 1  # only the clean pass: every attack and check came from the store
+  for r in (r1, r2):
+    for v in r["attacks"].values():
+      v.pop("seconds")
+  assert r1 == r2
+
+
+def test_transfer_from_a_surrogate_and_skipped_without_one(trained):
+  logits_fn, x, y = trained
+  x, y = x[:100], y[:100]
+  suite = [{"name": "PGD-10", "attack": "pgd", "steps": 10},
+           {"name": "Transfer", "attack": "transfer", "steps": 10}]
+  r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
+                         batch_size=100, surrogates={"surrogate": logits_fn}, checks=False)
+  acc = {name: v["accuracy"]["0.1"] for name, v in r["attacks"].items()}
+  # The model as its own surrogate: transfer is white-box PGD with another random start.
+  assert abs(acc["Transfer"] - acc["PGD-10"]) <= 0.03
+  r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
+                         batch_size=100)
+  assert list(r["attacks"]) == ["PGD-10"] and r["skipped"][0]["name"] == "Transfer"
+  assert "skipped Transfer" in evaluate.format_table(r)
