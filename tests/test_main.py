@@ -88,3 +88,67 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
     assert "apt-get install dataset-fashion-mnist" in last
   else:
     assert message in last
+
+
+def run_cli(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "uat_jax.main", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def strip_times(result):
+  for r in result["attacks"].values():
+    r.pop("seconds")
+  return result
+
+
+@pytest.mark.slow
+def test_evaluate_cli_end_to_end_with_transfer_and_resume(tmp_path):
+  """Two real runlocal workdirs; evaluate one with the paper preset, the other as surrogate;
+  a rerun loads every finished attack instead of recomputing it."""
+  std = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":standard,runlocal"
+  short = ["--config.num_train_steps=60", "--config.eval.every_steps=60",
+           "--config.eval.num_examples=200"]
+  target, surrogate = str(tmp_path / "target"), str(tmp_path / "surrogate")
+  for workdir, seed in ((target, 0), (surrogate, 1)):
+    done = run_cli(std, f"--workdir={workdir}", f"--config.seed={seed}", *short)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+  flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.preset=paper",
+           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=100",
+           "--config.evals.eps=(0.1, 0.2)", "--config.evals.batch_size=64"]
+  first = run_cli(*flags)
+  assert first.returncode == 0, first.stderr[-3000:]
+  out = os.path.join(target, "eval")
+  assert {"results.json", "results.csv", "results.md", "masking_checks.md",
+          "accuracy_vs_eps.png"} <= set(os.listdir(out))
+  result = json.load(open(os.path.join(out, "results.json")))
+  assert result["num_examples"] == 100 and result["checkpoint_step"] == 60
+  assert list(result["attacks"]) == ["FGSM", "PGD-20", "PGD-100", "CW-100", "Transfer-PGD-20"]
+  acc = {n: r["accuracy"] for n, r in result["attacks"].items()}
+  assert acc["Transfer-PGD-20"]["0.1"] >= acc["PGD-20"]["0.1"] - 0.02  # black-box is weaker
+  assert "| Transfer-PGD-20 | black-box |" in open(os.path.join(out, "results.md")).read()
+  assert "| PGD-100 | white-box |" in first.stdout and "ETA" in first.stderr
+  assert open(os.path.join(out, "accuracy_vs_eps.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  rows = open(os.path.join(out, "results.csv")).read().splitlines()
+  assert rows[0] == "attack,kind,eps,accuracy,cumulative_accuracy,attacked" and len(rows) == 15
+
+  again = run_cli(*flags)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stderr.count("loaded the finished result") == 10 + 4  # 5 attacks x 2 eps + checks
+  assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+  from uat_jax import config_lib
+  workdir = tmp_path / "w"
+  no_config = run_cli("--mode=evaluate", f"--workdir={workdir}", timeout=300)
+  assert no_config.returncode == 2 and "no config.json in" in no_config.stderr.splitlines()[-1]
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config_lib.base_config().to_json_best_effort())
+  for flags, message in ((["--config.evals.preset=strongest"], "unknown evaluation preset"),
+                         (["--config.evals.eps=(0.1, 1.5)"], "eps=1.5 is outside [0, 1]"),
+                         ([], "no checkpoint in")):
+    proc = run_cli("--mode=evaluate", f"--workdir={workdir}", *flags, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]
+  assert sorted(os.listdir(workdir)) == ["config.json"]  # nothing written

@@ -6,7 +6,9 @@ colon in `--config=configs/cifar10.py:at_entm,runlocal`: a method name, then opt
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import ml_collections
 
@@ -86,6 +88,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.pgd_steps = 20
   c.eval.pgd_step_size = 0.025
 
+  # Robustness evaluation of a workdir's newest checkpoint (--mode=evaluate): see evaluate.py.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.preset = "quick"  # quick | paper | strong | adaptive | "" (only evals.attacks)
+  c.evals.eps = ()  # L-inf eps grid on the [0, 1] scale; () = the dataset's default grid
+  c.evals.num_examples = 0  # first N test examples; 0 = the whole split
+  c.evals.batch_size = 500  # a multiple of the device count
+  c.evals.seed = 0
+  # Each attack only on the points every earlier one failed on (AutoAttack); None = the preset's
+  # choice (True for strong).
+  c.evals.only_robust = ml_collections.config_dict.placeholder(bool)
+  c.evals.checks = True  # gradient-masking checks (a few extra attack runs)
+  c.evals.surrogate_workdir = ""  # another workdir: the surrogate of transfer attacks
+  c.evals.output = ""  # results go to <workdir>/eval/<output>
+  # Extra attacks run after the preset's, by name, e.g. in a config file:
+  #   c.evals.attacks.pgd200 = ml_collections.ConfigDict(dict(attack="pgd", steps=200))
+  # (parameters per attack: uat_jax.evaluate.ATTACKS).
+  c.evals.attacks = ml_collections.ConfigDict()
+
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.max_checkpoints = 3
@@ -93,8 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def runlocal(c: ml_collections.ConfigDict) -> None:
-  """A budget that finishes in minutes on 2 CPU cores: small CNN, a few hundred steps."""
+  """A budget that finishes in minutes on 2 CPU cores: small CNN, a few hundred steps, and an
+  evaluation on 500 test examples."""
   c.model.name = "small_cnn"
+  c.evals.num_examples = 500
   c.num_train_steps = 300
   c.eval.every_steps = 100
   c.eval.num_examples = 1000
@@ -196,3 +218,58 @@ def validate(c, num_devices: int = 1) -> None:
   for name in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints"):
     _require(c[name] >= 1, f"{name}={c[name]} must be >= 1")
   _require(c.eval.every_steps >= 1, f"eval.every_steps={c.eval.every_steps} must be >= 1")
+  validate_evals(c, num_devices)
+
+
+def suite_entries(c) -> list[dict]:
+  """The attack entries config.evals asks for: the preset's, then config.evals.attacks."""
+  from uat_jax import evaluate  # evaluate imports nothing from here; keep config_lib light
+  entries = evaluate.preset(c.evals.preset) if c.evals.preset else []
+  for name, entry in c.evals.attacks.items():
+    entries.append({"name": name, **entry.to_dict()})
+  return entries
+
+
+def validate_evals(c, num_devices: int = 1) -> None:
+  from uat_jax import evaluate
+  e = c.evals
+  for eps in e.eps:
+    attacks.check_eps(eps)
+  _require(e.num_examples >= 0, f"evals.num_examples={e.num_examples} must be >= 0 (0 = all)")
+  _require(e.batch_size > 0 and e.batch_size % num_devices == 0,
+           f"evals.batch_size={e.batch_size} must be a positive multiple of the {num_devices} "
+           "devices (--config.evals.batch_size)")
+  evaluate._resolve_suite(suite_entries(c), e.only_robust)
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (its config.json) over today's defaults, locked.
+  Fields added since the run keep their defaults; fields the code no longer has are an error."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise UatError(f"no config.json in {workdir}: is it a uat_jax workdir? Pass the training "
+                   "config with --config, or another --workdir")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UatError(f"cannot read {path} ({e}): pass the training config with --config") from e
+  c = base_config()
+
+  def merge(node, values, prefix):
+    for k, v in values.items():
+      if k not in node:
+        raise UatError(f"{path} has field {prefix}{k}, unknown to this version: pass the "
+                       "training config with --config")
+      if isinstance(node[k], ml_collections.ConfigDict) and isinstance(v, dict):
+        if prefix + k == "evals.attacks":  # a registry: its entries are free-form
+          for name, entry in v.items():
+            node[k][name] = ml_collections.ConfigDict(entry)
+        else:
+          merge(node[k], v, f"{prefix}{k}.")
+      else:
+        node[k] = tuple(v) if isinstance(v, list) else v
+
+  merge(c, saved, "")
+  c.lock()
+  return c

@@ -19,6 +19,7 @@ writes eval/results.json, results.csv, results.md and accuracy_vs_eps.png, savin
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from uat_jax import attacks, data, losses, sharding
+from uat_jax import attacks, config_lib, data, losses, models, sharding, train
 from uat_jax.errors import UatError
 
 WHITE_BOX, BLACK_BOX = "white-box", "black-box"
@@ -281,12 +282,23 @@ class _Batches:
       yield i, sel, batch["x"], batch["y"]
 
 
-def _correct(predict, attack_fn, batches: _Batches, idx: np.ndarray, key, eps) -> np.ndarray:
+PROGRESS_SECONDS = 30.0  # log within an (attack, eps) at most this often
+
+
+def _correct(predict, attack_fn, batches: _Batches, idx: np.ndarray, key, eps,
+             label: str = "") -> np.ndarray:
   """Per-example correctness under the attack on the examples `idx` (False elsewhere)."""
   out = np.zeros(len(batches.y), bool)
+  num_batches = -(-len(idx) // batches.batch_size)
+  t0 = last = time.time()
   for i, sel, xb, yb in batches(idx):
     x_adv = attack_fn(xb, yb, jax.random.fold_in(key, i), jnp.float32(eps))
     out[sel] = np.asarray(predict(x_adv))[: len(sel)] == batches.y[sel]
+    now = time.time()
+    if label and now - last > PROGRESS_SECONDS and i + 1 < num_batches:
+      last = now
+      logging.info("  %s: batch %d/%d, ETA %.0fs", label, i + 1, num_batches,
+                   (now - t0) / (i + 1) * (num_batches - i - 1))
   return out
 
 
@@ -395,7 +407,8 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
       store_key = {"entry": e, "eps": k, "only_robust": only_robust,
                    "before": history if only_robust else []}
       robust = _cached(store, f"{e['name']}-eps{k}", store_key, lambda: _correct(
-          predict, attack_fn, batches, idx, jax.random.fold_in(key, 1000 * i + j), eps_value))
+          predict, attack_fn, batches, idx, jax.random.fold_in(key, 1000 * i + j), eps_value,
+          f"{e['name']} eps={eps_value:.4g}"))
       robust = robust.astype(bool)
       if not only_robust or i == 0:
         own[k] = float(robust.mean())
@@ -613,3 +626,88 @@ def plot(result: dict[str, Any], path: str, title: str = "") -> None:
   fig.savefig(buf, format="png")
   plt.close(fig)
   write_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# Workdirs (the CLI's --mode=evaluate).
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _eval_apply(model):
+  """One function object per model, so Partials of it share compiled programs."""
+  return lambda variables, x: model.apply(variables, x, train=False)
+
+
+def load_classifier(workdir: str, config, mesh=None) -> tuple[jax.tree_util.Partial, int]:
+  """(logits_fn, step): the newest checkpoint of a workdir as an eval-mode (running batch-norm
+  statistics) float32 classifier over images in [0, 1]. logits_fn is a jax.tree_util.Partial
+  holding the parameters, usable as any `logits_fn(x)`."""
+  mesh = sharding.make_mesh(1) if mesh is None else mesh
+  spec = data.get_spec(config.data.name)
+  model = models.create_model(config.model, spec)
+  state, step = train.restore_newest(workdir, config, model, spec, mesh)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return jax.tree_util.Partial(_eval_apply(model), variables), step
+
+
+def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) -> dict[str, Any]:
+  """Evaluates the newest checkpoint of `workdir` with the suite config.evals describes and
+  writes <workdir>/eval/<evals.output>/: results.json, results.csv, results.md (table and
+  masking checks), masking_checks.md and accuracy_vs_eps.png. Finished (attack, eps) results are
+  kept under state/, so a rerun after a kill resumes; returns the results dict."""
+  mesh = sharding.make_mesh(num_devices)
+  config_lib.validate(config, mesh.devices.size)
+  ev = config.evals
+  spec = data.get_spec(config.data.name)
+  split = data.load_split(config.data, spec.eval_split)
+  n = min(ev.num_examples, len(split)) if ev.num_examples else len(split)
+  x = split.images[:n].astype(np.float32) / 255.0
+  y = split.labels[:n]
+  logits_fn, step = load_classifier(workdir, config, mesh)
+  surrogates, surrogate_step = {}, None
+  if ev.surrogate_workdir:
+    s_config = config_lib.load_workdir_config(ev.surrogate_workdir)
+    surrogates["surrogate"], surrogate_step = load_classifier(ev.surrogate_workdir, s_config, mesh)
+  entries = config_lib.suite_entries(config)
+  only_robust = ev.only_robust if ev.only_robust is not None else (
+      PRESETS[ev.preset]["only_robust"] if ev.preset else False)
+  eps = tuple(ev.eps) or DEFAULT_EPS[config.data.name]
+  out_dir = os.path.join(workdir, "eval", ev.output)
+  fingerprint = {"checkpoint_step": step, "dataset": config.data.name, "model": config.model.name,
+                 "num_examples": n, "seed": ev.seed, "batch_size": ev.batch_size,
+                 "surrogate": [os.path.abspath(ev.surrogate_workdir), surrogate_step]
+                 if ev.surrogate_workdir else None}
+  store = ResultStore(os.path.join(out_dir, "state"), fingerprint)
+  logging.info("Evaluating %s (step %d, %s) on %d %s examples: %s, eps %s%s", workdir, step,
+               config.method, n, config.data.name, [e["name"] for e in entries],
+               [round(e, 4) for e in eps], " (only still-robust points)" if only_robust else "")
+  result = run_suite(logits_fn, x, y, entries, jax.random.PRNGKey(ev.seed), eps=eps,
+                     batch_size=ev.batch_size, checks=ev.checks, only_robust=only_robust,
+                     surrogates=surrogates, objective=losses.per_example_objective(config),
+                     mesh=mesh, store=store)
+  result.update({"workdir": os.path.abspath(workdir), "checkpoint_step": step,
+                 "method": config.method, "dataset": config.data.name,
+                 "model": config.model.name, "preset": ev.preset,
+                 "surrogate_workdir": ev.surrogate_workdir or None})
+  write_reports(result, out_dir)
+  return result
+
+
+def write_reports(result: dict[str, Any], out_dir: str) -> None:
+  """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic)."""
+  os.makedirs(out_dir, exist_ok=True)
+  title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"
+           f", step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
+  write_atomic(os.path.join(out_dir, "results.json"), json.dumps(result, indent=2))
+  write_atomic(os.path.join(out_dir, "results.csv"), format_csv(result))
+  write_atomic(os.path.join(out_dir, "results.md"), f"# {title}\n\n{format_table(result)}\n")
+  checks = result.get("checks", [])
+  failed = [c for c in checks if not c["passed"]]
+  report = [f"# Gradient-masking checks: {title}", "",
+            f"{len(checks) - len(failed)} of {len(checks)} passed." + (
+                " Failures mean the numbers above may overestimate robustness: rerun with "
+                "stronger attacks (presets strong, adaptive)." if failed else ""), ""]
+  report += [f"- [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}"
+             for c in checks]
+  write_atomic(os.path.join(out_dir, "masking_checks.md"), "\n".join(report) + "\n")
+  plot(result, os.path.join(out_dir, "accuracy_vs_eps.png"), title)

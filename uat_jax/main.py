@@ -1,12 +1,16 @@
-r"""Command line entry: `python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W`.
+r"""Command line entry.
 
-Trains (or resumes) a run; every config field can be overridden, e.g.
-`--config.regularizer.beta=0.5 --config.attack.eps=0.2`.
+  python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W      # train (or resume)
+  python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.preset=paper]
+
+Every config field can be overridden, e.g. `--config.regularizer.beta=0.5 --config.attack.eps=0.2`.
+`--mode=evaluate` without --config uses the config W was trained with (W/config.json).
 """
 
 from __future__ import annotations
 
 import logging as pylogging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -18,7 +22,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashion_mnist.py:at_entm",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
+                  "train: train or resume in --workdir; evaluate: the attack suite of "
+                  "config.evals on the newest checkpoint of --workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,9 +43,15 @@ def main(argv):
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
 
-  from uat_jax import train
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   config = FLAGS.config
+  if FLAGS.mode == "evaluate":
+    from uat_jax import evaluate
+    result = evaluate.evaluate_workdir(config, FLAGS.workdir)
+    print(evaluate.format_table(result), flush=True)
+    print(f"wrote {os.path.join(FLAGS.workdir, 'eval', config.evals.output)}", flush=True)
+    return
+  from uat_jax import train
   results = train.train_and_evaluate(config, FLAGS.workdir)
   print(train.format_summary(config, results), flush=True)
 
@@ -49,10 +61,31 @@ def _fail(message: str):
   sys.exit(2)
 
 
+def _flag_value(argv, name):
+  """The value of --name=V or --name V in argv, else None."""
+  for i, a in enumerate(argv):
+    if a.startswith(f"--{name}="):
+      return a.split("=", 1)[1]
+    if a == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _with_workdir_config(argv):
+  """--mode=evaluate without --config: the workdir's own config (uat_jax/workdir_config.py)."""
+  if _flag_value(argv, "mode") != "evaluate" or _flag_value(argv, "config") is not None:
+    return argv
+  workdir = _flag_value(argv, "workdir")
+  if not workdir:
+    return argv  # absl reports the missing --workdir
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workdir_config.py")
+  return [argv[0], f"--config={path}:{workdir}", *argv[1:]]
+
+
 def _parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
   try:
-    argv = FLAGS(argv)
+    argv = FLAGS(_with_workdir_config(argv))
     FLAGS.config.method  # a config file that failed to load raises OSError on first use
     return argv
   except OSError as e:

@@ -307,6 +307,51 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
                                options=options)
 
 
+def _param_shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(leaf.shape)
+          for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _check_param_shapes(saved_tree, wanted_tree, config, directory: str) -> None:
+  """Compares parameter shapes before restoring, so a checkpoint of another model or dataset is
+  reported by name instead of failing inside orbax."""
+  saved, wanted = _param_shapes(saved_tree), _param_shapes(wanted_tree)
+  if saved == wanted:
+    return
+  diff = sorted(set(saved) ^ set(wanted)) or [k for k in wanted if saved[k] != wanted[k]]
+  k = diff[0]
+  raise UatError(
+      f"the checkpoint in {directory} does not fit the config (model {config.model.name}, "
+      f"dataset {config.data.name}): parameter {k} is {saved.get(k, 'missing')} there and "
+      f"{wanted.get(k, 'missing')} here; pass the config it was trained with")
+
+
+def restore_newest(workdir: str, config, model, spec, mesh) -> tuple["TrainState", int]:
+  """The newest complete checkpoint of `workdir`, restored replicated over `mesh`, and its step.
+  Errors name the problem: no checkpoint, or one that does not fit the config's model/data."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise UatError(f"no checkpoint in {directory}: train first (--mode=train) or pass another "
+                   "--workdir")
+  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
+  try:
+    step = mngr.latest_step()
+    if step is None:
+      raise UatError(f"no checkpoint in {directory}: train first (--mode=train) or pass another "
+                     "--workdir")
+    tx = create_optimizer(config.optimizer, create_learning_rate_schedule(config.optimizer, 1))
+    shapes = jax.eval_shape(lambda: create_train_state(config, model, spec, tx, mesh))
+    _check_param_shapes(mngr.item_metadata(step)["params"], shapes.params, config, directory)
+    rep = sharding.replicated(mesh)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                            shapes)
+    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  finally:
+    mngr.close()
+  return state, step
+
+
 def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState:
   """Restores the newest complete checkpoint into `state`'s structure and shardings."""
   step = mngr.latest_step()
