@@ -21,5 +21,5 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,test]'
 echo "uat_jax installed in .venv ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

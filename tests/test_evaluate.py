@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import build_trainer, load_config
-from uat_jax import data, evaluate, sharding, train
+from uat_jax import attacks, data, evaluate, sharding, train
 from uat_jax.errors import UatError
 
 EPS = (0.05, 0.1, 0.2)
@@ -136,3 +136,82 @@ def test_transfer_from_a_surrogate_and_skipped_without_one(trained):
                          batch_size=100)
   assert list(r["attacks"]) == ["PGD-10"] and r["skipped"][0]["name"] == "Transfer"
   assert "skipped Transfer" in evaluate.format_table(r)
+
+
+def test_fgsm_and_pgd_match_foolbox(trained):
+  """Parity with an independent implementation: Foolbox 3's JAX attacks (the `test` extra)."""
+  fb = pytest.importorskip("foolbox")
+  trained_fn, x, y = trained
+  # Logits / 4: same predictions, a softmax far from saturation. On saturated examples 1 - p_y
+  # is float32 rounding noise, and two correct CE implementations (Foolbox's lets the gradient
+  # through its max-subtraction) then give input gradients of random sign.
+  logits_fn = lambda v: trained_fn(v) / 4
+  x, y = jax.numpy.asarray(x[:128]), jax.numpy.asarray(y[:128])
+  fmodel = fb.JAXModel(logits_fn, bounds=(0, 1))
+  ours = {
+      "FGSM": attacks.fgsm(logits_fn, x, y, eps=0.1),
+      "PGD-10": attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.1,
+                            step_size=0.025, steps=10, random_start=False),
+  }
+  theirs = {
+      "FGSM": fb.attacks.FGSM(random_start=False),
+      "PGD-10": fb.attacks.LinfPGD(abs_stepsize=0.025, steps=10, random_start=False),
+  }
+  for name, attack in theirs.items():
+    _, x_fb, success = attack(fmodel, x, y, epsilons=0.1)
+    x_fb = np.asarray(x_fb)
+    np.testing.assert_allclose(np.asarray(ours[name]), x_fb, atol=1e-5, err_msg=name)
+    acc_ours = float(np.mean(np.asarray(jax.numpy.argmax(logits_fn(ours[name]), -1)) == y))
+    acc_fb = 1.0 - float(np.mean(np.asarray(success)))
+    assert abs(acc_ours - acc_fb) <= 0.01, (name, acc_ours, acc_fb)
+
+
+MESH_EVAL = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import sys
+sys.path.insert(0, {repo!r})
+import jax, numpy as np
+from uat_jax import evaluate, models, sharding
+model = models.SmallCNN()
+x = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (100, 28, 28, 1)))
+variables = model.init(jax.random.PRNGKey(1), x[:1])
+traces = []
+def apply(variables, v):
+  traces.append(v.shape)  # runs only while tracing: counts compilations
+  return model.apply(variables, v)
+y = np.array(jax.numpy.argmax(apply(variables, x), -1))
+y[::3] = (y[::3] + 1) % 10
+suite = [{{"name": "FGSM", "attack": "fgsm"}}, {{"name": "PGD-3", "attack": "pgd", "steps": 3}},
+         {{"name": "Square-5", "attack": "square", "queries": 5}}]
+results = {{}}
+for n_dev in (1, 8):
+  fn = jax.tree_util.Partial(apply, variables)
+  traces.clear()
+  r = evaluate.run_suite(fn, x, y, suite, jax.random.PRNGKey(3), eps=(0.02, 0.05, 0.1),
+                         batch_size=32, mesh=sharding.make_mesh(n_dev), checks=False)
+  # 4 batches (the last padded) x 3 eps per attack, yet one trace per compiled program:
+  # predict, then each attack's body (its logits_fn traced a fixed number of times).
+  print(n_dev, "devices traces", len(traces))
+  results[n_dev] = r
+for name in ("FGSM", "PGD-3", "Square-5"):
+  a, b = results[1]["attacks"][name]["accuracy"], results[8]["attacks"][name]["accuracy"]
+  assert a == b, (name, a, b)
+assert results[1]["clean_accuracy"] == results[8]["clean_accuracy"]
+print("mesh ok")
+"""
+
+
+def test_evaluation_batches_over_8_devices_without_recompiling():
+  import os
+  import subprocess
+  import sys
+  from conftest import REPO
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run([sys.executable, "-c", MESH_EVAL.format(repo=REPO)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "mesh ok" in proc.stdout
+  counts = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "traces" in line]
+  # Same number of traces on 1 and 8 devices, and far fewer than (batches x eps) per attack.
+  assert counts[0] == counts[1] and counts[0] < 4 * 3, proc.stdout
