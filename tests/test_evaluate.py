@@ -215,3 +215,34 @@ def test_evaluation_batches_over_8_devices_without_recompiling():
   counts = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "traces" in line]
   # Same number of traces on 1 and 8 devices, and far fewer than (batches x eps) per attack.
   assert counts[0] == counts[1] and counts[0] < 4 * 3, proc.stdout
+
+
+def test_adaptive_entries_use_the_models_own_objective(trained):
+  from uat_jax import losses
+  logits_fn, x, y = trained
+  x, y = x[:64], y[:64]
+  suite = [{"name": "PGD-5-objective", "attack": "pgd", "steps": 5, "loss": "objective"},
+           {"name": "PGD-5-T0.1", "attack": "pgd", "steps": 5, "temperature": 0.1}]
+  with pytest.raises(UatError, match="no training objective was given"):
+    evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,))
+  # With the standard method the objective is plain CE: the same attack as loss "ce".
+  as_ce = evaluate.run_suite(logits_fn, x, y, suite[:1], jax.random.PRNGKey(0), eps=(0.1,),
+                             objective=losses.per_example_objective(load_config("standard")),
+                             checks=False)
+  ce = evaluate.run_suite(logits_fn, x, y, [{**suite[0], "loss": "ce"}], jax.random.PRNGKey(0),
+                          eps=(0.1,), checks=False)
+  assert as_ce["attacks"]["PGD-5-objective"]["accuracy"] == ce["attacks"]["PGD-5-objective"][
+      "accuracy"]
+  entm = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
+                            objective=losses.per_example_objective(load_config("entm")),
+                            checks=False)
+  acc = {n: v["accuracy"]["0.1"] for n, v in entm["attacks"].items()}
+  assert acc["PGD-5-objective"] < entm["clean_accuracy"]
+  assert acc["PGD-5-objective"] != as_ce["attacks"]["PGD-5-objective"]["accuracy"]["0.1"]
+  assert acc["PGD-5-T0.1"] < entm["clean_accuracy"] - 0.2
+  with pytest.raises(UatError, match="unknown parameter"):
+    evaluate.run_suite(logits_fn, x, y, [{"attack": "square", "steps": 5}], jax.random.PRNGKey(0))
+  with pytest.raises(UatError, match="mix"):
+    evaluate.run_suite(logits_fn, x, y, [{"attack": "pgd"}, {"attack": "pgd", "norm": "l2",
+                                                             "name": "l2"}],
+                       jax.random.PRNGKey(0))
