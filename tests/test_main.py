@@ -102,9 +102,10 @@ def strip_times(result):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_end_to_end_with_transfer_and_resume(tmp_path):
+def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   """Two real runlocal workdirs; evaluate one with the paper preset, the other as surrogate;
-  a rerun loads every finished attack instead of recomputing it."""
+  a rerun loads every finished attack instead of recomputing it; then compare their
+  input-Jacobian norms."""
   std = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":standard,runlocal"
   short = ["--config.num_train_steps=60", "--config.eval.every_steps=60",
            "--config.eval.num_examples=200"]
@@ -136,6 +137,24 @@ def test_evaluate_cli_end_to_end_with_transfer_and_resume(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stderr.count("loaded the finished result") == 10 + 4  # 5 attacks x 2 eps + checks
   assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
+
+  jac = run_cli("--mode=jacobian", f"--workdir={target}", f"--workdir={surrogate}",
+                "--config.jacobian.num_examples=50", "--config.jacobian.power_iters=10",
+                f"--config.jacobian.baseline={surrogate}")
+  assert jac.returncode == 0, jac.stderr[-3000:]
+  out = os.path.join(target, "jacobian")
+  assert {"norms.npz", "summary.json", "comparison.md", "comparison.csv",
+          "histogram.png"} <= set(os.listdir(out))
+  assert {"norms.npz", "summary.json"} <= set(os.listdir(os.path.join(surrogate, "jacobian")))
+  table = open(os.path.join(out, "comparison.md")).read()
+  assert "| clean | logits/fro |" in table and "| adversarial | probs/spectral |" in table
+  assert "target (standard)" in table and "surrogate (standard)" in table
+  rows = open(os.path.join(out, "comparison.csv")).read().splitlines()
+  baseline_rows = [r for r in rows[1:] if r.startswith(surrogate + ",")]
+  assert baseline_rows and all(r.endswith(",1.0") for r in baseline_rows)
+  import numpy as np
+  norms = np.load(os.path.join(out, "norms.npz"))
+  assert norms["clean/logits/fro"].shape == (50,) and np.all(norms["clean/logits/fro"] > 0)
 
 
 def test_evaluate_errors_are_one_line(tmp_path):

@@ -106,6 +106,19 @@ def base_config() -> ml_collections.ConfigDict:
   # (parameters per attack: uat_jax.evaluate.ATTACKS).
   c.evals.attacks = ml_collections.ConfigDict()
 
+  # Input-Jacobian analysis (--mode=jacobian, and optional tracking during training).
+  c.jacobian = ml_collections.ConfigDict()
+  c.jacobian.num_examples = 1000  # first N test examples; 0 = the whole split
+  c.jacobian.chunk_size = 64  # examples per compiled chunk (bounds memory)
+  c.jacobian.outputs = ("logits", "probs")  # logits | probs | log_probs
+  c.jacobian.norms = ("fro", "spectral", "inf")
+  c.jacobian.power_iters = 50  # spectral norm: power iterations on J^T J
+  c.jacobian.adversarial = True  # also on PGD points (attack.eps, eval.pgd_steps/pgd_step_size)
+  c.jacobian.baseline = ""  # the workdir the others are compared with; "" = the first --workdir
+  c.jacobian.seed = 0
+  c.jacobian.track_every_steps = 0  # > 0: log mean norms on track_examples test images
+  c.jacobian.track_examples = 64
+
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.max_checkpoints = 3
@@ -117,6 +130,7 @@ def runlocal(c: ml_collections.ConfigDict) -> None:
   evaluation on 500 test examples."""
   c.model.name = "small_cnn"
   c.evals.num_examples = 500
+  c.jacobian.num_examples = 200
   c.num_train_steps = 300
   c.eval.every_steps = 100
   c.eval.num_examples = 1000
@@ -219,6 +233,19 @@ def validate(c, num_devices: int = 1) -> None:
     _require(c[name] >= 1, f"{name}={c[name]} must be >= 1")
   _require(c.eval.every_steps >= 1, f"eval.every_steps={c.eval.every_steps} must be >= 1")
   validate_evals(c, num_devices)
+  validate_jacobian(c)
+
+
+def validate_jacobian(c) -> None:
+  from uat_jax import jacobian
+  j = c.jacobian
+  for output in j.outputs:
+    jacobian._check(output, j.norms)
+  _require(j.num_examples >= 0, f"jacobian.num_examples={j.num_examples} must be >= 0 (0 = all)")
+  for name in ("chunk_size", "power_iters", "track_examples"):
+    _require(j[name] >= 1, f"jacobian.{name}={j[name]} must be >= 1")
+  _require(j.track_every_steps >= 0,
+           f"jacobian.track_every_steps={j.track_every_steps} must be >= 0 (0 = off)")
 
 
 def suite_entries(c) -> list[dict]:

@@ -19,7 +19,6 @@ writes eval/results.json, results.csv, results.md and accuracy_vs_eps.png, savin
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -135,16 +134,6 @@ def _entry(e: dict[str, Any]) -> dict[str, Any]:
   return full
 
 
-def _jit_with_model(logits_fn, body: Callable) -> Callable:
-  """jit(body(logits_fn, *args)). A `jax.tree_util.Partial` logits_fn (see load_classifier) is
-  passed as an argument, so its parameters are inputs of the program rather than constants baked
-  into it (faster compiles, one program for several checkpoints of one model)."""
-  if isinstance(logits_fn, jax.tree_util.Partial):
-    compiled = jax.jit(body)
-    return lambda *args: compiled(logits_fn, *args)
-  return jax.jit(lambda *args: body(logits_fn, *args))
-
-
 def _loss(e: dict[str, Any], objective: Optional[Callable]):
   loss = e.get("loss", "ce")
   if loss == "objective":
@@ -165,29 +154,29 @@ def make_attack(logits_fn, entry: dict[str, Any], *, surrogates: Optional[dict] 
   a = e["attack"]
   if a == "fgsm":
     loss = _loss(e, objective)
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.fgsm(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.fgsm(
         f, x, y, eps=eps, loss=loss))
   if a == "pgd":
     loss = _loss(e, objective)
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.pgd(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.pgd(
         f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
         norm=e["norm"], loss=loss, restarts=e["restarts"], random_start=e["random_start"],
         unroll=e["unroll"]))
   if a == "apgd":
     loss = _loss(e, objective)
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd(
         f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"], loss=loss,
         restarts=e["restarts"], unroll=e["unroll"]))
   if a == "apgd_t":
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd_targeted(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd_targeted(
         f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"],
         num_targets=e["num_targets"], unroll=e["unroll"]))
   if a == "square":
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square(
         f, x, y, key=key, eps=eps, queries=e["queries"], p_init=e["p_init"]))
   if a == "spsa":
     loss = _loss(e, objective)
-    return _jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.spsa(
+    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.spsa(
         f, x, y, key=key, eps=eps, steps=e["steps"], samples=e["samples"], delta=e["delta"],
         learning_rate=e["learning_rate"], loss=loss))
   # transfer: the attack runs on the surrogate only
@@ -197,7 +186,7 @@ def make_attack(logits_fn, entry: dict[str, Any], *, surrogates: Optional[dict] 
                    "pass run_suite(..., surrogates={name: logits_fn}) or, from the CLI, "
                    "--config.evals.surrogate_workdir=<another workdir>")
   loss = _loss(e, objective)
-  return _jit_with_model(surrogate, lambda f, x, y, key, eps: attacks.transfer(
+  return models.jit_with_model(surrogate, lambda f, x, y, key, eps: attacks.transfer(
       f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
       loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
 
@@ -317,7 +306,7 @@ def _vanished(logits_fn, batches: _Batches) -> np.ndarray:
     dz = jnp.abs(jax.nn.softmax(logits) - jax.nn.one_hot(t, logits.shape[-1])).max(-1)
     return (jnp.abs(g).reshape(g.shape[0], -1).max(-1) < ZERO_GRAD) | (dz < SATURATED)
 
-  fn = _jit_with_model(logits_fn, vanished)
+  fn = models.jit_with_model(logits_fn, vanished)
   out = np.zeros(len(batches.y), bool)
   for _, sel, xb, yb in batches(np.arange(len(batches.y))):
     out[sel] = np.asarray(fn(xb, yb))[: len(sel)]
@@ -379,7 +368,7 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
   for e in eps:
     attacks.check_eps(e, entries[0].get("norm", "linf"))
   batches = _Batches(x, y, batch_size, mesh)
-  predict = _jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1))
+  predict = models.jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1))
   clean = _correct(predict, lambda v, t, k, e: v, batches, np.arange(n), key, 0.0)
   result: dict[str, Any] = {
       "num_examples": n, "clean_accuracy": float(clean.mean()), "eps": [float(e) for e in eps],
@@ -632,12 +621,6 @@ def plot(result: dict[str, Any], path: str, title: str = "") -> None:
 # Workdirs (the CLI's --mode=evaluate).
 # --------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _eval_apply(model):
-  """One function object per model, so Partials of it share compiled programs."""
-  return lambda variables, x: model.apply(variables, x, train=False)
-
-
 def load_classifier(workdir: str, config, mesh=None) -> tuple[jax.tree_util.Partial, int]:
   """(logits_fn, step): the newest checkpoint of a workdir as an eval-mode (running batch-norm
   statistics) float32 classifier over images in [0, 1]. logits_fn is a jax.tree_util.Partial
@@ -647,7 +630,7 @@ def load_classifier(workdir: str, config, mesh=None) -> tuple[jax.tree_util.Part
   model = models.create_model(config.model, spec)
   state, step = train.restore_newest(workdir, config, model, spec, mesh)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  return jax.tree_util.Partial(_eval_apply(model), variables), step
+  return models.classifier(model, variables), step
 
 
 def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) -> dict[str, Any]:

@@ -2,9 +2,11 @@ r"""Command line entry.
 
   python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W      # train (or resume)
   python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.preset=paper]
+  python -m uat_jax.main --mode=jacobian --workdir=W_at --workdir=W_at_entm   # compare norms
 
 Every config field can be overridden, e.g. `--config.regularizer.beta=0.5 --config.attack.eps=0.2`.
-`--mode=evaluate` without --config uses the config W was trained with (W/config.json).
+`--mode=evaluate` and `--mode=jacobian` without --config use the config the (first) workdir was
+trained with (W/config.json).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from uat_jax.errors import UatError
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashion_mnist.py:at_entm",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
+flags.DEFINE_multi_string("workdir", None, "Directory for checkpoints, metrics and results "
+                          "(--mode=jacobian: repeat it to compare workdirs).")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "jacobian"],
                   "train: train or resume in --workdir; evaluate: the attack suite of "
-                  "config.evals on the newest checkpoint of --workdir.")
+                  "config.evals on the newest checkpoint of --workdir; jacobian: input-Jacobian "
+                  "norms (config.jacobian) of one or more workdirs.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,14 +49,23 @@ def main(argv):
 
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   config = FLAGS.config
+  workdirs = FLAGS.workdir
+  if FLAGS.mode == "jacobian":
+    from uat_jax import jacobian
+    comparison = jacobian.analyze_workdirs(config, workdirs)
+    print(jacobian.format_comparison(comparison), flush=True)
+    print(f"wrote {os.path.join(workdirs[0], 'jacobian')}", flush=True)
+    return
+  if len(workdirs) != 1:
+    raise UatError(f"--mode={FLAGS.mode} takes one --workdir, got {len(workdirs)}")
   if FLAGS.mode == "evaluate":
     from uat_jax import evaluate
-    result = evaluate.evaluate_workdir(config, FLAGS.workdir)
+    result = evaluate.evaluate_workdir(config, workdirs[0])
     print(evaluate.format_table(result), flush=True)
-    print(f"wrote {os.path.join(FLAGS.workdir, 'eval', config.evals.output)}", flush=True)
+    print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.output)}", flush=True)
     return
   from uat_jax import train
-  results = train.train_and_evaluate(config, FLAGS.workdir)
+  results = train.train_and_evaluate(config, workdirs[0])
   print(train.format_summary(config, results), flush=True)
 
 
@@ -72,8 +85,10 @@ def _flag_value(argv, name):
 
 
 def _with_workdir_config(argv):
-  """--mode=evaluate without --config: the workdir's own config (uat_jax/workdir_config.py)."""
-  if _flag_value(argv, "mode") != "evaluate" or _flag_value(argv, "config") is not None:
+  """--mode=evaluate|jacobian without --config: the (first) workdir's own config
+  (uat_jax/workdir_config.py)."""
+  if (_flag_value(argv, "mode") not in ("evaluate", "jacobian")
+      or _flag_value(argv, "config") is not None):
     return argv
   workdir = _flag_value(argv, "workdir")
   if not workdir:

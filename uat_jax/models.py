@@ -6,9 +6,11 @@ running statistics in the `batch_stats` collection (`train=False` uses them).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from uat_jax.errors import UatError
@@ -164,3 +166,26 @@ def create_model(model_config, spec) -> nn.Module:
 
 def has_batch_norm(variables) -> bool:
   return bool(variables.get("batch_stats"))
+
+
+def jit_with_model(logits_fn, body):
+  """jax.jit of `body(logits_fn, *args)`. A `jax.tree_util.Partial` logits_fn (as
+  evaluate.load_classifier returns) is passed as an argument, so its parameters are inputs of the
+  program rather than constants baked into it (faster compiles, one program for several
+  checkpoints of one model); any other callable is closed over."""
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    compiled = jax.jit(body)
+    return lambda *args: compiled(logits_fn, *args)
+  return jax.jit(lambda *args: body(logits_fn, *args))
+
+
+@functools.lru_cache(maxsize=None)
+def _inference_apply(model):
+  """One function object per model, so Partials of it share compiled programs."""
+  return lambda variables, x: model.apply(variables, x, train=False)
+
+
+def classifier(model, variables) -> jax.tree_util.Partial:
+  """`logits_fn(x)` of a model in inference mode (running batch-norm statistics), as a Partial
+  whose leaves are the variables: see jit_with_model."""
+  return jax.tree_util.Partial(_inference_apply(model), variables)

@@ -362,6 +362,31 @@ def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState) -> TrainStat
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def _jacobian_tracker(config, model, test_split: data.Split, writer):
+  """A clu PeriodicCallback function logging mean input-Jacobian norms on the first
+  jacobian.track_examples test images as jacobian/<output>/<norm> (curves over training)."""
+  from uat_jax import jacobian  # jacobian's CLI part imports evaluate, which imports this module
+  jc = config.jacobian
+  x = test_split.images[:jc.track_examples].astype(np.float32) / 255.0
+  y = test_split.labels[:jc.track_examples]
+
+  def track(step, t, state):
+    del t
+    logits_fn = models.classifier(model, {"params": state.params,
+                                          "batch_stats": state.batch_stats})
+    scalars = {}
+    for output in jc.outputs:
+      norms = jacobian.jacobian_norms(logits_fn, x, y, output=output, norms=tuple(jc.norms),
+                                      chunk_size=min(jc.chunk_size, len(y)),
+                                      power_iters=jc.power_iters,
+                                      key=jax.random.PRNGKey(jc.seed))
+      scalars["jacobian/loss_grad"] = float(norms.pop("loss_grad").mean())
+      scalars.update({f"jacobian/{output}/{k}": float(v.mean()) for k, v in norms.items()})
+    writer.write_scalars(step, scalars)
+
+  return track
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        num_devices: int | None = None) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns the final
@@ -404,6 +429,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.log_every_steps)
   pending = None  # clu metrics since the last log
+  track_jacobian = None
+  if config.jacobian.track_every_steps > 0:
+    track_jacobian = periodic_actions.PeriodicCallback(
+        every_steps=config.jacobian.track_every_steps, on_steps=[num_steps],
+        callback_fn=_jacobian_tracker(config, model, test_split, writer))
 
   def flush_train_metrics(step):
     nonlocal pending
@@ -425,6 +455,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pending = step_collection if pending is None else pending.merge(step_collection)
     done = step + 1
     report_progress(done)
+    if track_jacobian is not None:
+      with report_progress.timed("jacobian"):
+        track_jacobian(done, state=state)
     is_last = done == num_steps
     if done % config.log_every_steps == 0 or is_last:
       flush_train_metrics(done)

@@ -1,0 +1,157 @@
+"""Input-Jacobian analysis against finite differences, SVD, analytic formulas; chunking; CLI
+and training-time tracking are in test_main.py / here."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config
+from uat_jax import jacobian, models
+from uat_jax.errors import UatError
+
+
+@pytest.fixture(scope="module")
+def cnn():
+  model = models.SmallCNN()
+  x = jax.random.uniform(jax.random.PRNGKey(0), (6, 28, 28, 1))
+  variables = model.init(jax.random.PRNGKey(1), x[:1])
+  return models.classifier(model, variables), np.asarray(x)
+
+
+FINITE_DIFFERENCES = """
+import os, sys
+os.environ["JAX_ENABLE_X64"] = "1"
+sys.path.insert(0, {repo!r})
+import jax, jax.numpy as jnp, numpy as np
+from uat_jax import jacobian, models
+model = models.SmallCNN()
+x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1), jnp.float64)
+variables = model.init(jax.random.PRNGKey(1), x[:1].astype(jnp.float32))
+logits_fn = lambda v: model.apply(variables, v)
+worst = 0.0
+for output in ("logits", "probs", "log_probs"):
+  J = np.asarray(jacobian.input_jacobian(logits_fn, x, output))
+  assert J.dtype == np.float64, J.dtype
+  f = jacobian.output_fn(logits_fn, output)
+  for i in range(3):
+    for d in range(4):
+      v = np.array(jax.random.normal(jax.random.PRNGKey(10 * i + d), (784,), jnp.float64))
+      v /= np.linalg.norm(v)
+      h = 1e-7  # small enough not to cross a ReLU or max-pool kink
+      xp = x[i:i+1] + h * v.reshape(1, 28, 28, 1)
+      xm = x[i:i+1] - h * v.reshape(1, 28, 28, 1)
+      fd = (np.asarray(f(xp))[0] - np.asarray(f(xm))[0]) / (2 * h)
+      exact = J[i] @ v
+      worst = max(worst, np.linalg.norm(fd - exact) / np.linalg.norm(exact))
+print("worst relative error", worst)
+assert worst < 1e-6, worst
+"""
+
+
+def test_jacobian_matches_central_differences_in_float64():
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run([sys.executable, "-c", FINITE_DIFFERENCES.format(repo=REPO)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "worst relative error" in proc.stdout
+
+
+def test_norms_against_the_full_jacobian_and_svd(cnn):
+  logits_fn, x = cnn
+  for output in ("logits", "probs"):
+    J = np.asarray(jacobian.input_jacobian(logits_fn, x, output), np.float64)
+    assert J.shape == (6, 10, 784)
+    r = jacobian.jacobian_norms(logits_fn, x, output=output, chunk_size=4, power_iters=100)
+    svd = np.linalg.svd(J, compute_uv=False)
+    np.testing.assert_allclose(r["spectral"], svd[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(r["fro"], np.sqrt((J ** 2).sum((1, 2))), rtol=1e-5)
+    np.testing.assert_allclose(r["inf"], np.abs(J).sum(2).max(1), rtol=1e-5)
+  # loss_grad: |d CE / d x| with the predicted labels when y is None
+  y = np.asarray(jnp.argmax(logits_fn(x), -1))
+  g = jax.grad(lambda v: jnp.sum(jax.nn.log_softmax(logits_fn(v))[jnp.arange(6), y]))(x)
+  np.testing.assert_allclose(r["loss_grad"], np.sqrt((np.asarray(g) ** 2).sum((1, 2, 3))),
+                             rtol=1e-5)
+
+
+def test_chunked_equals_unchunked_and_a_chunk_of_one(cnn):
+  logits_fn, x = cnn
+  kw = dict(output="probs", power_iters=30, key=jax.random.PRNGKey(3))
+  whole = jacobian.jacobian_norms(logits_fn, x, chunk_size=6, **kw)
+  for chunk in (1, 4):  # 4: the last chunk is padded
+    part = jacobian.jacobian_norms(logits_fn, x, chunk_size=chunk, **kw)
+    for k in whole:  # equal up to float32 rounding of batched convolutions
+      np.testing.assert_allclose(part[k], whole[k], rtol=2e-6, err_msg=f"{k} chunk {chunk}")
+
+
+def test_linear_model_jacobians_are_the_weights_and_the_softmax_formula():
+  d, k = 12, 5
+  w = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (d, k)))
+  b = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (k,)))
+  logits_fn = lambda v: v.reshape(v.shape[0], -1) @ w + b
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (3, 2, 2, 3)))
+  J = np.asarray(jacobian.input_jacobian(logits_fn, x, "logits"))
+  np.testing.assert_allclose(J, np.broadcast_to(w.T, (3, k, d)), rtol=1e-6)
+  p = np.asarray(jax.nn.softmax(logits_fn(x)))
+  expected = np.stack([(np.diag(pi) - np.outer(pi, pi)) @ w.T for pi in p])
+  np.testing.assert_allclose(jacobian.input_jacobian(logits_fn, x, "probs"), expected,
+                             rtol=1e-5, atol=1e-7)
+  expected_log = np.stack([(np.eye(k) - np.outer(np.ones(k), pi)) @ w.T for pi in p])
+  np.testing.assert_allclose(jacobian.input_jacobian(logits_fn, x, "log_probs"), expected_log,
+                             rtol=1e-5, atol=1e-6)
+  # Saturated logits (x1e4): every norm stays finite.
+  r = jacobian.jacobian_norms(lambda v: 1e4 * logits_fn(v), x, output="probs")
+  assert all(np.all(np.isfinite(v)) for v in r.values())
+
+
+def test_random_projection_estimate_of_the_frobenius_norm(cnn):
+  logits_fn, x = cnn
+  exact = jacobian.jacobian_norms(logits_fn, x, norms=("fro",))["fro"]
+  for m in (4, 64):
+    est = np.asarray(jacobian.frobenius_estimate(logits_fn, x, num_projections=m,
+                                                 key=jax.random.PRNGKey(m)))
+    rel = np.abs(est / exact - 1)
+    print(f"Hutchinson estimate, m={m}: mean relative error {rel.mean():.4f}, max {rel.max():.4f}")
+    assert rel.mean() < np.sqrt(2 / m)  # the bound on the std of the squared norm's estimate
+  assert np.abs(est / exact - 1).mean() < 0.1
+
+
+def test_summaries_and_analysis_with_adversarial_points(cnn):
+  logits_fn, x = cnn
+  v = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+  s = jacobian.summarize(v, bins=4)
+  assert s["mean"] == 4.0 and s["median"] == 3.0 and s["p95"] == np.percentile(v, 95)
+  assert sum(s["histogram"]["counts"]) == 5 and len(s["histogram"]["edges"]) == 5
+  y = np.asarray(jnp.argmax(logits_fn(x), -1))
+  r = jacobian.analyze(logits_fn, x, y, outputs=("logits",), norms=("fro",), chunk_size=4,
+                       adversarial={"eps": 0.1, "steps": 3, "step_size": 0.03})
+  assert set(r) == {"clean", "adversarial"}
+  assert set(r["clean"]) == {"logits/fro", "loss_grad"}
+  assert not np.allclose(r["clean"]["loss_grad"], r["adversarial"]["loss_grad"])
+  with pytest.raises(UatError, match="unknown Jacobian output"):
+    jacobian.jacobian_norms(logits_fn, x, output="softmax")
+  with pytest.raises(UatError, match="unknown Jacobian norm"):
+    jacobian.jacobian_norms(logits_fn, x, norms=("nuclear",))
+
+
+def test_tracking_during_training_logs_jacobian_norms(tmp_path, fmnist):
+  import json
+  from uat_jax import train
+  c = load_config("standard,runlocal")
+  c.num_train_steps = 20
+  c.eval.every_steps = 20
+  c.eval.num_examples = 100
+  c.checkpoint_every_steps = 20
+  c.jacobian.track_every_steps = 10
+  c.jacobian.track_examples = 8
+  c.jacobian.power_iters = 5
+  train.train_and_evaluate(c, str(tmp_path / "w"))
+  records = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")]
+  tracked = [r for r in records if "jacobian/logits/fro" in r]
+  assert [r["step"] for r in tracked] == [10, 20]
+  assert {"jacobian/probs/spectral", "jacobian/logits/inf", "jacobian/loss_grad"} <= set(tracked[0])
+  assert all(np.isfinite(v) for r in tracked for v in r.values())
