@@ -157,7 +157,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert norms["clean/logits/fro"].shape == (50,) and np.all(norms["clean/logits/fro"] > 0)
 
 
-def test_evaluate_errors_are_one_line(tmp_path):
+def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
   from uat_jax import config_lib
   workdir = tmp_path / "w"
   no_config = run_cli("--mode=evaluate", f"--workdir={workdir}", timeout=300)
@@ -171,3 +171,17 @@ def test_evaluate_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert message in proc.stderr.strip().splitlines()[-1]
   assert sorted(os.listdir(workdir)) == ["config.json"]  # nothing written
+
+  other = tmp_path / "other"
+  for flags, message in (
+      (["--mode=jacobian", f"--workdir={workdir}", f"--workdir={other}"], "no config.json in"),
+      (["--mode=jacobian", f"--workdir={workdir}", "--config.jacobian.baseline=elsewhere"],
+       "is not one of the --workdir values"),
+      (["--mode=jacobian", f"--workdir={workdir}", "--config.jacobian.outputs=('softmax',)"],
+       "unknown Jacobian output"),
+      (["--mode=jacobian", f"--workdir={workdir}"], "no checkpoint in"),
+      (["--mode=evaluate", f"--workdir={workdir}", f"--workdir={other}"], "takes one --workdir")):
+    proc = run_cli(*flags, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1], proc.stderr[-500:]
+  assert sorted(os.listdir(workdir)) == ["config.json"] and not other.exists()
