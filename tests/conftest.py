@@ -47,3 +47,15 @@ def build_trainer(config, num_steps, mesh):
   tx = train.create_optimizer(config.optimizer, schedule)
   step = train.make_train_step(config, model, spec, schedule, mesh)
   return model, lambda: train.create_train_state(config, model, spec, tx, mesh), step
+
+
+def run_script(source: str, timeout: int = 600):
+  """Runs Python source in a fresh interpreter without the caller's XLA_FLAGS (scripts that
+  simulate devices or enable float64 set their own before importing jax); fails the test with
+  the script's stderr if it fails."""
+  import subprocess
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True,
+                        timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc

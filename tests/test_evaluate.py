@@ -80,18 +80,18 @@ def test_bad_suites():
 def test_apgd_at_most_pgd_and_square_breaks_an_undefended_model(trained):
   logits_fn, x, y = trained
   x, y = x[:200], y[:200]
-  suite = [{"name": "PGD-20", "attack": "pgd"},
-           {"name": "APGD-CE-20", "attack": "apgd", "steps": 20},
-           {"name": "APGD-T-20", "attack": "apgd_t", "steps": 20, "num_targets": 3},
-           {"name": "Square-1000", "attack": "square", "queries": 1000}]
+  suite = [{"name": "PGD-20", "attack": "pgd"},  # rolled APGD loops: far quicker to compile
+           {"name": "APGD-CE-20", "attack": "apgd", "steps": 20, "unroll": 1},
+           {"name": "APGD-T-20", "attack": "apgd_t", "steps": 20, "num_targets": 3, "unroll": 1},
+           {"name": "Square-300", "attack": "square", "queries": 300}]
   r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(1), eps=(0.1, 0.3),
                          batch_size=100, checks=False)
   acc = {name: v["accuracy"] for name, v in r["attacks"].items()}
   for k in ("0.1", "0.3"):  # same points; slack for random starts
     assert acc["APGD-CE-20"][k] <= acc["PGD-20"][k] + 0.01
     assert acc["APGD-T-20"][k] <= acc["PGD-20"][k] + 0.01
-  assert acc["Square-1000"]["0.1"] < r["clean_accuracy"] - 0.3  # no gradients, still strong
-  assert acc["Square-1000"]["0.3"] <= 0.05
+  assert acc["Square-300"]["0.1"] < r["clean_accuracy"] - 0.3  # no gradients, still strong
+  assert acc["Square-300"]["0.3"] <= 0.05
 
 
 def test_only_robust_attacks_the_survivors_and_a_rerun_resumes_from_the_store(trained, tmp_path,
@@ -203,14 +203,8 @@ print("mesh ok")
 
 
 def test_evaluation_batches_over_8_devices_without_recompiling():
-  import os
-  import subprocess
-  import sys
-  from conftest import REPO
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.run([sys.executable, "-c", MESH_EVAL.format(repo=REPO)], env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  from conftest import REPO, run_script
+  proc = run_script(MESH_EVAL.format(repo=REPO))
   assert "mesh ok" in proc.stdout
   counts = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "traces" in line]
   # Same number of traces on 1 and 8 devices, and far fewer than (batches x eps) per attack.

@@ -1,16 +1,12 @@
 """Input-Jacobian analysis against finite differences, SVD, analytic formulas; chunking; CLI
 and training-time tracking are in test_main.py / here."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, run_script
 from uat_jax import jacobian, models
 from uat_jax.errors import UatError
 
@@ -54,10 +50,7 @@ assert worst < 1e-6, worst
 
 
 def test_jacobian_matches_central_differences_in_float64():
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.run([sys.executable, "-c", FINITE_DIFFERENCES.format(repo=REPO)], env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run_script(FINITE_DIFFERENCES.format(repo=REPO))
   assert "worst relative error" in proc.stdout
 
 

@@ -1,15 +1,12 @@
 """Training: config validation, schedules, 1 vs 8 devices, and that AT and EntM do their job."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, build_trainer, load_config
+from conftest import REPO, build_trainer, load_config, run_script
 from uat_jax import config_lib, data, sharding, train
 from uat_jax.errors import UatError
 
@@ -101,10 +98,7 @@ MULTI_DEVICE = textwrap.dedent("""
 
 
 def test_one_step_on_8_devices_equals_1_device(fmnist):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE.format(repo=REPO)], env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run_script(MULTI_DEVICE.format(repo=REPO))
   assert "wide_resnet 1 vs 8 devices: same update" in proc.stdout
 
 

@@ -100,6 +100,16 @@ def _check_norm(norm: str) -> None:
     raise UatError(f"unknown norm {norm!r}: choose one of {NORMS}")
 
 
+def _checked(name, x, eps, norm, loss, steps, restarts, min_steps):
+  """Validates an iterative attack's arguments; returns (per-example loss, float32 images)."""
+  _check_norm(norm)
+  check_eps(eps, norm)
+  if steps < min_steps or restarts < 1:
+    raise UatError(f"{name} needs steps >= {min_steps} and restarts >= 1, got steps={steps}, "
+                   f"restarts={restarts}")
+  return resolve_loss(loss), jnp.asarray(x, jnp.float32)
+
+
 def _input_grad(logits_fn, loss_fn, y):
   return jax.grad(lambda xa: jnp.sum(loss_fn(logits_fn(xa), y)))
 
@@ -144,13 +154,7 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
   that misclassified it, or else the one with the highest loss. The step loop is a
   `lax.fori_loop`; `unroll` (an int, or True for fully unrolled) trades compile time for speed.
   """
-  _check_norm(norm)
-  check_eps(eps, norm)
-  if steps < 0 or restarts < 1:
-    raise UatError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, "
-                   f"restarts={restarts}")
-  loss_fn = resolve_loss(loss)
-  x = jnp.asarray(x, jnp.float32)
+  loss_fn, x = _checked("PGD", x, eps, norm, loss, steps, restarts, min_steps=0)
   grad_fn = _input_grad(logits_fn, loss_fn, y)
   project = PROJECTIONS[norm]
 
@@ -237,13 +241,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   highest-loss one. Use loss="ce" (APGD-CE), "dlr" (APGD-DLR) or any per-example loss; see
   apgd_targeted for APGD-T.
   """
-  _check_norm(norm)
-  check_eps(eps, norm)
-  if steps < 1 or restarts < 1:
-    raise UatError(f"APGD needs steps >= 1 and restarts >= 1, got steps={steps}, "
-                   f"restarts={restarts}")
-  loss_fn = resolve_loss(loss)
-  x = jnp.asarray(x, jnp.float32)
+  loss_fn, x = _checked("APGD", x, eps, norm, loss, steps, restarts, min_steps=1)
   project = PROJECTIONS[norm]
   b = x.shape[0]
   ckpt = dict(apgd_checkpoints(steps))
