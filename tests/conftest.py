@@ -42,11 +42,12 @@ def build_trainer(config, num_steps, mesh):
   `init_state()` gives a fresh state from config.seed."""
   from uat_jax import data, models, train
   spec = data.get_spec("fashion_mnist")
-  model = models.create_model(config.model, spec)
+  model = train.build_model(config, spec)
   schedule = train.create_learning_rate_schedule(config.optimizer, num_steps)
   tx = train.create_optimizer(config.optimizer, schedule)
   step = train.make_train_step(config, model, spec, schedule, mesh)
-  return model, lambda: train.create_train_state(config, model, spec, tx, mesh), step
+  return model, lambda: train.prepare_state(
+      step, train.create_train_state(config, model, spec, tx, mesh)), step
 
 
 def run_script(source: str, timeout: int = 600):

@@ -72,7 +72,7 @@ MULTI_DEVICE = textwrap.dedent("""
   sys.path.insert(0, os.path.join({repo!r}, "tests"))
   import jax, numpy as np
   from conftest import build_trainer, load_config, fmnist_data_config
-  from uat_jax import data, sharding
+  from uat_jax import data, sharding, train
   assert jax.device_count() == 8
   split = data.load_split(fmnist_data_config(), "test")
   # The WRN attack uses running statistics (bn_mode=eval): with batch statistics, XLA:CPU's float32
@@ -94,12 +94,28 @@ MULTI_DEVICE = textwrap.dedent("""
       out.append(jax.device_get((state.params, state.batch_stats, metrics["loss"])))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), *out)
     print(model_name, "1 vs 8 devices: same update, loss", out[0][2], out[1][2])
+    if model_name != "wide_resnet":
+      continue
+    # pmap on the same 8 devices: same update as jit (batch norm synchronized over the devices,
+    # gradients pmean-ed). Without a random start: pmap draws each device's noise for its shard.
+    c.attack.random_start = False
+    out = []
+    for parallelism in ("jit", "pmap"):
+      c.parallelism = parallelism
+      mesh = sharding.make_mesh(8)
+      _, init_state, step = build_trainer(c, 10, mesh)
+      state, metrics = step(init_state(), sharding.shard_batch(batch, mesh))
+      state = train.export_state(step, state)
+      out.append(jax.device_get((state.params, state.batch_stats, metrics["loss"])))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), *out)
+    print(model_name, "jit vs pmap on 8 devices: same update, loss", out[0][2], out[1][2])
 """)
 
 
 def test_one_step_on_8_devices_equals_1_device(fmnist):
   proc = run_script(MULTI_DEVICE.format(repo=REPO))
   assert "wide_resnet 1 vs 8 devices: same update" in proc.stdout
+  assert "wide_resnet jit vs pmap on 8 devices: same update" in proc.stdout
 
 
 def _run(tmp_path, method, steps, **overrides):
@@ -131,3 +147,26 @@ def test_adversarial_training_beats_standard_under_pgd(tmp_path, fmnist):
   assert at["clean_accuracy"] > 0.5
   assert at["pgd_accuracy"] > standard["pgd_accuracy"] + 0.2
   assert at["pgd_accuracy"] > 0.4
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_a_close_loss(fmnist):
+  batch = data.train_batch(fmnist["train"], 0, 0, 32)
+  mesh = sharding.make_mesh(1)
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    c = load_config("at_entm,runlocal")
+    c.batch_size, c.attack.steps, c.attack.random_start, c.dtype = 32, 2, False, dtype
+    model, init_state, step = build_trainer(c, 10, mesh)
+    state, metrics = step(init_state(), sharding.shard_batch(batch, mesh))
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.params))
+    assert model.dtype == (jax.numpy.bfloat16 if dtype == "bfloat16" else jax.numpy.float32)
+    out[dtype] = float(metrics["loss"])
+  assert np.isfinite(out["bfloat16"])
+  assert abs(out["bfloat16"] - out["float32"]) < 0.05 * abs(out["float32"]), out
+  # Evaluation and attacks always get a float32 model.
+  c.dtype = "bfloat16"
+  assert train.build_model(c, data.get_spec("fashion_mnist"), for_training=False).dtype == \
+      jax.numpy.float32
+  c.dtype = "float16"
+  with pytest.raises(UatError, match="unknown dtype"):
+    config_lib.validate(c)

@@ -86,12 +86,13 @@ def project_l2(x_adv: jax.Array, x: jax.Array, eps) -> jax.Array:
 
 
 def resolve_unroll(unroll: Union[int, bool], steps: int) -> Union[int, bool]:
-  """-1 (auto): fully unrolled on CPU, where it measured 2-3x faster than a rolled loop
-  (../shared/PERF_LEADS.md); rolled (1) on accelerators, keeping compile time flat in steps."""
+  """-1 (auto): fully unrolled on CPU, where it measured 2-3x faster than a rolled loop (and
+  partial unrolling, e.g. 10 of 100 steps, was as slow as rolled: bench/RESULTS.md); rolled (1)
+  on accelerators, keeping compile time flat in steps."""
   if unroll is True or unroll is False:
     return unroll
-  if unroll == -1:
-    return max(1, steps) if jax.default_backend() == "cpu" else 1
+  if unroll == -1:  # True: no loop left at all (an unroll factor < steps kept the slow loop)
+    return True if jax.default_backend() == "cpu" else 1
   return max(1, int(unroll))
 
 

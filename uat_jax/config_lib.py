@@ -51,6 +51,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 10  # wide_resnet only (widening factor)
 
   c.batch_size = 128  # global, over all devices
+  # jit: one program over the ('data',) device mesh (default); pmap: jax.pmap over the same
+  # devices with gradients averaged by pmean (same updates to float tolerance, tested).
+  c.parallelism = "jit"
+  # Training computation dtype: float32, or bfloat16 (mixed precision: float32 parameters,
+  # optimizer and loss; for accelerators, slow on CPU). Evaluation, attacks outside training and
+  # Jacobians always compute in float32.
+  c.dtype = "float32"
   c.num_epochs = 20.0
   c.num_train_steps = -1  # > 0 overrides num_epochs
 
@@ -204,6 +211,10 @@ def validate(c, num_devices: int = 1) -> None:
   _require(c.eval.batch_size > 0 and c.eval.batch_size % num_devices == 0,
            f"eval.batch_size={c.eval.batch_size} must be a positive multiple of the "
            f"{num_devices} devices (--config.eval.batch_size)")
+  _require(c.dtype in ("float32", "bfloat16"),
+           f"unknown dtype {c.dtype!r}: choose float32 or bfloat16 (--config.dtype)")
+  _require(c.parallelism in ("jit", "pmap"),
+           f"unknown parallelism {c.parallelism!r}: choose jit or pmap (--config.parallelism)")
   _require(c.num_train_steps > 0 or c.num_epochs > 0,
            "set a positive --config.num_train_steps or --config.num_epochs")
   attacks.check_eps(c.attack.eps)

@@ -7,7 +7,7 @@ running statistics in the `batch_stats` collection (`train=False` uses them).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -38,20 +38,30 @@ def max_pool_2x2(x):
   return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def _conv(dtype, *args, **kwargs):
+  """nn.Conv computing in `dtype` (parameters stay float32)."""
+  return nn.Conv(*args, dtype=dtype, **kwargs)
+
+
+def _dense(dtype, *args, **kwargs):
+  return nn.Dense(*args, dtype=dtype, **kwargs)
+
+
 class MadryCNN(nn.Module):
   """The MNIST challenge model of Madry et al. 2018: conv32-5x5, pool, conv64-5x5, pool, fc1024."""
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no batch norm or dropout
-    x = Normalize(self.mean, self.std)(x)
-    x = max_pool_2x2(nn.relu(nn.Conv(32, (5, 5), padding="SAME")(x)))
-    x = max_pool_2x2(nn.relu(nn.Conv(64, (5, 5), padding="SAME")(x)))
-    x = nn.relu(nn.Dense(1024)(x.reshape(x.shape[0], -1)))
-    return nn.Dense(self.num_classes)(x)
+    x = Normalize(self.mean, self.std)(x.astype(self.dtype))
+    x = max_pool_2x2(nn.relu(_conv(self.dtype, 32, (5, 5), padding="SAME")(x)))
+    x = max_pool_2x2(nn.relu(_conv(self.dtype, 64, (5, 5), padding="SAME")(x)))
+    x = nn.relu(_dense(self.dtype, 1024)(x.reshape(x.shape[0], -1)))
+    return _dense(self.dtype, self.num_classes)(x).astype(jnp.float32)
 
 
 class SmallCNN(nn.Module):
@@ -59,45 +69,52 @@ class SmallCNN(nn.Module):
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
   width: int = 16
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    x = Normalize(self.mean, self.std)(x)
-    x = max_pool_2x2(nn.relu(nn.Conv(self.width, (3, 3), padding="SAME")(x)))
-    x = max_pool_2x2(nn.relu(nn.Conv(2 * self.width, (3, 3), padding="SAME")(x)))
-    x = nn.relu(nn.Dense(8 * self.width)(x.reshape(x.shape[0], -1)))
-    return nn.Dense(self.num_classes)(x)
+    x = Normalize(self.mean, self.std)(x.astype(self.dtype))
+    x = max_pool_2x2(nn.relu(_conv(self.dtype, self.width, (3, 3), padding="SAME")(x)))
+    x = max_pool_2x2(nn.relu(_conv(self.dtype, 2 * self.width, (3, 3), padding="SAME")(x)))
+    x = nn.relu(_dense(self.dtype, 8 * self.width)(x.reshape(x.shape[0], -1)))
+    return _dense(self.dtype, self.num_classes)(x).astype(jnp.float32)
 
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _bn(train):
+def _bn(train, axis_name=None, dtype=jnp.float32):
+  # axis_name: under pmap, batch statistics are averaged over that device axis (under jit over a
+  # mesh the batch is global already and axis_name stays None).
   # PyTorch defaults (momentum 0.1 there = 0.9 here, eps 1e-5), as in the Madry/Rice recipes.
   # Two-pass variance: E[x^2] - E[x]^2 cancels badly in float32, and its noise (e.g. from the
   # summation order on 1 vs 8 devices) reached 3% in the input gradients of the attack.
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      use_fast_variance=False)
+                      use_fast_variance=False, axis_name=axis_name if train else None,
+                      dtype=dtype)
 
 
 class PreActBlock(nn.Module):
   """Pre-activation basic block (He et al. 2016): BN-ReLU-conv3x3-BN-ReLU-conv3x3 + shortcut."""
   features: int
   stride: int = 1
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    out = nn.relu(_bn(train)(x))
+    out = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
-                         kernel_init=_conv_init)(out)
-    out = nn.Conv(self.features, (3, 3), (self.stride, self.stride), padding=1, use_bias=False,
-                  kernel_init=_conv_init)(out)
-    out = nn.relu(_bn(train)(out))
-    out = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(out)
+      shortcut = _conv(self.dtype, self.features, (1, 1), (self.stride, self.stride),
+                       use_bias=False, kernel_init=_conv_init)(out)
+    out = _conv(self.dtype, self.features, (3, 3), (self.stride, self.stride), padding=1,
+                use_bias=False, kernel_init=_conv_init)(out)
+    out = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(out))
+    out = _conv(self.dtype, self.features, (3, 3), padding=1, use_bias=False,
+                kernel_init=_conv_init)(out)
     return out + shortcut
 
 
@@ -106,17 +123,20 @@ class PreActResNet18(nn.Module):
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = Normalize(self.mean, self.std)(x)
-    x = nn.Conv(64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    x = Normalize(self.mean, self.std)(x.astype(self.dtype))
+    x = _conv(self.dtype, 64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
-        x = PreActBlock(64 * 2 ** i, stride=2 if (i > 0 and j == 0) else 1)(x, train)
-    x = nn.relu(_bn(train)(x))
-    return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+        x = PreActBlock(64 * 2 ** i, stride=2 if (i > 0 and j == 0) else 1,
+                        bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
+    x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
+    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 class WideResNet(nn.Module):
@@ -125,8 +145,10 @@ class WideResNet(nn.Module):
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
   depth: int = 34
   width: int = 10
+  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -134,13 +156,14 @@ class WideResNet(nn.Module):
       raise UatError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {self.depth} "
                      "(--config.model.depth)")
     n = (self.depth - 4) // 6
-    x = Normalize(self.mean, self.std)(x)
-    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    x = Normalize(self.mean, self.std)(x.astype(self.dtype))
+    x = _conv(self.dtype, 16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
     for i, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
       for j in range(n):
-        x = PreActBlock(features, stride=2 if (i > 0 and j == 0) else 1)(x, train)
-    x = nn.relu(_bn(train)(x))
-    return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+        x = PreActBlock(features, stride=2 if (i > 0 and j == 0) else 1,
+                        bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
+    x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
+    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 MODELS = {
@@ -151,16 +174,21 @@ MODELS = {
 }
 
 
-def create_model(model_config, spec) -> nn.Module:
-  """Builds `model_config.name` for a dataset spec (classes, normalization)."""
+def create_model(model_config, spec, bn_axis_name: Optional[str] = None,
+                 dtype: Any = jnp.float32) -> nn.Module:
+  """Builds `model_config.name` for a dataset spec (classes, normalization); `bn_axis_name`
+  (batch-norm models) averages batch statistics over a pmap axis; `dtype` is the computation
+  dtype (float32 logits either way)."""
   if model_config.name not in MODELS:
     raise UatError(f"unknown model {model_config.name!r}: choose one of {sorted(MODELS)} "
                    "(--config.model.name)")
-  kwargs = dict(num_classes=spec.num_classes)
+  kwargs = dict(num_classes=spec.num_classes, dtype=dtype)
   if model_config.get("normalize", True):
     kwargs.update(mean=tuple(spec.mean), std=tuple(spec.std))
   if model_config.name == "wide_resnet":
     kwargs.update(depth=model_config.depth, width=model_config.width)
+  if bn_axis_name and model_config.name in ("preact_resnet18", "wide_resnet"):
+    kwargs.update(bn_axis_name=bn_axis_name)
   return MODELS[model_config.name](**kwargs)
 
 

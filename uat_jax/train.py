@@ -106,10 +106,18 @@ def augmentation_kind(config, spec) -> str:
 # The steps.
 # --------------------------------------------------------------------------------------------
 
-def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedule):
-  """One update: augment -> (PGD) -> regularized loss -> optax. Returns (state, metrics)."""
+def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedule,
+               axis_name=None):
+  """One update: augment -> (PGD) -> regularized loss -> optax. Returns (state, metrics).
+
+  Under jit over a mesh the batch is global (axis_name None). Under pmap (axis_name set) each
+  device holds a shard: its random draws are folded with the device index, and gradients and
+  metrics are averaged over the devices (batch-norm statistics by the model's bn_axis_name)."""
   adversarial, kind = losses.method_parts(config.method)
-  k_aug, k_attack = jax.random.split(jax.random.fold_in(state.key, state.step))
+  step_key = jax.random.fold_in(state.key, state.step)
+  if axis_name is not None:
+    step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
+  k_aug, k_attack = jax.random.split(step_key)
   x = data.augment(k_aug, data.to_float(batch["image"]), augmentation_kind(config, spec))
   y = batch["label"]
   has_bn = bool(state.batch_stats)
@@ -141,6 +149,8 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
 
   (_, (metrics, logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
       state.params)
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
   metrics = dict(metrics)
   if adversarial:
     clean_logits = make_logits_fn(model, state.params, state.batch_stats, config.attack.bn_mode)(x)
@@ -148,6 +158,8 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
     metrics["accuracy_clean"] = jnp.mean(losses.accuracy(jax.lax.stop_gradient(clean_logits), y))
   else:
     metrics["accuracy_clean"] = jnp.mean(losses.accuracy(logits, y))
+  if axis_name is not None:
+    metrics = jax.lax.pmean(metrics, axis_name)
   metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
@@ -170,11 +182,63 @@ def eval_step(state: TrainState, batch, key, *, model, config):
   }
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_model(config, spec, for_training: bool = True):
+  """The model of config.model. For training it computes in config.dtype and, under pmap,
+  averages batch-norm statistics over the devices; otherwise (evaluation, attacks, Jacobians) it
+  computes in float32. Both have the same float32 parameters."""
+  return models.create_model(
+      config.model, spec,
+      bn_axis_name=sharding.DATA_AXIS if for_training and config.parallelism == "pmap" else None,
+      dtype=DTYPES[config.dtype] if for_training else jnp.float32)
+
+
+class PmapTrainStep:
+  """config.parallelism = "pmap": the train step compiled with jax.pmap over the mesh's devices.
+
+  Between steps the state carries a leading device axis: `prepare(state)` replicates a state
+  (as created or restored), `step(state, batch)` takes a global batch and splits it over the
+  devices, `export(state)` gives the plain state back (for evaluation and checkpoints)."""
+
+  def __init__(self, fn, mesh):
+    self.devices = list(mesh.devices.flat)
+    self.n = len(self.devices)
+    self._step = jax.pmap(functools.partial(fn, axis_name=sharding.DATA_AXIS),
+                          axis_name=sharding.DATA_AXIS, devices=self.devices,
+                          donate_argnums=(0,))
+
+  def prepare(self, state):
+    return jax.device_put_replicated(jax.device_get(state), self.devices)
+
+  def export(self, state):
+    return jax.tree.map(lambda a: a[0], state)
+
+  def __call__(self, state, batch):
+    batch = {k: np.asarray(v).reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()}
+    state, metrics = self._step(state, batch)
+    return state, jax.tree.map(lambda a: a[0], metrics)
+
+
 def make_train_step(config, model, spec, schedule, mesh):
+  """The jitted (or, with config.parallelism = "pmap", pmapped) train step."""
   fn = functools.partial(train_step, model=model, config=config, spec=spec,
                          loss_fn=losses.objective(config), schedule=schedule)
+  if config.parallelism == "pmap":
+    return PmapTrainStep(fn, mesh)
   rep, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   return jax.jit(fn, in_shardings=(rep, batch), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def prepare_state(step_fn, state):
+  """The state in the form `step_fn` takes (replicated for pmap)."""
+  return step_fn.prepare(state) if isinstance(step_fn, PmapTrainStep) else state
+
+
+def export_state(step_fn, state):
+  """The plain state from the form `step_fn` keeps it in."""
+  return step_fn.export(state) if isinstance(step_fn, PmapTrainStep) else state
 
 
 def make_eval_step(config, model, mesh):
@@ -404,7 +468,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   num_steps = total_steps(config, len(train_split))
 
-  model = models.create_model(config.model, spec)
+  model = build_model(config, spec)
   schedule = create_learning_rate_schedule(config.optimizer, num_steps)
   tx = create_optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
@@ -424,7 +488,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                mesh.devices.size)
 
   p_train_step = make_train_step(config, model, spec, schedule, mesh)
-  p_eval_step = make_eval_step(config, model, mesh)
+  pmap_mode = isinstance(p_train_step, PmapTrainStep)
+  state = prepare_state(p_train_step, state)
+  eval_model = build_model(config, spec, for_training=False)  # float32
+  p_eval_step = make_eval_step(config, eval_model, mesh)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.log_every_steps)
   pending = None  # clu metrics since the last log
@@ -432,7 +499,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.jacobian.track_every_steps > 0:
     track_jacobian = periodic_actions.PeriodicCallback(
         every_steps=config.jacobian.track_every_steps, on_steps=[num_steps],
-        callback_fn=_jacobian_tracker(config, model, test_split, writer))
+        callback_fn=_jacobian_tracker(config, eval_model, test_split, writer))
 
   def flush_train_metrics(step):
     nonlocal pending
@@ -446,8 +513,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results = None
   t0 = time.time()
   for step in range(initial_step, num_steps):
-    batch = sharding.shard_batch(
-        data.train_batch(train_split, config.seed, step, config.batch_size), mesh)
+    batch = data.train_batch(train_split, config.seed, step, config.batch_size)
+    if not pmap_mode:  # pmap splits the host batch itself
+      batch = sharding.shard_batch(batch, mesh)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, step_metrics = p_train_step(state, batch)
     step_collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
@@ -456,21 +524,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     report_progress(done)
     if track_jacobian is not None:
       with report_progress.timed("jacobian"):
-        track_jacobian(done, state=state)
+        track_jacobian(done, state=export_state(p_train_step, state))
     is_last = done == num_steps
     if done % config.log_every_steps == 0 or is_last:
       flush_train_metrics(done)
     if done % config.eval.every_steps == 0 or is_last:
       with report_progress.timed("eval"):
-        results = evaluate(p_eval_step, state, test_split, config, mesh)
+        results = evaluate(p_eval_step, export_state(p_train_step, state), test_split, config,
+                           mesh)
       writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
     if done % config.checkpoint_every_steps == 0 or is_last:
       flush_train_metrics(done)  # never checkpoint a state whose loss went non-finite
-      mngr.save(done, args=ocp.args.StandardSave(state))
+      mngr.save(done, args=ocp.args.StandardSave(export_state(p_train_step, state)))
   mngr.wait_until_finished()
   writer.flush()
   if results is None:  # nothing left to train: evaluate the restored state
-    results = evaluate(p_eval_step, state, test_split, config, mesh)
+    results = evaluate(p_eval_step, export_state(p_train_step, state), test_split, config, mesh)
   results["step"] = num_steps
   logging.info("Finished %d steps in %.1f s", num_steps - initial_step, time.time() - t0)
   return results
