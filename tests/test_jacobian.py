@@ -25,7 +25,7 @@ os.environ["JAX_ENABLE_X64"] = "1"
 sys.path.insert(0, {repo!r})
 import jax, jax.numpy as jnp, numpy as np
 from uat_jax import jacobian, models
-model = models.SmallCNN()
+model = models.SmallCNN(dtype=jnp.float64)  # computation dtype
 x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1), jnp.float64)
 variables = model.init(jax.random.PRNGKey(1), x[:1].astype(jnp.float32))
 logits_fn = lambda v: model.apply(variables, v)

@@ -43,6 +43,12 @@ def _conv(dtype, *args, **kwargs):
   return nn.Conv(*args, dtype=dtype, **kwargs)
 
 
+def _logits_dtype(dtype):
+  """Logits leave the model in float32 at least (bfloat16 compute), float64 when computing in
+  float64 (numerical checks)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _dense(dtype, *args, **kwargs):
   return nn.Dense(*args, dtype=dtype, **kwargs)
 
@@ -61,7 +67,7 @@ class MadryCNN(nn.Module):
     x = max_pool_2x2(nn.relu(_conv(self.dtype, 32, (5, 5), padding="SAME")(x)))
     x = max_pool_2x2(nn.relu(_conv(self.dtype, 64, (5, 5), padding="SAME")(x)))
     x = nn.relu(_dense(self.dtype, 1024)(x.reshape(x.shape[0], -1)))
-    return _dense(self.dtype, self.num_classes)(x).astype(jnp.float32)
+    return _dense(self.dtype, self.num_classes)(x).astype(_logits_dtype(self.dtype))
 
 
 class SmallCNN(nn.Module):
@@ -79,7 +85,7 @@ class SmallCNN(nn.Module):
     x = max_pool_2x2(nn.relu(_conv(self.dtype, self.width, (3, 3), padding="SAME")(x)))
     x = max_pool_2x2(nn.relu(_conv(self.dtype, 2 * self.width, (3, 3), padding="SAME")(x)))
     x = nn.relu(_dense(self.dtype, 8 * self.width)(x.reshape(x.shape[0], -1)))
-    return _dense(self.dtype, self.num_classes)(x).astype(jnp.float32)
+    return _dense(self.dtype, self.num_classes)(x).astype(_logits_dtype(self.dtype))
 
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -136,7 +142,7 @@ class PreActResNet18(nn.Module):
         x = PreActBlock(64 * 2 ** i, stride=2 if (i > 0 and j == 0) else 1,
                         bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
     x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
-    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(jnp.float32)
+    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(_logits_dtype(self.dtype))
 
 
 class WideResNet(nn.Module):
@@ -163,7 +169,7 @@ class WideResNet(nn.Module):
         x = PreActBlock(features, stride=2 if (i > 0 and j == 0) else 1,
                         bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
     x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
-    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(jnp.float32)
+    return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(_logits_dtype(self.dtype))
 
 
 MODELS = {
