@@ -15,7 +15,7 @@ def linear_logits_fn(seed, d, k=10):
   return lambda x: x.reshape(x.shape[0], -1) @ w
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), step_frac=st.floats(0.0, 2.0),
        steps=st.integers(0, 5), b=st.integers(1, 6), hw=st.integers(1, 6),
        c=st.sampled_from([1, 3]), scale=st.sampled_from([1.0, 1e4]),

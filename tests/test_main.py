@@ -115,7 +115,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
   flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.preset=paper",
-           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=100",
+           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=64",
            "--config.evals.eps=(0.1, 0.2)", "--config.evals.batch_size=64"]
   first = run_cli(*flags)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -123,7 +123,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert {"results.json", "results.csv", "results.md", "masking_checks.md",
           "accuracy_vs_eps.png"} <= set(os.listdir(out))
   result = json.load(open(os.path.join(out, "results.json")))
-  assert result["num_examples"] == 100 and result["checkpoint_step"] == 60
+  assert result["num_examples"] == 64 and result["checkpoint_step"] == 60
   assert list(result["attacks"]) == ["FGSM", "PGD-20", "PGD-100", "CW-100", "Transfer-PGD-20"]
   acc = {n: r["accuracy"] for n, r in result["attacks"].items()}
   assert acc["Transfer-PGD-20"]["0.1"] >= acc["PGD-20"]["0.1"] - 0.02  # black-box is weaker
