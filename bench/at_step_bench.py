@@ -8,7 +8,9 @@ Sections (each prints a markdown table; medians of --repeats after a compile/war
             batch, K, optimizer), interleaved; ratio torch / ours (> 1: we are faster)
   overhead  t(PGD-K AT step) / ((K + 1) t(standard step)) for K in 1, 3, 10 (the (K+1)-pass limit
             is 1.0; attack steps need no weight gradients, so below 1.0 is possible)
-  compile   compile time of PGD-10 vs PGD-100 evaluation, rolled and with the default unroll
+  compile   compile time of PGD-10 vs PGD-100 evaluation, rolled (the default) and fully unrolled
+  layout    the AT step with models.conv_general_dilated vs plain lax convolutions (the XLA:CPU
+            input-gradient layout fix), rolled and unrolled, K = 1 and 10
   flops     achieved GFLOP/s of the AT step (XLA cost analysis) vs a measured matmul ceiling
   scaling   AT steps/s with 1, 2, 4, 8 simulated CPU devices at the same global batch (on a CPU
             this measures sharding overhead, not speed-up)
@@ -49,7 +51,8 @@ def load_config(dataset, method):
 class Ours:
   """Our jitted train step for a model, method and K on one (or more) devices."""
 
-  def __init__(self, model_name, method="at", steps=10, batch=128, num_devices=1, unroll=-1):
+  def __init__(self, model_name, method="at", steps=10, batch=128, num_devices=1, unroll=-1,
+               plain_conv=False):
     dataset, shape = SETUPS[model_name]
     c = load_config(dataset, method)
     with c.unlocked():
@@ -70,6 +73,12 @@ class Ours:
                        "label": rng.integers(0, 10, (batch,), dtype=np.int32)}
     self.batch = sharding.shard_batch(self.host_batch, self.mesh)
     self.config = c
+    if plain_conv:  # trace (and compile) now with lax's convolution; later calls reuse the program
+      saved, models.conv_general_dilated = models.conv_general_dilated, jax.lax.conv_general_dilated
+      try:
+        self()
+      finally:
+        models.conv_general_dilated = saved
 
   def __call__(self):
     self.state, metrics = self.step_fn(self.state, self.batch)
@@ -154,26 +163,40 @@ def section_overhead(args):
 
 
 def section_compile(args):
-  print("\n## Compile time of PGD-K evaluation (batch 500, Madry CNN), seconds\n")
-  print("| unroll | PGD-10 | PGD-100 | ratio |")
-  print("|---|---|---|---|")
+  print("\n## PGD-K evaluation (Madry CNN, batch 500): compile time in K, and PGD-100 run time\n")
+  print("| unroll | compile PGD-10 s | compile PGD-100 s | ratio | run PGD-100 s |")
+  print("|---|---|---|---|---|")
   model = models.MadryCNN()
-  x = jnp.zeros((500, 28, 28, 1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (500, 28, 28, 1))
   y = jnp.zeros((500,), jnp.int32)
   variables = model.init(jax.random.PRNGKey(0), x[:1])
   fn = models.classifier(model, variables)
-  for unroll in (1, -1):
-    t = {}
+  for unroll, label in ((-1, "-1 (default: rolled)"), (True, "True (full unroll)")):
+    t, compiled = {}, {}
     for k in (10, 100):
       f = jax.jit(lambda f, v, t_, key, eps: attacks.pgd(
           f, v, t_, key=key, eps=eps, step_size=eps / 4, steps=k, unroll=unroll))
       t0 = time.perf_counter()
-      f.lower(fn, x, y, jax.random.PRNGKey(0), jnp.float32(0.1)).compile()
+      compiled[k] = f.lower(fn, x, y, jax.random.PRNGKey(0), jnp.float32(0.1)).compile()
       t[k] = time.perf_counter() - t0
-    auto = attacks.resolve_unroll(-1, 10)
-    label = "1 (rolled)" if unroll == 1 else (
-        f"-1 (auto here: {'full unroll' if auto is True else f'unroll {auto}'})")
-    print(f"| {label} | {t[10]:.2f} | {t[100]:.2f} | {t[100] / t[10]:.2f} |", flush=True)
+    run = timed({"run": lambda: jax.block_until_ready(compiled[100](
+        fn, x, y, jax.random.PRNGKey(0), jnp.float32(0.1)))}, max(2, args.repeats // 3))["run"]
+    print(f"| {label} | {t[10]:.2f} | {t[100]:.2f} | {t[100] / t[10]:.2f} | {run:.2f} |",
+          flush=True)
+
+
+def section_layout(args):
+  print("\n## Convolution layout: AT step s/step with models.conv_general_dilated (ours) vs plain "
+        "lax convolutions, batch 128\n")
+  print("| model | K | loop | plain lax conv | ours | plain / ours |")
+  print("|---|---|---|---|---|---|")
+  for name in [m for m in args.models if m != "preact_resnet18"]:
+    for k, unroll, loop in ((1, -1, "rolled"), (10, -1, "rolled"), (10, True, "unrolled")):
+      fns = {"plain": Ours(name, steps=k, unroll=unroll, plain_conv=True),
+             "ours": Ours(name, steps=k, unroll=unroll)}
+      t = timed(fns, args.repeats)
+      print(f"| {name} | {k} | {loop} | {t['plain']:.3f} | {t['ours']:.3f} | "
+            f"{t['plain'] / t['ours']:.2f} |", flush=True)
 
 
 def section_flops(args):
@@ -223,7 +246,7 @@ def section_scaling(args):
 
 
 SECTIONS = {"torch": section_torch, "overhead": section_overhead, "compile": section_compile,
-            "flops": section_flops, "scaling": section_scaling}
+            "layout": section_layout, "flops": section_flops, "scaling": section_scaling}
 
 
 def main():

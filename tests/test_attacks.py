@@ -78,7 +78,7 @@ def test_pgd_deterministic_in_key_and_unroll_invariant(cnn):
   a = jax.jit(lambda k: attacks.pgd(logits_fn, x, y, key=k, unroll=1, **kw))(jax.random.PRNGKey(5))
   b = jax.jit(lambda k: attacks.pgd(logits_fn, x, y, key=k, unroll=4, **kw))(jax.random.PRNGKey(5))
   full = jax.jit(lambda k: attacks.pgd(logits_fn, x, y, key=k, unroll=True, **kw))(
-      jax.random.PRNGKey(5))  # the CPU default (unroll=-1)
+      jax.random.PRNGKey(5))
   c = attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(6), **kw)
   np.testing.assert_allclose(a, b, atol=1e-6)
   np.testing.assert_allclose(a, full, atol=1e-6)

@@ -86,14 +86,15 @@ def project_l2(x_adv: jax.Array, x: jax.Array, eps) -> jax.Array:
 
 
 def resolve_unroll(unroll: Union[int, bool], steps: int) -> Union[int, bool]:
-  """-1 (auto): fully unrolled on CPU, where it measured 2-3x faster than a rolled loop (and
-  partial unrolling, e.g. 10 of 100 steps, was as slow as rolled: bench/RESULTS.md); rolled (1)
-  on accelerators, keeping compile time flat in steps."""
+  """-1 (auto): a rolled loop (1) on every backend, keeping compile time flat in the step count.
+  (On XLA:CPU a rolled loop ran PGD 3x slower than unrolled until the models' convolutions got
+  their input gradient in the layout XLA:CPU runs fast, models.conv_general_dilated; since then
+  rolled and unrolled loops run at the same speed: bench/RESULTS.md.) An int n > 1 unrolls n steps
+  per iteration, True unrolls them all."""
+  del steps  # the choice no longer depends on it
   if unroll is True or unroll is False:
     return unroll
-  if unroll == -1:  # True: no loop left at all (an unroll factor < steps kept the slow loop)
-    return True if jax.default_backend() == "cpu" else 1
-  return max(1, int(unroll))
+  return 1 if unroll == -1 else max(1, int(unroll))
 
 
 def _check_norm(norm: str) -> None:

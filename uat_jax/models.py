@@ -38,9 +38,51 @@ def max_pool_2x2(x):
   return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         **kwargs):
+  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels (what nn.Conv passes), with the
+  same values and derivatives, differentiated so that XLA:CPU keeps its fast convolution for the
+  input gradient.
+
+  JAX transposes a convolution into one on the reversed kernel with its input and output feature
+  axes relabelled (dim_labels 01oi). XLA:CPU runs that layout only where it happens to materialize
+  the transposed kernel; inside a while loop (a rolled PGD loop) and in a PGD-1 step it did not,
+  and fell back to a generic convolution 4-5x slower (bench/RESULTS.md: the rolled attack loop was
+  3x slower than unrolled, a PGD-1 AT step cost as much as PGD-3). Here the tangent map's input term
+  is written on the kernel with its feature axes swapped (declared HWOI), so its transpose, the
+  input gradient, is a canonical HWIO convolution on a reversed copy of the kernel. A custom_jvp,
+  not a custom_vjp: forward mode (jax.jvp, the spectral norm's power iteration) keeps working."""
+  del dimension_numbers  # NHWC / HWIO, as nn.Conv always passes for 2-D inputs
+  common = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
+                rhs_dilation=rhs_dilation, feature_group_count=feature_group_count, **kwargs)
+  conv = functools.partial(jax.lax.conv_general_dilated,
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"), **common)
+  conv_oi = functools.partial(jax.lax.conv_general_dilated,
+                              dimension_numbers=("NHWC", "HWOI", "NHWC"), **common)
+
+  def jvp(primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    terms = []
+    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+      terms.append(conv_oi(dx, jnp.swapaxes(w, -1, -2)))
+    if not isinstance(dw, jax.custom_derivatives.SymbolicZero):
+      terms.append(conv(x, dw))
+    y = conv(x, w)
+    return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+  if lhs.ndim != 4 or feature_group_count != 1:  # outside what nn.Conv does in these models
+    return conv(lhs, rhs)
+  f = jax.custom_jvp(conv)
+  f.defjvp(jvp, symbolic_zeros=True)
+  return f(lhs, rhs)
+
+
 def _conv(dtype, *args, **kwargs):
-  """nn.Conv computing in `dtype` (parameters stay float32)."""
-  return nn.Conv(*args, dtype=dtype, **kwargs)
+  """nn.Conv computing in `dtype` (parameters stay float32), differentiated through
+  conv_general_dilated above."""
+  return nn.Conv(*args, dtype=dtype, conv_general_dilated=conv_general_dilated, **kwargs)
 
 
 def _logits_dtype(dtype):
