@@ -25,45 +25,114 @@ def committed_steps(workdir):
   return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
 
 
+def wait_for_checkpoint_after(proc, workdir, step, timeout=300):
+  """Polls until a checkpoint newer than `step` is committed (or the process ends)."""
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    if any(s > step for s in committed_steps(workdir)):
+      return
+    time.sleep(0.05)
+
+
+def final_state(workdir):
+  from conftest import load_config
+  from uat_jax import data, sharding, train
+  config = load_config("at_entm,runlocal")
+  spec = data.get_spec("fashion_mnist")
+  model = train.build_model(config, spec, for_training=False)
+  state, step = train.restore_newest(workdir, config, model, spec, sharding.make_mesh(1))
+  return step, jax_leaves(state)
+
+
+def jax_leaves(state):
+  import jax
+  import numpy as np
+  return [np.asarray(x) for x in jax.tree.leaves(
+      (state.params, state.opt_state, state.batch_stats, state.step, state.key))]
+
+
 @pytest.mark.slow
-def test_train_kill_and_resume(tmp_path):
-  """Trains from the CLI, is SIGKILLed after its first checkpoint, and resumes from it."""
+def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
+  """SIGTERM checkpoints and exits with 143; SIGKILL loses only the steps since the last
+  checkpoint; rerunning the same command resumes, and the final state is bit-identical to an
+  uninterrupted run's (data order, augmentation and attack keys come from (seed, step))."""
+  flags = ["--config.num_train_steps=80", "--config.checkpoint_every_steps=20",
+           "--config.log_every_steps=10", "--config.eval.every_steps=80",
+           "--config.eval.num_examples=200", "--config.attack.steps=3"]
+  reference = str(tmp_path / "uninterrupted")
+  done = subprocess.run(cli(reference, *flags), cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
   workdir = str(tmp_path / "w")
-  flags = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=10",
-           "--config.log_every_steps=10", "--config.eval.every_steps=40",
-           "--config.eval.num_examples=500", "--config.attack.steps=5"]
   proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 300
-  while not committed_steps(workdir) and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
+                          stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint_after(proc, workdir, 0)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("preempted (SIGTERM): checkpoint saved at step "), last
+  stopped_at = int(last.split("at step ")[1].split()[0])
+  assert 20 <= stopped_at < 80 and max(committed_steps(workdir)) == stopped_at
+
+  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint_after(proc, workdir, stopped_at)
   proc.send_signal(signal.SIGKILL)
-  log = proc.communicate()[0]
-  killed_at = committed_steps(workdir)
-  assert killed_at and max(killed_at) < 40, log[-3000:]
+  err = proc.communicate()[1]
+  assert f"Resuming from checkpoint at step {stopped_at}" in err
+  killed_at = max(committed_steps(workdir))
+  assert stopped_at < killed_at < 80, err[-3000:]
 
   done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
                         timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert f"Resuming from checkpoint at step {max(killed_at)}" in done.stderr
-  assert f"Training small_cnn (at_entm) on fashion_mnist for 40 steps from step {max(killed_at)}" \
+  assert f"Training small_cnn (at_entm) on fashion_mnist for 80 steps from step {killed_at}" \
       in done.stderr
   assert "| clean accuracy" in done.stdout and "PGD-20 accuracy (eps=0.1)" in done.stdout
-  assert 40 in committed_steps(workdir)
+  (step, resumed), (ref_step, expected) = final_state(workdir), final_state(reference)
+  assert step == ref_step == 80 and len(resumed) == len(expected)
+  for a, b in zip(resumed, expected):
+    assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
 
   files = os.listdir(workdir)
   assert "config.json" in files and any(f.startswith("events.out.tfevents") for f in files)
   assert json.load(open(os.path.join(workdir, "config.json")))["method"] == "at_entm"
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   steps = [r["step"] for r in records if "train/loss" in r]
-  assert steps[-1] == 40 and 40 in [r["step"] for r in records if "eval/pgd_accuracy" in r]
+  assert steps[-1] == 80 and 80 in [r["step"] for r in records if "eval/pgd_accuracy" in r]
   assert {"train/accuracy_adv", "train/accuracy_clean", "train/entropy", "train/grad_norm",
           "train/learning_rate", "train/ce"} <= set(records[-2]) | set(records[-1])
 
   # Rerunning a finished run trains nothing and reports the same checkpoint.
   again = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
                          timeout=600)
-  assert again.returncode == 0 and "Resuming from checkpoint at step 40" in again.stderr
+  assert again.returncode == 0 and "Resuming from checkpoint at step 80" in again.stderr
+
+  # A SIGKILLed evaluation resumes without redoing finished attacks and gives the numbers of an
+  # evaluation that ran through.
+  evaluate = ["--mode=evaluate", "--config.evals.num_examples=200",
+              "--config.evals.batch_size=100", "--config.evals.eps=(0.05, 0.1, 0.2)"]
+  ref = run_cli(*evaluate, f"--workdir={reference}")
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  state_dir = os.path.join(workdir, "eval", "state")
+  proc = subprocess.Popen([sys.executable, "-m", "uat_jax.main", *evaluate,
+                           f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline and not (
+      os.path.isdir(state_dir) and any(f.endswith(".npy") for f in os.listdir(state_dir))):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  finished = [f for f in os.listdir(state_dir) if f.endswith(".npy")]
+  assert finished and not os.path.exists(os.path.join(workdir, "eval", "results.json"))
+  resumed = run_cli(*evaluate, f"--workdir={workdir}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert resumed.stderr.count("loaded the finished result") >= len(finished)
+  out = lambda w: strip_times(json.load(open(os.path.join(w, "eval", "results.json"))))
+  assert out(workdir)["attacks"] == out(reference)["attacks"]
 
 
 @pytest.mark.parametrize("flag,message", [
@@ -72,22 +141,27 @@ def test_train_kill_and_resume(tmp_path):
     ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),
     ("--config.regularizer.alpha=1.0", "alpha=1.0 must be in [0, 1)"),
     ("--config.method=mixup", "unknown method 'mixup'"),
-    ("--config.data.manual_dir=/nonexistent", None),
+    ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
+    ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the 8 devices"),
+    ("unwritable", "is not writable"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
+  """Each: exit status 2, one `error:` line naming problem and fix, no traceback, and nothing
+  created (tests/test_reliability.py: nothing changed in an existing workdir either)."""
   workdir = tmp_path / "w"
   env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))  # nothing prepared there
+  if flag == "--config.batch_size=100":
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  if flag == "unwritable":  # a workdir below a file (root can write to read-only directories)
+    (tmp_path / "file").write_text("")
+    workdir, flag = tmp_path / "file" / "w", "--config.num_train_steps=1"
   proc = subprocess.run(cli(str(workdir), flag), cwd=REPO, capture_output=True, text=True,
                         timeout=300, env=env)
-  assert proc.returncode == 2
+  assert proc.returncode == 2, proc.stderr[-2000:]
   last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ")
+  assert last.startswith("error: ") and message in last, last
   assert "Traceback" not in proc.stderr
-  assert not workdir.exists()  # bad input touches nothing
-  if message is None:
-    assert "apt-get install dataset-fashion-mnist" in last
-  else:
-    assert message in last
+  assert not workdir.exists()  # bad input creates nothing
 
 
 def run_cli(*args, timeout=600):

@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from uat_jax.errors import UatError
+from uat_jax.errors import Preempted, UatError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashion_mnist.py:at_entm",
@@ -130,6 +130,9 @@ def run():
     app.run(main, flags_parser=_parse_flags)
   except UatError as e:
     _fail(str(e))
+  except Preempted as e:
+    print(e, file=sys.stderr)
+    sys.exit(Preempted.EXIT_CODE)
 
 
 if __name__ == "__main__":

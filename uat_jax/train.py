@@ -26,8 +26,8 @@ from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 from flax.training import train_state
 
-from uat_jax import attacks, config_lib, data, losses, models, sharding
-from uat_jax.errors import UatError
+from uat_jax import attacks, checkpoints, config_lib, data, losses, models, sharding
+from uat_jax.errors import Preempted, UatError
 
 
 class TrainState(train_state.TrainState):
@@ -327,12 +327,17 @@ def _metrics_collection(keys):
   return clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in keys})
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
+def _check_finite(values: dict[str, float], first_step: int, step: int,
+                  last_checkpoint: int | None) -> None:
+  """Stops training on a non-finite metric (loss, gradient norm, ...) of steps
+  first_step..step, naming the metric and keeping the last checkpoint."""
   bad = {k: v for k, v in values.items() if not math.isfinite(v)}
   if bad:
     name, value = next(iter(bad.items()))
-    raise UatError(f"non-finite {name}={value} by step {step}; training stopped, the last "
-                   "checkpoint is kept: lower the learning rate or check the inputs")
+    kept = ("no checkpoint was written yet" if last_checkpoint is None
+            else f"the last checkpoint (step {last_checkpoint}) is kept")
+    raise UatError(f"non-finite train/{name}={value} in steps {first_step}-{step}; training "
+                   f"stopped and {kept}: lower the learning rate or check the inputs")
 
 
 def format_summary(config, results: dict[str, float]) -> str:
@@ -352,6 +357,18 @@ def format_summary(config, results: dict[str, float]) -> str:
 # The loop.
 # --------------------------------------------------------------------------------------------
 
+def _check_workdir(workdir: str) -> None:
+  """Fails early (before loading data) if `workdir` cannot be created or written; creates
+  nothing."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+    reason = "not a directory" if not os.path.isdir(path) else "no write permission"
+    raise UatError(f"workdir {workdir} is not writable ({path}: {reason}): choose another "
+                   "--workdir")
+
+
 def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -364,65 +381,47 @@ def _prepare_workdir(workdir: str) -> None:
                    "--workdir") from e
 
 
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
-
-
-def _param_shapes(tree) -> dict[str, tuple]:
-  return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(leaf.shape)
-          for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _check_param_shapes(saved_tree, wanted_tree, config, directory: str) -> None:
-  """Compares parameter shapes before restoring, so a checkpoint of another model or dataset is
-  reported by name instead of failing inside orbax."""
-  saved, wanted = _param_shapes(saved_tree), _param_shapes(wanted_tree)
-  if saved == wanted:
-    return
-  diff = sorted(set(saved) ^ set(wanted)) or [k for k in wanted if saved[k] != wanted[k]]
-  k = diff[0]
-  raise UatError(
-      f"the checkpoint in {directory} does not fit the config (model {config.model.name}, "
-      f"dataset {config.data.name}): parameter {k} is {saved.get(k, 'missing')} there and "
-      f"{wanted.get(k, 'missing')} here; pass the config it was trained with")
-
-
 def restore_newest(workdir: str, config, model, spec, mesh) -> tuple["TrainState", int]:
-  """The newest complete checkpoint of `workdir`, restored replicated over `mesh`, and its step.
-  Errors name the problem: no checkpoint, or one that does not fit the config's model/data."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(directory):
-    raise UatError(f"no checkpoint in {directory}: train first (--mode=train) or pass another "
-                   "--workdir")
-  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                               item_handlers=ocp.StandardCheckpointHandler())
+  """The newest readable checkpoint of `workdir`, restored replicated over `mesh`, and its step.
+  Errors name the problem: no checkpoint, or one that does not fit the config's model/data. An
+  unreadable newest checkpoint is reported and an older one used (left in place: read only)."""
+  mngr = checkpoints.reader(workdir)
+  tx = create_optimizer(config.optimizer, create_learning_rate_schedule(config.optimizer, 1))
+  shapes = jax.eval_shape(lambda: create_train_state(config, model, spec, tx, mesh))
+  rep = sharding.replicated(mesh)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+
+  def restore(step):
+    checkpoints.check_shapes(mngr.item_metadata(step)["params"], shapes.params, config,
+                             str(mngr.directory))
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
   try:
-    step = mngr.latest_step()
-    if step is None:
-      raise UatError(f"no checkpoint in {directory}: train first (--mode=train) or pass another "
-                     "--workdir")
-    tx = create_optimizer(config.optimizer, create_learning_rate_schedule(config.optimizer, 1))
-    shapes = jax.eval_shape(lambda: create_train_state(config, model, spec, tx, mesh))
-    _check_param_shapes(mngr.item_metadata(step)["params"], shapes.params, config, directory)
-    rep = sharding.replicated(mesh)
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                            shapes)
-    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    state, step = checkpoints.restore_readable(mngr, restore)
   finally:
     mngr.close()
+  if step is None:
+    raise UatError(f"no checkpoint in {mngr.directory}: train first (--mode=train) or pass "
+                   "another --workdir")
   return state, step
 
 
-def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState:
-  """Restores the newest complete checkpoint into `state`'s structure and shardings."""
-  step = mngr.latest_step()
+def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
+                    quarantine: str) -> TrainState:
+  """The newest readable checkpoint restored into `state`'s structure and shardings, or `state`
+  when there is none; unreadable newer ones are moved to `quarantine`."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+  def restore(step):
+    checkpoints.check_shapes(mngr.item_metadata(step)["params"], abstract.params, config,
+                             str(mngr.directory))
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  restored, step = checkpoints.restore_readable(mngr, restore, quarantine=quarantine)
   if step is None:
     return state
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   logging.info("Resuming from checkpoint at step %d", step)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  return restored
 
 
 def _jacobian_tracker(config, model, test_split: data.Split, writer):
@@ -457,24 +456,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   spec = data.get_spec(config.data.name)
+  _check_workdir(workdir)
   logging.info("Loading %s", config.data.name)
   train_split = data.load_split(config.data, "train")
   test_split = data.load_split(config.data, spec.eval_split)
   # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   num_steps = total_steps(config, len(train_split))
 
   model = build_model(config, spec)
   schedule = create_learning_rate_schedule(config.optimizer, num_steps)
   tx = create_optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
-  mngr = checkpoint_manager(workdir, config)
-  state = restore_or_keep(mngr, state)
+  mngr = checkpoints.manager(workdir, config.max_checkpoints)
+  state = restore_or_keep(mngr, state, config,
+                          quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
   initial_step = int(jax.device_get(state.step))
+  if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   writer = metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, just_logging=not is_chief,
@@ -501,42 +502,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         every_steps=config.jacobian.track_every_steps, on_steps=[num_steps],
         callback_fn=_jacobian_tracker(config, eval_model, test_split, writer))
 
+  pending_since = initial_step + 1  # the first step whose metrics are in `pending`
+
   def flush_train_metrics(step):
-    nonlocal pending
+    nonlocal pending, pending_since
     if pending is None:
       return
     values = {k: float(v) for k, v in pending.compute().items()}
-    _check_finite(values, step)
+    _check_finite(values, pending_since, step, mngr.latest_step())
     writer.write_scalars(step, {f"train/{k}": v for k, v in values.items()})
-    pending = None
+    pending, pending_since = None, step + 1
+
+  def save(step):
+    flush_train_metrics(step)  # never checkpoint a state whose loss went non-finite
+    mngr.save(step, args=ocp.args.StandardSave(export_state(p_train_step, state)))
 
   results = None
   t0 = time.time()
-  for step in range(initial_step, num_steps):
-    batch = data.train_batch(train_split, config.seed, step, config.batch_size)
-    if not pmap_mode:  # pmap splits the host batch itself
-      batch = sharding.shard_batch(batch, mesh)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, step_metrics = p_train_step(state, batch)
-    step_collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
-    pending = step_collection if pending is None else pending.merge(step_collection)
-    done = step + 1
-    report_progress(done)
-    if track_jacobian is not None:
-      with report_progress.timed("jacobian"):
-        track_jacobian(done, state=export_state(p_train_step, state))
-    is_last = done == num_steps
-    if done % config.log_every_steps == 0 or is_last:
-      flush_train_metrics(done)
-    if done % config.eval.every_steps == 0 or is_last:
-      with report_progress.timed("eval"):
-        results = evaluate(p_eval_step, export_state(p_train_step, state), test_split, config,
-                           mesh)
-      writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
-    if done % config.checkpoint_every_steps == 0 or is_last:
-      flush_train_metrics(done)  # never checkpoint a state whose loss went non-finite
-      mngr.save(done, args=ocp.args.StandardSave(export_state(p_train_step, state)))
-  mngr.wait_until_finished()
+  with checkpoints.Preemption(mngr) as preemption:
+    try:
+      for step in range(initial_step, num_steps):
+        batch = data.train_batch(train_split, config.seed, step, config.batch_size)
+        if not pmap_mode:  # pmap splits the host batch itself
+          batch = sharding.shard_batch(batch, mesh)
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          state, step_metrics = p_train_step(state, batch)
+        collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
+        pending = collection if pending is None else pending.merge(collection)
+        done = step + 1
+        report_progress(done)
+        if track_jacobian is not None:
+          with report_progress.timed("jacobian"):
+            track_jacobian(done, state=export_state(p_train_step, state))
+        is_last = done == num_steps
+        if done % config.log_every_steps == 0 or is_last:
+          flush_train_metrics(done)
+        if done % config.eval.every_steps == 0 or is_last:
+          with report_progress.timed("eval"):
+            results = evaluate(p_eval_step, export_state(p_train_step, state), test_split,
+                               config, mesh)
+          writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
+        stop = preemption.requested(done)
+        if done % config.checkpoint_every_steps == 0 or is_last or stop:
+          save(done)
+        if stop and not is_last:
+          mngr.wait_until_finished()
+          writer.flush()
+          raise Preempted(done, str(mngr.directory))
+    finally:  # a save in flight completes (or is left unfinalized, never half-visible)
+      mngr.wait_until_finished()
   writer.flush()
   if results is None:  # nothing left to train: evaluate the restored state
     results = evaluate(p_eval_step, export_state(p_train_step, state), test_split, config, mesh)

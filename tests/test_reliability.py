@@ -1,0 +1,154 @@
+"""Reliability: damaged checkpoints, non-finite losses and bad input leave finished work intact
+(in process, on real Fashion-MNIST with tiny budgets). The subprocess kill tests are in
+tests/test_main.py."""
+
+import glob
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config
+from uat_jax import checkpoints, data, sharding, train
+from uat_jax.errors import UatError
+
+
+def tiny_config(**overrides):
+  c = load_config("standard,runlocal")
+  c.num_train_steps = 4
+  c.checkpoint_every_steps = 2
+  c.log_every_steps = 1
+  c.eval.every_steps = 1000
+  c.eval.num_examples = 100
+  c.eval.pgd_steps = 2
+  for key, value in overrides.items():
+    section, _, name = key.rpartition(".")
+    (c[section] if section else c)[name] = value
+  return c
+
+
+def snapshot(workdir):
+  """{relative path: (size, mtime_ns, bytes)} of every file under workdir."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "**"), recursive=True):
+    if os.path.isfile(path):
+      st = os.stat(path)
+      out[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns,
+                                             open(path, "rb").read())
+  return out
+
+
+def final_state(workdir, config):
+  spec = data.get_spec(config.data.name)
+  model = train.build_model(config, spec, for_training=False)
+  state, step = train.restore_newest(workdir, config, model, spec, sharding.make_mesh(1))
+  return jax.device_get(state), step
+
+
+def assert_states_equal(a, b):
+  """Bit-identical parameters, optimizer state, statistics, step and key."""
+  fields = lambda s: (s.params, s.opt_state, s.batch_stats, s.step, s.key)
+  leaves_a, leaves_b = jax.tree.leaves(fields(a)), jax.tree.leaves(fields(b))
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished 4-step run with checkpoints at steps 2 and 4, and its config."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "w")
+  config = tiny_config()
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def truncate_largest_file(step_dir):
+  files = [p for p in glob.glob(os.path.join(step_dir, "**"), recursive=True) if os.path.isfile(p)]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_used(
+    trained, tmp_path, caplog):
+  src, config = trained
+  caplog.set_level("INFO")
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "4"))
+
+  # Evaluation reads the older checkpoint and moves nothing.
+  _, step = final_state(workdir, config)
+  assert step == 2 and "checkpoint at step 4" in caplog.text and "unreadable" in caplog.text
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
+
+  # Training resumes from step 2, keeps the damaged step 4 for inspection, writes a good one.
+  longer = tiny_config(num_train_steps=6)
+  train.train_and_evaluate(longer, workdir)
+  moved = glob.glob(os.path.join(workdir, checkpoints.CORRUPT_DIR, "4-*"))
+  assert len(moved) == 1 and "Resuming from checkpoint at step 2" in caplog.text
+  resumed, step = final_state(workdir, longer)
+
+  reference = str(tmp_path / "uninterrupted")
+  train.train_and_evaluate(longer, reference)
+  expected, _ = final_state(reference, longer)
+  assert step == 6
+  assert_states_equal(resumed, expected)
+
+
+def test_no_readable_checkpoint_is_an_error_that_moves_nothing(trained, tmp_path):
+  src, config = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  for step in ("2", "4"):
+    truncate_largest_file(os.path.join(workdir, "checkpoints", step))
+  before = snapshot(workdir)
+  with pytest.raises(UatError, match="no readable checkpoint in .*step 4 failed"):
+    train.train_and_evaluate(tiny_config(num_train_steps=6), workdir)
+  assert snapshot(workdir) == before
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(trained, tmp_path):
+  src, _ = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  checkpoints_before = snapshot(os.path.join(workdir, "checkpoints"))
+  exploding = tiny_config(num_train_steps=12, **{"optimizer.learning_rate": 1e30})
+  with pytest.raises(UatError, match=r"non-finite train/\w+=(nan|inf|-inf) in steps \d+-\d+; "
+                                     r"training stopped and the last checkpoint \(step 4\) is "
+                                     r"kept: lower the learning rate"):
+    train.train_and_evaluate(exploding, workdir)
+  assert snapshot(os.path.join(workdir, "checkpoints")) == checkpoints_before
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"data.name": "imagenet"}, "unknown dataset"),
+    ({"model.name": "vgg"}, "unknown model"),
+    ({"method": "mixup"}, "unknown method"),
+    ({"attack.eps": 1.5}, "outside \\[0, 1\\]"),
+    ({"method": "at", "attack.steps": 0}, "attack.steps=0 must be >= 1"),
+    ({"regularizer.beta": -1.0}, "beta=-1.0 must be >= 0"),
+    ({"regularizer.alpha": 1.0}, "must be in \\[0, 1\\)"),
+    ({"evals.preset": "strongest"}, "unknown evaluation preset"),
+    ({"data.manual_dir": "/nonexistent", "data.data_dir": "/nonexistent/tfds"},
+     "apt-get install dataset-fashion-mnist"),
+    ({"model.name": "madry_cnn"}, "does not fit the config"),  # another model's checkpoint
+])
+def test_bad_input_touches_no_existing_files(trained, tmp_path, overrides, message):
+  src, _ = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  before = snapshot(workdir)
+  with pytest.raises(UatError, match=message):
+    train.train_and_evaluate(tiny_config(**overrides, **{"data.download": False}), workdir)
+  assert snapshot(workdir) == before
+
+
+def test_an_unwritable_workdir_is_reported_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(UatError, match="is not writable .*choose another --workdir"):
+    train.train_and_evaluate(tiny_config(), str(blocker / "w"))

@@ -1,0 +1,145 @@
+"""Checkpoints that survive preemption and damage: orbax managers, restoring the newest checkpoint
+that reads back, shape checks, and SIGTERM handling.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a process
+killed mid-save leaves no checkpoint that would be restored. A finished checkpoint damaged later
+(a copy cut short, a truncated file) fails to read: it is reported, moved to
+`W/corrupt_checkpoints/<step>` when training (kept for inspection, never deleted), and the next
+older one is used. Orbax stores arrays with tensorstore and metadata as JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from uat_jax.errors import UatError
+
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+def directory(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
+  """The training manager of `workdir`: keeps the newest `max_to_keep` complete checkpoints."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(directory(workdir), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def reader(workdir: str) -> ocp.CheckpointManager:
+  """A manager that only reads `workdir`'s checkpoints (evaluation, Jacobians)."""
+  path = directory(workdir)
+  if not os.path.isdir(path):
+    raise UatError(f"no checkpoint in {path}: train first (--mode=train) or pass another "
+                   "--workdir")
+  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(leaf.shape)
+          for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_shapes(saved_tree, wanted_tree, config, path: str) -> None:
+  """Compares parameter shapes before restoring, so a checkpoint of another model or dataset is
+  reported by name instead of failing inside orbax."""
+  saved, wanted = _shapes(saved_tree), _shapes(wanted_tree)
+  if saved == wanted:
+    return
+  diff = sorted(set(saved) ^ set(wanted)) or [k for k in wanted if saved[k] != wanted[k]]
+  k = diff[0]
+  raise UatError(
+      f"the checkpoint in {path} does not fit the config (model {config.model.name}, "
+      f"dataset {config.data.name}): parameter {k} is {saved.get(k, 'missing')} there and "
+      f"{wanted.get(k, 'missing')} here; pass the config it was trained with")
+
+
+def restore_readable(mngr: ocp.CheckpointManager, restore_step: Callable[[int], Any],
+                     quarantine: Optional[str] = None) -> tuple[Any, Optional[int]]:
+  """(restore_step(step), step) for the newest step that reads back, or (None, None) when there
+  is no checkpoint. Newer steps that failed are logged and, with `quarantine` (a directory) and
+  once an older step has restored with the same config (so the config is not to blame), moved
+  there so that training can write those steps again. A UatError from restore_step (a config
+  that does not fit) is raised as is; if no step reads back, nothing is moved and a UatError
+  names the newest failure."""
+  mngr.reload()
+  steps = sorted(mngr.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
+    try:
+      restored = restore_step(step)
+    except UatError:
+      raise
+    except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types for bad files
+      detail = " ".join(str(e).split()).split(" See full TensorStore details")[0]
+      reason = f"{type(e).__name__}: {detail[:200]}"
+      failures.append((step, reason))
+      logging.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one",
+                      step, mngr.directory, reason)
+      continue
+    for bad, _ in failures:
+      if quarantine is not None:
+        logging.warning("moved the unreadable checkpoint of step %d to %s", bad,
+                        _move_aside(mngr, bad, quarantine))
+    return restored, step
+  if failures:
+    step, reason = failures[0]
+    raise UatError(f"no readable checkpoint in {mngr.directory}: step {step} failed ({reason}); "
+                   "check that the config is the one it was trained with, else restore the "
+                   "directory from a copy or move it aside to start over")
+  return None, None
+
+
+def _move_aside(mngr: ocp.CheckpointManager, step: int, quarantine: str) -> str:
+  os.makedirs(quarantine, exist_ok=True)
+  target = os.path.join(quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  shutil.move(os.path.join(str(mngr.directory), str(step)), target)
+  mngr.reload()
+  return target
+
+
+class Preemption:
+  """Turns SIGTERM into a request to checkpoint and stop at the next step boundary.
+
+  Single process: a signal handler sets a flag (the previous handler is restored on exit).
+  Several processes (jax.distributed): JAX's preemption sync point, so that every host stops at
+  the same step; JAX's coordination service receives the signal there.
+  """
+
+  def __init__(self, mngr: ocp.CheckpointManager):
+    self._mngr = mngr
+    self.signal: Optional[int] = None
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread: no handler, SIGTERM keeps its default
+        self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def requested(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return bool(self._mngr.reached_preemption(step))
+    return self.signal is not None
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
