@@ -113,7 +113,7 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   # A SIGKILLed evaluation resumes without redoing finished attacks and gives the numbers of an
   # evaluation that ran through.
   evaluate = ["--mode=evaluate", "--config.evals.num_examples=200",
-              "--config.evals.batch_size=100", "--config.evals.eps=(0.05, 0.1, 0.2)"]
+              "--config.evals.batch_size=100", "--config.evals.eps=(0.1, 0.2)"]
   ref = run_cli(*evaluate, f"--workdir={reference}")
   assert ref.returncode == 0, ref.stderr[-3000:]
   state_dir = os.path.join(workdir, "eval", "state")
@@ -232,30 +232,39 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
 
 
 def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
-  from uat_jax import config_lib
-  workdir = tmp_path / "w"
+  """Bad evaluation/Jacobian input: one line, exit status 2, nothing written. The CLI for the
+  checks in main and a sample of the rest; every case in process (same UatError, same line)."""
+  from uat_jax import config_lib, evaluate, jacobian
+  from uat_jax.errors import UatError
+  workdir, other = tmp_path / "w", tmp_path / "other"
   no_config = run_cli("--mode=evaluate", f"--workdir={workdir}", timeout=300)
   assert no_config.returncode == 2 and "no config.json in" in no_config.stderr.splitlines()[-1]
   workdir.mkdir()
   (workdir / "config.json").write_text(config_lib.base_config().to_json_best_effort())
-  for flags, message in ((["--config.evals.preset=strongest"], "unknown evaluation preset"),
-                         (["--config.evals.eps=(0.1, 1.5)"], "eps=1.5 is outside [0, 1]"),
-                         ([], "no checkpoint in")):
-    proc = run_cli("--mode=evaluate", f"--workdir={workdir}", *flags, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert message in proc.stderr.strip().splitlines()[-1]
-  assert sorted(os.listdir(workdir)) == ["config.json"]  # nothing written
-
-  other = tmp_path / "other"
   for flags, message in (
-      (["--mode=jacobian", f"--workdir={workdir}", f"--workdir={other}"], "no config.json in"),
-      (["--mode=jacobian", f"--workdir={workdir}", "--config.jacobian.baseline=elsewhere"],
-       "is not one of the --workdir values"),
-      (["--mode=jacobian", f"--workdir={workdir}", "--config.jacobian.outputs=('softmax',)"],
-       "unknown Jacobian output"),
       (["--mode=jacobian", f"--workdir={workdir}"], "no checkpoint in"),
       (["--mode=evaluate", f"--workdir={workdir}", f"--workdir={other}"], "takes one --workdir")):
     proc = run_cli(*flags, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert message in proc.stderr.strip().splitlines()[-1], proc.stderr[-500:]
+
+  def config(**overrides):
+    c = config_lib.load_workdir_config(str(workdir))
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      c[section][name] = value
+    return c
+
+  for c, message in ((config(**{"evals.preset": "strongest"}), "unknown evaluation preset"),
+                     (config(**{"evals.eps": (0.1, 1.5)}), "eps=1.5 is outside \\[0, 1\\]"),
+                     (config(), "no checkpoint in")):
+    with pytest.raises(UatError, match=message):
+      evaluate.evaluate_workdir(c, str(workdir))
+  for c, workdirs, message in (
+      (config(), [workdir, other], "no config.json in"),
+      (config(**{"jacobian.baseline": "elsewhere"}), [workdir], "is not one of the --workdir"),
+      (config(**{"jacobian.outputs": ("softmax",)}), [workdir], "unknown Jacobian output"),
+      (config(), [workdir], "no checkpoint in")):
+    with pytest.raises(UatError, match=message):
+      jacobian.analyze_workdirs(c, [str(w) for w in workdirs])
   assert sorted(os.listdir(workdir)) == ["config.json"] and not other.exists()
