@@ -196,7 +196,10 @@ def make_attack(logits_fn, entry: dict[str, Any], *, surrogates: Optional[dict] 
 # --------------------------------------------------------------------------------------------
 
 def write_atomic(path: str, payload: Union[str, bytes]) -> None:
-  """Writes a file under a temporary name, then renames it: readers never see half a file."""
+  """Writes a file under a temporary name, then renames it: readers never see half a file. On
+  several hosts only process 0 writes (the workdir is on a filesystem they share)."""
+  if not sharding.is_chief():
+    return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "wb") as f:
     f.write(payload.encode() if isinstance(payload, str) else payload)
@@ -213,7 +216,8 @@ class ResultStore:
   def __init__(self, directory: str, fingerprint: dict[str, Any]):
     self.directory = directory
     self.fingerprint = fingerprint
-    os.makedirs(directory, exist_ok=True)
+    if sharding.is_chief():
+      os.makedirs(directory, exist_ok=True)
 
   def _path(self, name: str, key: dict[str, Any]) -> str:
     blob = json.dumps({"fingerprint": self.fingerprint, **key}, sort_keys=True, default=str)
@@ -282,7 +286,7 @@ def _correct(predict, attack_fn, batches: _Batches, idx: np.ndarray, key, eps,
   t0 = last = time.time()
   for i, sel, xb, yb in batches(idx):
     x_adv = attack_fn(xb, yb, jax.random.fold_in(key, i), jnp.float32(eps))
-    out[sel] = np.asarray(predict(x_adv))[: len(sel)] == batches.y[sel]
+    out[sel] = sharding.to_host(predict(x_adv))[: len(sel)] == batches.y[sel]
     now = time.time()
     if label and now - last > PROGRESS_SECONDS and i + 1 < num_batches:
       last = now
@@ -309,7 +313,7 @@ def _vanished(logits_fn, batches: _Batches) -> np.ndarray:
   fn = models.jit_with_model(logits_fn, vanished)
   out = np.zeros(len(batches.y), bool)
   for _, sel, xb, yb in batches(np.arange(len(batches.y))):
-    out[sel] = np.asarray(fn(xb, yb))[: len(sel)]
+    out[sel] = sharding.to_host(fn(xb, yb))[: len(sel)]
   return out
 
 
@@ -678,7 +682,8 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
 
 def write_reports(result: dict[str, Any], out_dir: str) -> None:
   """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic)."""
-  os.makedirs(out_dir, exist_ok=True)
+  if sharding.is_chief():
+    os.makedirs(out_dir, exist_ok=True)
   title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"
            f", step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
   write_atomic(os.path.join(out_dir, "results.json"), json.dumps(result, indent=2))

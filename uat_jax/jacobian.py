@@ -272,7 +272,8 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                     chunk_size=jc.chunk_size, power_iters=jc.power_iters,
                     adversarial=adversarial, key=jax.random.PRNGKey(jc.seed))
     out_dir = os.path.join(w, "jacobian")
-    os.makedirs(out_dir, exist_ok=True)
+    if sharding.is_chief():
+      os.makedirs(out_dir, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **{f"{where}/{k}": v for where, d in norms.items() for k, v in d.items()})
     evaluate.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())

@@ -3,6 +3,7 @@ r"""Command line entry.
   python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W      # train (or resume)
   python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.preset=paper]
   python -m uat_jax.main --mode=jacobian --workdir=W_at --workdir=W_at_entm   # compare norms
+  python -m uat_jax.main --multihost ...   # one process per host (TPU pod slice, SLURM)
 
 Every config field can be overridden, e.g. `--config.regularizer.beta=0.5 --config.attack.eps=0.2`.
 `--mode=evaluate` and `--mode=jacobian` without --config use the config the (first) workdir was
@@ -29,6 +30,11 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "jacobian"],
                   "train: train or resume in --workdir; evaluate: the attack suite of "
                   "config.evals on the newest checkpoint of --workdir; jacobian: input-Jacobian "
                   "norms (config.jacobian) of one or more workdirs.")
+flags.DEFINE_bool("multihost", False, "One process per host: call jax.distributed.initialize "
+                  "first (TPU VMs and SLURM are detected; elsewhere pass the three flags below).")
+flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
+flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,6 +52,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
+
+  if FLAGS.multihost:
+    from uat_jax import sharding
+    sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
+    logging.info("Process %d of %d", jax.process_index(), jax.process_count())
 
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   config = FLAGS.config
@@ -66,7 +78,8 @@ def main(argv):
     return
   from uat_jax import train
   results = train.train_and_evaluate(config, workdirs[0])
-  print(train.format_summary(config, results), flush=True)
+  if jax.process_index() == 0:
+    print(train.format_summary(config, results), flush=True)
 
 
 def _fail(message: str):

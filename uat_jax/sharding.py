@@ -40,11 +40,53 @@ def check_divisible(batch_size: int, mesh, what: str = "batch_size") -> None:
                    f"choose a multiple of {n} (--config.{what})")
 
 
-def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, split along the batch axis.
+def is_chief() -> bool:
+  """True on the process that writes files (process 0); every process on one host."""
+  return jax.process_index() == 0
 
-  Each process passes its own slice (the whole batch on one host); the global array is the
-  concatenation over processes.
+
+def _local_rows(sharding, global_rows: int) -> slice:
+  """The rows of a batch-sharded global array that live on this process's devices."""
+  index = sharding.addressable_devices_indices_map((global_rows,))
+  starts = [idx[0].start or 0 for idx in index.values()]
+  stops = [global_rows if idx[0].stop is None else idx[0].stop for idx in index.values()]
+  return slice(min(starts), max(stops))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Places a global host batch on the mesh, split along the batch axis.
+
+  Every process computes the same global batch (batches depend only on (seed, step)) and hands
+  over only the rows its own devices hold (`jax.make_array_from_process_local_data`); on one host
+  that is the whole batch.
   """
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  out = {}
+  for k, v in batch.items():
+    rows = _local_rows(sharding, v.shape[0])
+    out[k] = jax.make_array_from_process_local_data(sharding, v[rows], v.shape)
+  return out
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """A (possibly sharded over several processes) array as one numpy array on every process."""
+  if getattr(x, "is_fully_addressable", True) or x.is_fully_replicated:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """jax.distributed.initialize for one process per host (TPU pod slices and SLURM are detected
+  from their environment; elsewhere pass the coordinator, process count and id). On CPU the
+  collectives between processes go over gloo."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  except (RuntimeError, ValueError) as e:
+    raise UatError(f"jax.distributed.initialize failed ({' '.join(str(e).split())[:200]}): pass "
+                   "--coordinator_address, --num_processes and --process_id, or run under SLURM "
+                   "or on a TPU VM") from e

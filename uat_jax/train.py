@@ -226,6 +226,9 @@ def make_train_step(config, model, spec, schedule, mesh):
   fn = functools.partial(train_step, model=model, config=config, spec=spec,
                          loss_fn=losses.objective(config), schedule=schedule)
   if config.parallelism == "pmap":
+    if jax.process_count() > 1:
+      raise UatError("parallelism=pmap runs on one host; on several hosts use the default jit "
+                     "over the mesh (--config.parallelism=jit)")
     return PmapTrainStep(fn, mesh)
   rep, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   return jax.jit(fn, in_shardings=(rep, batch), out_shardings=(rep, rep), donate_argnums=(0,))
