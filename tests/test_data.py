@@ -95,3 +95,18 @@ def test_augment_crop_and_flip():
   np.testing.assert_array_equal(flipped, data.augment(jax.random.PRNGKey(2), x, "crop_flip"))
   with pytest.raises(UatError, match="unknown augmentation"):
     data.augment(jax.random.PRNGKey(0), x, "mixup")
+
+
+def test_validation_split_is_held_out_of_training_and_fixed(fmnist):
+  c = fmnist_data_config(validation_size=5000)
+  train, val = data.train_split(c), data.eval_split(c)
+  assert len(train) == 55000 and len(val) == 5000
+  # Disjoint, together the whole train split, independent of anything but the size.
+  full = fmnist["train"]
+  key = lambda s: {(img.tobytes(), int(lab)) for img, lab in zip(s.images, s.labels)}
+  assert not key(train) & key(val) and len(key(train) | key(val)) == len(key(full))
+  np.testing.assert_array_equal(data.eval_split(c).labels, val.labels)
+  assert np.bincount(val.labels, minlength=10).min() > 400  # a random subset, all classes
+  np.testing.assert_array_equal(data.eval_split(fmnist_data_config()).labels, fmnist["test"].labels)
+  with pytest.raises(UatError, match="validation_size=60000 must be in"):
+    data.train_split(fmnist_data_config(validation_size=60000))

@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.manual_dir = data.DEFAULT_FASHION_MNIST_DIR
   c.data.download = True  # let TFDS download datasets that are not prepared yet
   c.data.augment = "default"  # default (per dataset) | none | crop | crop_flip
+  # > 0: hold out this many train examples (a fixed random subset) and evaluate on them instead
+  # of the test split (hyper-parameter sweeps; the test split is then never read).
+  c.data.validation_size = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "madry_cnn"
@@ -203,6 +206,8 @@ def validate(c, num_devices: int = 1) -> None:
   _require(c.model.name in models.MODELS,
            f"unknown model {c.model.name!r}: choose one of {sorted(models.MODELS)} "
            "(--config.model.name)")
+  _require(c.data.validation_size >= 0,
+           f"data.validation_size={c.data.validation_size} must be >= 0 (0: evaluate on test)")
   _require(c.data.augment in ("default", "none", "crop", "crop_flip"),
            f"unknown data.augment {c.data.augment!r}: choose default, none, crop or crop_flip")
   _require(c.batch_size > 0 and c.batch_size % num_devices == 0,

@@ -198,6 +198,37 @@ def load_split(data_config, split: str) -> Split:
   return Split(images, labels)
 
 
+VALIDATION_SEED = 0x7A11D  # fixed: the validation split never depends on the run's seed
+
+
+def _carve_validation(train: Split, size: int) -> tuple[Split, Split]:
+  if not 0 < size < len(train):
+    raise UatError(f"data.validation_size={size} must be in (0, {len(train)}): the number of "
+                   "training examples held out for validation")
+  perm = np.random.default_rng(VALIDATION_SEED).permutation(len(train))
+  held, kept = np.sort(perm[:size]), np.sort(perm[size:])
+  return (Split(train.images[kept], train.labels[kept]),
+          Split(train.images[held], train.labels[held]))
+
+
+def train_split(data_config) -> Split:
+  """The examples training draws from: the train split, less the validation examples when
+  data.validation_size > 0."""
+  train = load_split(data_config, "train")
+  if data_config.get("validation_size", 0) > 0:
+    return _carve_validation(train, data_config.validation_size)[0]
+  return train
+
+
+def eval_split(data_config) -> Split:
+  """The examples evaluation uses: the test split, or, when data.validation_size > 0 (model
+  selection, hyper-parameter sweeps), a fixed random subset of that many train examples that
+  training never sees. The test split is then not read at all."""
+  if data_config.get("validation_size", 0) > 0:
+    return _carve_validation(load_split(data_config, "train"), data_config.validation_size)[1]
+  return load_split(data_config, get_spec(data_config.name).eval_split)
+
+
 # --------------------------------------------------------------------------------------------
 # Batching: a pure function of (seed, step).
 # --------------------------------------------------------------------------------------------

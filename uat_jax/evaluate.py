@@ -646,7 +646,7 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
   config_lib.validate(config, mesh.devices.size)
   ev = config.evals
   spec = data.get_spec(config.data.name)
-  split = data.load_split(config.data, spec.eval_split)
+  split = data.eval_split(config.data)
   n = min(ev.num_examples, len(split)) if ev.num_examples else len(split)
   x = split.images[:n].astype(np.float32) / 255.0
   y = split.labels[:n]
@@ -664,6 +664,10 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
                  "num_examples": n, "seed": ev.seed, "batch_size": ev.batch_size,
                  "surrogate": [os.path.abspath(ev.surrogate_workdir), surrogate_step]
                  if ev.surrogate_workdir else None}
+  split_name = "test"
+  if config.data.validation_size > 0:
+    split_name = f"validation ({config.data.validation_size} held-out train examples)"
+    fingerprint["split"] = split_name
   store = ResultStore(os.path.join(out_dir, "state"), fingerprint)
   logging.info("Evaluating %s (step %d, %s) on %d %s examples: %s, eps %s%s", workdir, step,
                config.method, n, config.data.name, [e["name"] for e in entries],
@@ -674,7 +678,7 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
                      mesh=mesh, store=store)
   result.update({"workdir": os.path.abspath(workdir), "checkpoint_step": step,
                  "method": config.method, "dataset": config.data.name,
-                 "model": config.model.name, "preset": ev.preset,
+                 "model": config.model.name, "preset": ev.preset, "split": split_name,
                  "surrogate_workdir": ev.surrogate_workdir or None})
   write_reports(result, out_dir)
   return result

@@ -461,8 +461,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   spec = data.get_spec(config.data.name)
   _check_workdir(workdir)
   logging.info("Loading %s", config.data.name)
-  train_split = data.load_split(config.data, "train")
-  test_split = data.load_split(config.data, spec.eval_split)
+  train_split = data.train_split(config.data)
+  test_split = data.eval_split(config.data)  # the validation split when data.validation_size > 0
   # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
