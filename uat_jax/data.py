@@ -185,7 +185,16 @@ def _builder(data_config):
 
 
 def load_split(data_config, split: str) -> Split:
-  """Loads a whole split into host memory as uint8 images and int32 labels."""
+  """Loads a whole split into host memory as uint8 images and int32 labels (read-only arrays,
+  cached per process: a study trains and evaluates many models in one process)."""
+  return _load_split_cached(data_config.name, data_config.data_dir, data_config.manual_dir,
+                            bool(data_config.download), split)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_split_cached(name: str, data_dir: str, manual_dir: str, download: bool,
+                       split: str) -> Split:
+  data_config = _DataConfig(name, data_dir, manual_dir, download)
   spec = get_spec(data_config.name)
   builder = _builder(data_config)
   if split not in builder.info.splits:
@@ -195,7 +204,17 @@ def load_split(data_config, split: str) -> Split:
   labels = np.asarray(arrays["label"], dtype=np.int32)
   if images.shape[1:] != spec.shape:
     raise UatError(f"{data_config.name} images have shape {images.shape[1:]}, expected {spec.shape}")
+  images.flags.writeable = labels.flags.writeable = False
   return Split(images, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataConfig:
+  """The fields of config.data that loading depends on (a hashable cache key)."""
+  name: str
+  data_dir: str
+  manual_dir: str
+  download: bool
 
 
 VALIDATION_SEED = 0x7A11D  # fixed: the validation split never depends on the run's seed

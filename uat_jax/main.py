@@ -12,13 +12,13 @@ trained with (W/config.json).
 
 from __future__ import annotations
 
-import logging as pylogging
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from uat_jax.cli import OwnInfoOnly, fail
 from uat_jax.errors import Preempted, UatError
 
 FLAGS = flags.FLAGS
@@ -38,19 +38,10 @@ flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _OwnInfoOnly(pylogging.Filter):
-  """Keeps INFO lines from uat_jax and clu (progress, metrics, ETA); WARNING+ from the rest."""
-
-  def filter(self, record):
-    if record.levelno >= pylogging.WARNING:
-      return True
-    return any(part in record.pathname for part in ("uat_jax", "/clu/"))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  logging.get_absl_handler().addFilter(OwnInfoOnly())
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
 
   if FLAGS.multihost:
@@ -80,11 +71,6 @@ def main(argv):
   results = train.train_and_evaluate(config, workdirs[0])
   if jax.process_index() == 0:
     print(train.format_summary(config, results), flush=True)
-
-
-def _fail(message: str):
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
 
 
 def _flag_value(argv, name):
@@ -121,28 +107,28 @@ def _parse_flags(argv):
     while root.__cause__ or root.__context__:
       root = root.__cause__ or root.__context__
     if isinstance(root, UatError):
-      _fail(str(root))
-    _fail(f"could not load the --config file ({type(root).__name__}: "
+      fail(str(root))
+    fail(f"could not load the --config file ({type(root).__name__}: "
           f"{str(root).strip().splitlines()[-1]}); pass e.g. "
           "--config=configs/fashion_mnist.py:at_entm")
   except flags.Error as e:
     text = str(e)
     if "UatError: " in text:  # raised by get_config(arg) inside the config file
-      _fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
-    _fail(f"{text.splitlines()[0]} (see --helpfull)")
+      fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
+    fail(f"{text.splitlines()[0]} (see --helpfull)")
   except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
     detail = str(e.args[0] if e.args else e).replace("\\n", " ")
-    _fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
+    fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
           "fields with --helpfull or read the config file")
   except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
-    _fail(f"bad config override: {e}")
+    fail(f"bad config override: {e}")
 
 
 def run():
   try:
     app.run(main, flags_parser=_parse_flags)
   except UatError as e:
-    _fail(str(e))
+    fail(str(e))
   except Preempted as e:
     print(e, file=sys.stderr)
     sys.exit(Preempted.EXIT_CODE)

@@ -1,0 +1,74 @@
+r"""The paper's study at CPU scale on the embedded Fashion-MNIST (full 60k / 10k splits).
+
+  python -m uat_jax.study --study=configs/fashion_mnist_study.py --root=workdirs/study
+  launch/reproduce.sh [--quick]        # the same, then the report in results/fashion_mnist/
+
+Recipe: small CNN (0.2M parameters), Adam 1e-3, batch 128, 8 epochs (3,750 steps); AT with
+L-inf eps 0.1, 10 PGD steps of eps/4 with a random start; "large" eps = 2 x 0.1 = 0.2 (the
+analogue of 16/255 for 8/255 AT). Methods standard, entm, ls, at, at_entm, at_ls, seeds 0 and 1.
+beta (EntM) and alpha (LS) are chosen by a sweep on 5,000 training examples held out as a
+validation split (never the test split), at 3 epochs, by PGD-20 accuracy at the training eps.
+Evaluation on the first 2,000 test images with the `paper` preset on the eps grid (0.05, 0.1,
+0.15, 0.2, 0.3) and the `strong` (AutoAttack) preset at (0.1, 0.2); transfer attacks from the
+same method's other seed; Jacobian norms on 500 test images against AT (seed 0).
+
+Budget, from the measured 0.17 s per PGD-10 AT step and 0.017 s per standard step on 2 CPU
+cores (bench/RESULTS.md): 6 AT sweep runs ~25 min, 6 AT runs ~65 min, the other runs ~10 min,
+evaluation ~1.5-2 hours, Jacobians ~10 min: about 3.5-4 hours on 2 CPU cores.
+
+`:quick` runs the same pipeline on a tiny budget (a few minutes; CI runs it): 40 training steps,
+one seed, a 2-value sweep of AT+EntM's beta only, 100 test images, eps (0.1, 0.2), strong
+attacks shortened.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  quick = arg == "quick"
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"unknown study variant {arg!r}: use nothing or quick")
+  s = ml_collections.ConfigDict()
+  s.config = "configs/fashion_mnist.py"  # the training config every run starts from
+  s.methods = ("standard", "entm", "ls", "at", "at_entm", "at_ls")
+  s.seeds = (0,) if quick else (0, 1)
+  s.baseline = "at"  # Jacobian ratios and the claims compare against this method
+  # Overrides for every run, shaped like the training config.
+  s.overrides = ml_collections.ConfigDict({
+      "model": {"name": "small_cnn"},
+      "num_train_steps": 40 if quick else 3750,
+      "log_every_steps": 10 if quick else 125,
+      "checkpoint_every_steps": 20 if quick else 500,
+      "eval": {"every_steps": 40 if quick else 750, "num_examples": 200 if quick else 2000},
+      "jacobian": {"track_every_steps": 40 if quick else 750,
+                   "track_examples": 32 if quick else 128},
+  })
+  # Sweeps on the validation split: method -> (config key, values); one value: no sweep run.
+  s.sweep = ml_collections.ConfigDict({
+      "entm": ("regularizer.beta", (1.0,) if quick else (0.3, 1.0, 2.0)),
+      "ls": ("regularizer.alpha", (0.5,) if quick else (0.2, 0.5, 0.8)),
+      "at_entm": ("regularizer.beta", (0.3, 1.0) if quick else (0.1, 0.3, 1.0)),
+      "at_ls": ("regularizer.alpha", (0.2,) if quick else (0.1, 0.2, 0.5)),
+  })
+  s.sweep_overrides = ml_collections.ConfigDict({
+      "data": {"validation_size": 1000 if quick else 5000},
+      "num_train_steps": 20 if quick else 1400,
+      "eval": {"every_steps": 20 if quick else 1400, "num_examples": 200 if quick else 5000},
+      "jacobian": {"track_every_steps": 0},
+  })
+  # Evaluation: output name -> overrides of config.evals.
+  s.evals = ml_collections.ConfigDict({
+      "paper": {"preset": "paper", "eps": (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3),
+                "num_examples": 100 if quick else 2000},
+      "strong": {"preset": "" if quick else "strong", "eps": (0.1, 0.2),
+                 "num_examples": 100 if quick else 2000, "only_robust": True},
+  })
+  # Quick: the strong preset's attacks, shortened (same names, so the report reads the same).
+  s.quick_strong_attacks = ml_collections.ConfigDict({
+      "APGD-CE": {"attack": "apgd", "steps": 10},
+      "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
+      "Square-5000": {"attack": "square", "queries": 100},
+  } if quick else {})
+  s.jacobian = ml_collections.ConfigDict({"num_examples": 50 if quick else 500,
+                                          "power_iters": 10 if quick else 50})
+  return s

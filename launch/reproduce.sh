@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The paper's study at CPU scale on the embedded Fashion-MNIST, end to end and resumable:
+#   sweep (validation split) -> train 6 methods x seeds -> evaluate (paper, strong presets)
+#   -> input-Jacobian norms -> results/fashion_mnist/REPORT.md (tables, figures, claim verdicts).
+# Rerunning skips finished pieces. About 3.5-4 hours on 2 CPU cores (configs/fashion_mnist_study.py).
+#
+#   launch/reproduce.sh                 # the study: workdirs/study, results/fashion_mnist
+#   launch/reproduce.sh --quick         # the same pipeline on a tiny budget (minutes; CI runs it):
+#                                       # workdirs/study_quick, results/fashion_mnist_quick
+#   ROOT=... OUT=... launch/reproduce.sh [--quick]   # other places
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STUDY=configs/fashion_mnist_study.py
+ROOT="${ROOT:-workdirs/study}"
+OUT="${OUT:-results/fashion_mnist}"
+if [ "${1:-}" = "--quick" ]; then
+  STUDY="$STUDY:quick"
+  ROOT="${ROOT%/}"; [ "$ROOT" = "workdirs/study" ] && ROOT=workdirs/study_quick
+  [ "$OUT" = "results/fashion_mnist" ] && OUT=results/fashion_mnist_quick
+  shift
+fi
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || { bash launch/install.sh; PY=.venv/bin/python; }
+"$PY" -m uat_jax.study --study="$STUDY" --root="$ROOT" "$@"
+"$PY" -m uat_jax.report --study="$STUDY" --root="$ROOT" --out="$OUT"
+echo "report: $OUT/REPORT.md"

@@ -1,0 +1,218 @@
+r"""The paper's study as one resumable pipeline (the grid of launch/reproduce.sh).
+
+  python -m uat_jax.study --study=configs/fashion_mnist_study.py[:quick] --root=workdirs/study
+
+Steps, over workdirs under --root (the study config says what each one runs):
+  1. sweep   beta (EntM) / alpha (LS) per regularized method, trained on the train split less a
+             validation split (data.validation_size) and scored there by PGD accuracy at the
+             training eps; the choice goes to ROOT/sweep.json. The test split is not read.
+  2. train   every method with its chosen value, for every seed: ROOT/runs/<method>_s<seed>.
+  3. evaluate each run with the study's evaluation outputs (presets `paper` and `strong`), into
+             W/eval/<output>/; transfer attacks use the same method's next seed as surrogate.
+  4. jacobian input-Jacobian norms of the seed-0 runs, compared with the baseline method
+             (ROOT/runs/<baseline>_s0/jacobian/comparison.*).
+Each step calls the functions `python -m uat_jax.main` calls. Rerunning skips finished pieces
+(a training run with its train_result.json, an evaluation with its results.json, the Jacobian
+comparison when it exists) and resumes unfinished ones from their checkpoints / saved attacks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from typing import Any, Optional
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from uat_jax import cli
+from uat_jax.errors import UatError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _resolve(path: str) -> str:
+  """A path as given, else relative to the repository (configs/...)."""
+  return path if os.path.exists(path) else os.path.join(REPO, path)
+
+
+def _merge(node, values: dict[str, Any], prefix: str = "") -> None:
+  for key, value in values.items():
+    if key not in node:
+      raise UatError(f"the study sets {prefix}{key}, which is not a config field")
+    if isinstance(value, dict):
+      _merge(node[key], value, f"{prefix}{key}.")
+    else:
+      node[key] = value
+
+
+def training_config(study, method: str, seed: int,
+                    extra: Optional[dict[str, Any]] = None) -> ml_collections.ConfigDict:
+  """study.config:method with study.overrides (shaped like the config), the seed and `extra`
+  (shaped the same, or dotted keys from the sweep) applied."""
+  path = _resolve(study.config)
+  spec = importlib.util.spec_from_file_location("uat_study_training_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(method)
+  with c.unlocked():
+    _merge(c, study.overrides.to_dict())
+    for key, value in (extra or {}).items():
+      nested = value
+      for part in reversed(key.split(".")[1:]):
+        nested = {part: nested}
+      _merge(c, {key.split(".")[0]: nested})
+    c.seed = seed
+  return c
+
+
+def run_dir(root: str, method: str, seed: int) -> str:
+  return os.path.join(root, "runs", f"{method}_s{seed}")
+
+
+def sweep_dir(root: str, method: str, key: str, value) -> str:
+  return os.path.join(root, "sweep", f"{method}_{key.split('.')[-1]}{value}")
+
+
+def _train(config, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) unless W/train_result.json says it finished; returns that result."""
+  from uat_jax import evaluate, train
+  done = os.path.join(workdir, "train_result.json")
+  if os.path.exists(done):
+    logging.info("finished before: %s", workdir)
+    with open(done) as f:
+      return json.load(f)
+  result = train.train_and_evaluate(config, workdir)
+  evaluate.write_atomic(done, json.dumps(result, indent=2))
+  return result
+
+
+def sweep(study, root: str) -> dict[str, Any]:
+  """Trains every sweep value on the validation split; returns and writes ROOT/sweep.json:
+  {method: {"key", "values": {value: validation result}, "chosen"}}. The score is PGD accuracy
+  at the training eps (ties: the first value)."""
+  out = {}
+  for method, (key, values) in study.sweep.items():
+    if method not in study.methods:
+      continue
+    if len(values) == 1:  # nothing to choose
+      out[method] = {"key": key, "values": {}, "chosen": values[0], "score": "not swept"}
+      continue
+    scores = {}
+    for value in values:
+      config = training_config(study, method, study.seeds[0],
+                               {**study.sweep_overrides.to_dict(), key: value})
+      logging.info("sweep %s %s=%s", method, key, value)
+      scores[str(value)] = _train(config, sweep_dir(root, method, key, value))
+    chosen = max(values, key=lambda v: scores[str(v)]["pgd_accuracy"])
+    out[method] = {"key": key, "values": scores, "chosen": chosen,
+                   "score": "pgd_accuracy at the training eps on the validation split"}
+    logging.info("sweep %s: chose %s=%s", method, key, chosen)
+  from uat_jax import evaluate
+  os.makedirs(root, exist_ok=True)
+  evaluate.write_atomic(os.path.join(root, "sweep.json"), json.dumps(out, indent=2))
+  return out
+
+
+def final_runs(study, root: str, chosen: dict[str, Any]) -> list[tuple[str, int, Any]]:
+  """(method, seed, config) of every final run, with the sweep's choices applied."""
+  runs = []
+  for method in study.methods:
+    extra = {chosen[method]["key"]: chosen[method]["chosen"]} if method in chosen else {}
+    for seed in study.seeds:
+      runs.append((method, seed, training_config(study, method, seed, extra)))
+  return runs
+
+
+def _evaluate(study, config, workdir: str, output: str, surrogate: str) -> None:
+  from uat_jax import evaluate
+  if os.path.exists(os.path.join(workdir, "eval", output, "results.json")):
+    logging.info("evaluated before: %s (%s)", workdir, output)
+    return
+  spec = study.evals[output]
+  with config.unlocked():
+    config.evals.output = output
+    config.evals.preset = spec["preset"]
+    config.evals.eps = tuple(spec["eps"])
+    config.evals.num_examples = spec["num_examples"]
+    config.evals.only_robust = spec.get("only_robust")
+    config.evals.checks = output == "paper"  # the masking checks once per run
+    config.evals.surrogate_workdir = surrogate
+    if output == "strong":
+      for name, entry in study.quick_strong_attacks.items():
+        config.evals.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
+  evaluate.evaluate_workdir(config, workdir)
+
+
+def _compilation_cache(root: str) -> None:
+  """JAX's persistent compilation cache under ROOT (unless the user set one): the study's
+  models share shapes, so most evaluation and Jacobian programs compile once for all of them,
+  and a rerun compiles nothing it compiled before."""
+  import jax
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(root, "jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def run(study, root: str) -> None:
+  """The whole pipeline; each piece is skipped when finished before."""
+  from uat_jax import jacobian
+  _compilation_cache(root)
+  t0 = time.time()
+  chosen = sweep(study, root)
+  runs = final_runs(study, root, chosen)
+  for i, (method, seed, config) in enumerate(runs):
+    logging.info("[train %d/%d] %s seed %d (%.0f s so far)", i + 1, len(runs), method, seed,
+                 time.time() - t0)
+    _train(config, run_dir(root, method, seed))
+  for i, (method, seed, config) in enumerate(runs):
+    others = [s for s in study.seeds if s != seed]
+    surrogate = run_dir(root, method, others[0]) if others else ""
+    for output in study.evals:
+      logging.info("[evaluate %d/%d] %s seed %d: %s (%.0f s so far)", i + 1, len(runs), method,
+                   seed, output, time.time() - t0)
+      _evaluate(study, config, run_dir(root, method, seed), output, surrogate)
+  seed0 = [(m, c) for m, s, c in runs if s == study.seeds[0]]
+  seed0.sort(key=lambda mc: mc[0] != study.baseline)  # the baseline first: it gets the table
+  workdirs = [run_dir(root, m, study.seeds[0]) for m, _ in seed0]
+  if os.path.exists(os.path.join(workdirs[0], "jacobian", "comparison.csv")):
+    logging.info("Jacobians compared before: %s", workdirs[0])
+  else:
+    config = seed0[0][1]
+    with config.unlocked():
+      for key, value in study.jacobian.items():
+        config.jacobian[key] = value
+    jacobian.analyze_workdirs(config, workdirs)
+  logging.info("study finished in %.0f s: %s", time.time() - t0, root)
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():  # at the entry point only: report.py imports this module as a library
+  config_flags.DEFINE_config_file("study", None, "Study config, e.g. "
+                                  "configs/fashion_mnist_study.py or ...:quick", lock_config=True)
+  flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
+  flags.mark_flags_as_required(["study", "root"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(cli.OwnInfoOnly())
+  run(FLAGS.study, FLAGS.root)
+
+
+def cli_main():
+  _define_flags()
+  try:
+    app.run(main)
+  except UatError as e:
+    cli.fail(str(e))
+
+
+if __name__ == "__main__":
+  cli_main()
