@@ -1,13 +1,21 @@
-"""Shared fixtures: the embedded Fashion-MNIST, loaded once per session."""
+"""Shared fixtures: the embedded Fashion-MNIST, loaded once per session; a session-wide XLA
+compilation cache."""
 
 import os
 import sys
+import tempfile
 
 import ml_collections
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+# One persistent XLA compilation cache for the session, inherited by the subprocesses tests start
+# (CLI runs, the study): a program compiled once (same model, method, shapes, XLA flags) is
+# loaded instead of compiled again. Set before anything imports jax; a user's own setting wins.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="uat_jax_test_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 def fmnist_data_config(**overrides):
