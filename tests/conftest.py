@@ -1,7 +1,9 @@
 """Shared fixtures: the embedded Fashion-MNIST, loaded once per session; a session-wide XLA
 compilation cache."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -14,7 +16,9 @@ sys.path.insert(0, REPO)
 # One persistent XLA compilation cache for the session, inherited by the subprocesses tests start
 # (CLI runs, the study): a program compiled once (same model, method, shapes, XLA flags) is
 # loaded instead of compiled again. Set before anything imports jax; a user's own setting wins.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="uat_jax_test_xla_"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="uat_jax_test_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
