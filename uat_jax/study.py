@@ -117,7 +117,7 @@ def sweep(study, root: str) -> dict[str, Any]:
   return out
 
 
-def final_runs(study, root: str, chosen: dict[str, Any]) -> list[tuple[str, int, Any]]:
+def final_runs(study, chosen: dict[str, Any]) -> list[tuple[str, int, Any]]:
   """(method, seed, config) of every final run, with the sweep's choices applied."""
   runs = []
   for method in study.methods:
@@ -163,7 +163,7 @@ def run(study, root: str) -> None:
   _compilation_cache(root)
   t0 = time.time()
   chosen = sweep(study, root)
-  runs = final_runs(study, root, chosen)
+  runs = final_runs(study, chosen)
   for i, (method, seed, config) in enumerate(runs):
     logging.info("[train %d/%d] %s seed %d (%.0f s so far)", i + 1, len(runs), method, seed,
                  time.time() - t0)
