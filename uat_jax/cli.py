@@ -1,10 +1,14 @@
-"""What the command-line entry points (uat_jax.main, uat_jax.study) share: log filtering and the
-one-line error exit."""
+"""What the command-line entry points (uat_jax.main, uat_jax.study, uat_jax.report) share: log
+filtering, the one-line error exit, and running an absl main with both."""
 
 from __future__ import annotations
 
 import logging as pylogging
 import sys
+
+from absl import app, logging
+
+from uat_jax.errors import UatError
 
 
 class OwnInfoOnly(pylogging.Filter):
@@ -20,3 +24,18 @@ def fail(message: str):
   """Prints `error: <message>` as one line on stderr and exits with status 2."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(2)
+
+
+def run_app(main):
+  """app.run(main) for an entry point without positional arguments: uat_jax's log filter, and a
+  UatError as one `error:` line with exit status 2."""
+  def wrapped(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(OwnInfoOnly())
+    main()
+
+  try:
+    app.run(wrapped)
+  except UatError as e:
+    fail(str(e))

@@ -20,7 +20,7 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from uat_jax import cli
@@ -459,10 +459,7 @@ def _define_flags():
   flags.mark_flags_as_required(["out"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(cli.OwnInfoOnly())
+def main():
   data_dir = os.path.join(FLAGS.out, "data")
   if not FLAGS.from_data:
     if FLAGS.study is None or FLAGS.root is None:
@@ -474,10 +471,7 @@ def main(argv):
 
 def cli_main():
   _define_flags()
-  try:
-    app.run(main)
-  except UatError as e:
-    cli.fail(str(e))
+  cli.run_app(main)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from typing import Any, Optional
 
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from uat_jax import cli
@@ -199,19 +199,9 @@ def _define_flags():  # at the entry point only: report.py imports this module a
   flags.mark_flags_as_required(["study", "root"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(cli.OwnInfoOnly())
-  run(FLAGS.study, FLAGS.root)
-
-
 def cli_main():
   _define_flags()
-  try:
-    app.run(main)
-  except UatError as e:
-    cli.fail(str(e))
+  cli.run_app(lambda: run(FLAGS.study, FLAGS.root))
 
 
 if __name__ == "__main__":
