@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -65,14 +65,20 @@ def check_shapes(saved_tree, wanted_tree, config, path: str) -> None:
       f"{wanted.get(k, 'missing')} here; pass the config it was trained with")
 
 
-def restore_readable(mngr: ocp.CheckpointManager, restore_step: Callable[[int], Any],
+def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
                      quarantine: Optional[str] = None) -> tuple[Any, Optional[int]]:
-  """(restore_step(step), step) for the newest step that reads back, or (None, None) when there
-  is no checkpoint. Newer steps that failed are logged and, with `quarantine` (a directory) and
-  once an older step has restored with the same config (so the config is not to blame), moved
-  there so that training can write those steps again. A UatError from restore_step (a config
-  that does not fit) is raised as is; if no step reads back, nothing is moved and a UatError
-  names the newest failure."""
+  """The newest step that reads back, restored into `abstract` (shapes, dtypes, shardings) after
+  check_shapes against the config, and that step; (None, None) when there is no checkpoint.
+  Newer steps that failed are logged and, with `quarantine` (a directory) and once an older step
+  has restored with the same config (so the config is not to blame), moved there so that
+  training can write those steps again. A checkpoint that does not fit the config is a UatError
+  at once; if no step reads back, nothing is moved and a UatError names the newest failure."""
+
+  def restore_step(step):
+    check_shapes(mngr.item_metadata(step)["params"], abstract.params, config,
+                 str(mngr.directory))
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
   mngr.reload()
   steps = sorted(mngr.all_steps(), reverse=True)
   failures = []
@@ -88,8 +94,8 @@ def restore_readable(mngr: ocp.CheckpointManager, restore_step: Callable[[int], 
       logging.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one",
                       step, mngr.directory, reason)
       continue
-    for bad, _ in failures:
-      if quarantine is not None:
+    if quarantine is not None:
+      for bad, _ in failures:
         logging.warning("moved the unreadable checkpoint of step %d to %s", bad,
                         _move_aside(mngr, bad, quarantine))
     return restored, step

@@ -393,14 +393,8 @@ def restore_newest(workdir: str, config, model, spec, mesh) -> tuple["TrainState
   shapes = jax.eval_shape(lambda: create_train_state(config, model, spec, tx, mesh))
   rep = sharding.replicated(mesh)
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-
-  def restore(step):
-    checkpoints.check_shapes(mngr.item_metadata(step)["params"], shapes.params, config,
-                             str(mngr.directory))
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-
   try:
-    state, step = checkpoints.restore_readable(mngr, restore)
+    state, step = checkpoints.restore_readable(mngr, abstract, config)
   finally:
     mngr.close()
   if step is None:
@@ -414,13 +408,7 @@ def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
   """The newest readable checkpoint restored into `state`'s structure and shardings, or `state`
   when there is none; unreadable newer ones are moved to `quarantine`."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-
-  def restore(step):
-    checkpoints.check_shapes(mngr.item_metadata(step)["params"], abstract.params, config,
-                             str(mngr.directory))
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-
-  restored, step = checkpoints.restore_readable(mngr, restore, quarantine=quarantine)
+  restored, step = checkpoints.restore_readable(mngr, abstract, config, quarantine=quarantine)
   if step is None:
     return state
   logging.info("Resuming from checkpoint at step %d", step)
