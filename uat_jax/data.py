@@ -220,23 +220,35 @@ class _DataConfig:
 VALIDATION_SEED = 0x7A11D  # fixed: the validation split never depends on the run's seed
 
 
-def _carve_validation(train: Split, size: int) -> tuple[Split, Split]:
+def _carve_validation(data_config, size: int) -> tuple[Split, Split]:
+  """(kept, held out) of the train split: cached, as training and evaluation both ask."""
+  return _carve_validation_cached(_DataConfig(data_config.name, data_config.data_dir,
+                                              data_config.manual_dir, bool(data_config.download)),
+                                  size)
+
+
+@functools.lru_cache(maxsize=4)
+def _carve_validation_cached(data_config: _DataConfig, size: int) -> tuple[Split, Split]:
+  train = load_split(data_config, "train")
   if not 0 < size < len(train):
     raise UatError(f"data.validation_size={size} must be in (0, {len(train)}): the number of "
                    "training examples held out for validation")
   perm = np.random.default_rng(VALIDATION_SEED).permutation(len(train))
   held, kept = np.sort(perm[:size]), np.sort(perm[size:])
-  return (Split(train.images[kept], train.labels[kept]),
-          Split(train.images[held], train.labels[held]))
+  parts = []
+  for idx in (kept, held):
+    part = Split(train.images[idx], train.labels[idx])
+    part.images.flags.writeable = part.labels.flags.writeable = False
+    parts.append(part)
+  return tuple(parts)
 
 
 def train_split(data_config) -> Split:
   """The examples training draws from: the train split, less the validation examples when
   data.validation_size > 0."""
-  train = load_split(data_config, "train")
   if data_config.get("validation_size", 0) > 0:
-    return _carve_validation(train, data_config.validation_size)[0]
-  return train
+    return _carve_validation(data_config, data_config.validation_size)[0]
+  return load_split(data_config, "train")
 
 
 def eval_split(data_config) -> Split:
@@ -244,7 +256,7 @@ def eval_split(data_config) -> Split:
   selection, hyper-parameter sweeps), a fixed random subset of that many train examples that
   training never sees. The test split is then not read at all."""
   if data_config.get("validation_size", 0) > 0:
-    return _carve_validation(load_split(data_config, "train"), data_config.validation_size)[1]
+    return _carve_validation(data_config, data_config.validation_size)[1]
   return load_split(data_config, get_spec(data_config.name).eval_split)
 
 

@@ -645,7 +645,6 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   ev = config.evals
-  spec = data.get_spec(config.data.name)
   split = data.eval_split(config.data)
   n = min(ev.num_examples, len(split)) if ev.num_examples else len(split)
   x = split.images[:n].astype(np.float32) / 255.0

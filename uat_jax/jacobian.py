@@ -258,7 +258,6 @@ def analyze_workdirs(config, workdirs: Sequence[str],
     if c.data.name != config.data.name:
       raise UatError(f"{w} was trained on {c.data.name}, {workdirs[0]} on {config.data.name}: "
                      "compare workdirs of one dataset")
-  spec = data.get_spec(config.data.name)
   split = data.eval_split(config.data)
   n = min(jc.num_examples, len(split)) if jc.num_examples else len(split)
   x, y = split.images[:n].astype(np.float32) / 255.0, split.labels[:n]
