@@ -17,7 +17,6 @@ Sections (each prints a markdown table; medians of --repeats after a compile/war
 """
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -32,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from uat_jax import attacks, data, models, sharding, train  # noqa: E402
+from uat_jax import attacks, config_lib, data, models, sharding, train  # noqa: E402
 
 SETUPS = {  # model -> (config file, input shape)
     "small_cnn": ("fashion_mnist", (28, 28, 1)),
@@ -42,10 +41,7 @@ SETUPS = {  # model -> (config file, input shape)
 
 
 def load_config(dataset, method):
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, "configs", f"{dataset}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(method)
+  return config_lib.from_file(f"configs/{dataset}.py", method)
 
 
 class Ours:

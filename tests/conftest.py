@@ -41,12 +41,8 @@ def fmnist():
 
 def load_config(arg):
   """configs/fashion_mnist.py:<arg> as the CLI would build it (unlocked copy for tests)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("fm_config",
-                                                os.path.join(REPO, "configs", "fashion_mnist.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from uat_jax import config_lib
+  return config_lib.from_file("configs/fashion_mnist.py", arg)
 
 
 def build_trainer(config, num_steps, mesh):

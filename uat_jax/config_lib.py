@@ -6,6 +6,7 @@ colon in `--config=configs/cifar10.py:at_entm,runlocal`: a method name, then opt
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -283,6 +284,23 @@ def validate_evals(c, num_devices: int = 1) -> None:
   _require(e.batch_size > 0, f"evals.batch_size={e.batch_size} must be > 0 "
            "(--config.evals.batch_size)")
   evaluate._resolve_suite(suite_entries(c), e.only_robust)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def from_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config(arg) of a config file, as `--config=path:arg` builds it; a relative path that
+  does not exist from here is taken from the repository root (configs/...)."""
+  if not os.path.exists(path):
+    path = os.path.join(REPO, path)
+  if not os.path.exists(path):
+    raise UatError(f"config file {path} not found: pass a path like configs/fashion_mnist.py")
+  spec = importlib.util.spec_from_file_location(
+      "uat_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:

@@ -208,6 +208,26 @@ def write_atomic(path: str, payload: Union[str, bytes]) -> None:
   os.replace(tmp, path)
 
 
+def pyplot():
+  """matplotlib.pyplot on the Agg backend: figures go to files, no display is needed."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def save_figure(fig, path: str) -> None:
+  """Lays out a matplotlib figure, writes it to `path` as PNG (atomically, creating the
+  directory) and closes it."""
+  buf = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buf, format="png")
+  pyplot().close(fig)
+  if sharding.is_chief():
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  write_atomic(path, buf.getvalue())
+
+
 class ResultStore:
   """Per-example results of finished (attack, eps) pairs as .npy files in `directory`, keyed by a
   hash of everything they depend on (`fingerprint`: checkpoint, examples, seed; the entry; the
@@ -594,10 +614,7 @@ def format_csv(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], path: str, title: str = "") -> None:
   """Robust accuracy vs eps (PNG): each attack (its own accuracy, or its cumulative worst case
   under only_robust) and the worst case, from the clean accuracy at eps 0."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = pyplot()
   eps = [0.0] + result["eps"]
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
   for name, r in result["attacks"].items():
@@ -614,11 +631,7 @@ def plot(result: dict[str, Any], path: str, title: str = "") -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   ax.set_title(title or f"{result['num_examples']} examples", fontsize=9)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png")
-  plt.close(fig)
-  write_atomic(path, buf.getvalue())
+  save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

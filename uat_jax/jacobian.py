@@ -336,11 +336,8 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
 
 def plot_histograms(comparison: dict[str, Any], path: str) -> None:
   """Histograms (log-scale x) of the Frobenius norms on clean points, one panel per output."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   from uat_jax import evaluate
-
+  plt = evaluate.pyplot()
   runs = comparison["workdirs"]
   quantities = [q for q in runs[0]["norms"]["clean"] if q.endswith("/fro")] or ["loss_grad"]
   fig, axes = plt.subplots(1, len(quantities), figsize=(5 * len(quantities), 3.6), dpi=120,
@@ -355,8 +352,4 @@ def plot_histograms(comparison: dict[str, Any], path: str) -> None:
     ax.set_xlabel(f"{q} (clean test points)")
     ax.set_ylabel("examples")
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png")
-  plt.close(fig)
-  evaluate.write_atomic(path, buf.getvalue())
+  evaluate.save_figure(fig, path)

@@ -43,9 +43,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(OwnInfoOnly())
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
+  from uat_jax import sharding
 
   if FLAGS.multihost:
-    from uat_jax import sharding
     sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
     logging.info("Process %d of %d", jax.process_index(), jax.process_count())
@@ -69,7 +69,7 @@ def main(argv):
     return
   from uat_jax import train
   results = train.train_and_evaluate(config, workdirs[0])
-  if jax.process_index() == 0:
+  if sharding.is_chief():
     print(train.format_summary(config, results), flush=True)
 
 

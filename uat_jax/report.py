@@ -14,7 +14,6 @@ stated next to it.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 from typing import Any, Optional
@@ -23,7 +22,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from uat_jax import cli
+from uat_jax import cli, evaluate
 from uat_jax.errors import UatError
 
 NAMES = {"standard": "Standard", "entm": "EntM", "ls": "LS", "at": "AT", "at_entm": "AT+EntM",
@@ -41,7 +40,6 @@ def _read_json(path: str) -> Any:
 
 
 def _write_json(path: str, value: Any) -> None:
-  from uat_jax import evaluate
   os.makedirs(os.path.dirname(path), exist_ok=True)
   evaluate.write_atomic(path, json.dumps(value, indent=1))
 
@@ -59,44 +57,41 @@ def _curves(metrics_path: str) -> dict[str, list]:
 
 
 def collect(study, root: str, data_dir: str) -> None:
-  """Copies what the report needs from ROOT into DATA_DIR (small JSON files)."""
+  """Copies what the report needs from ROOT into DATA_DIR (small JSON files); writes nothing
+  unless every result is there."""
   from uat_jax import study as study_lib
-  missing = []
-  runs = []
+  missing: list[str] = []
+
+  def read(path: str) -> Optional[dict[str, Any]]:  # without the machine-specific workdir
+    if not os.path.exists(path):
+      missing.append(path)
+      return None
+    result = _read_json(path)
+    result.pop("workdir", None)
+    return result
+
+  runs, jacobians = [], {}
   for method in study.methods:
     for seed in study.seeds:
       w = study_lib.run_dir(root, method, seed)
-      run = {"method": method, "seed": seed, "eval": {}}
+      run = {"method": method, "seed": seed, "train": read(os.path.join(w, "train_result.json")),
+             "eval": {o: read(os.path.join(w, "eval", o, "results.json")) for o in study.evals}}
       if os.path.exists(os.path.join(w, "config.json")):
         run["train_eps"] = _read_json(os.path.join(w, "config.json"))["attack"]["eps"]
-      for name, path in [("train", os.path.join(w, "train_result.json")),
-                         *[(f"eval/{o}", os.path.join(w, "eval", o, "results.json"))
-                           for o in study.evals]]:
-        if not os.path.exists(path):
-          missing.append(path)
-        elif name == "train":
-          run["train"] = _read_json(path)
-        else:
-          result = _read_json(path)
-          result.pop("workdir", None)
-          run["eval"][name.split("/")[1]] = result
       metrics = os.path.join(w, "metrics.jsonl")
       run["curves"] = _curves(metrics) if os.path.exists(metrics) else {}
       runs.append(run)
       if seed == study.seeds[0]:
-        summary = os.path.join(w, "jacobian", "summary.json")
-        if os.path.exists(summary):
-          s = _read_json(summary)
-          s.pop("workdir", None)
-          _write_json(os.path.join(data_dir, "jacobian", f"{method}.json"), s)
-        else:
-          missing.append(summary)
+        jacobians[method] = read(os.path.join(w, "jacobian", "summary.json"))
+  sweep = read(os.path.join(root, "sweep.json"))
   if missing:
     raise UatError(f"the study in {root} is not finished ({len(missing)} results missing, e.g. "
                    f"{missing[0]}): run `python -m uat_jax.study` (or launch/reproduce.sh) first")
   for run in runs:
     _write_json(os.path.join(data_dir, "runs", f"{run['method']}_s{run['seed']}.json"), run)
-  _write_json(os.path.join(data_dir, "sweep.json"), _read_json(os.path.join(root, "sweep.json")))
+  for method, summary in jacobians.items():
+    _write_json(os.path.join(data_dir, "jacobian", f"{method}.json"), summary)
+  _write_json(os.path.join(data_dir, "sweep.json"), sweep)
   _write_json(os.path.join(data_dir, "study.json"), study.to_dict())
 
 
@@ -181,21 +176,8 @@ def fmt(values: list[float]) -> str:
 # Figures.
 # --------------------------------------------------------------------------------------------
 
-def _save(fig, path: str) -> None:
-  from uat_jax import evaluate
-  import matplotlib.pyplot as plt
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png")
-  plt.close(fig)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  evaluate.write_atomic(path, buf.getvalue())
-
-
 def plot_accuracy_vs_eps(r: Results, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = evaluate.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120, sharey=True)
   for ax, (title, fn) in zip(axes, (("PGD-20 (a weak attack)",
                                      lambda m, e: r.attack(m, "paper", "PGD-20", e)),
@@ -211,13 +193,11 @@ def plot_accuracy_vs_eps(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("accuracy (mean over seeds)")
   axes[1].legend(fontsize=8)
-  _save(fig, path)
+  evaluate.save_figure(fig, path)
 
 
 def plot_jacobian_histograms(r: Results, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = evaluate.pyplot()
   quantities = ("logits/fro", "probs/fro")
   fig, axes = plt.subplots(1, len(quantities), figsize=(10, 3.6), dpi=120)
   for ax, q in zip(axes, quantities):
@@ -235,13 +215,11 @@ def plot_jacobian_histograms(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("fraction of examples")
   axes[-1].legend(fontsize=8)
-  _save(fig, path)
+  evaluate.save_figure(fig, path)
 
 
 def plot_training_curves(r: Results, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = evaluate.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
   for ax, key, label in ((axes[0], "eval/pgd_accuracy", "PGD accuracy at the training eps"),
                          (axes[1], "jacobian/logits/fro", "mean |J| logits/fro")):
@@ -255,7 +233,7 @@ def plot_training_curves(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[1].set_yscale("log")
   axes[0].legend(fontsize=8)
-  _save(fig, path)
+  evaluate.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +420,6 @@ def build(data_dir: str, out_dir: str) -> str:
   plot_jacobian_histograms(r, os.path.join(figures, "jacobian_histograms.png"))
   plot_training_curves(r, os.path.join(figures, "training_curves.png"))
   text = markdown(r)
-  from uat_jax import evaluate
   evaluate.write_atomic(os.path.join(out_dir, "REPORT.md"), text + "\n")
   return text
 

@@ -18,7 +18,6 @@ comparison when it exists) and resumes unfinished ones from their checkpoints / 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -31,16 +30,12 @@ from ml_collections import config_flags
 from uat_jax import cli
 from uat_jax.errors import UatError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _resolve(path: str) -> str:
-  """A path as given, else relative to the repository (configs/...)."""
-  return path if os.path.exists(path) else os.path.join(REPO, path)
-
-
 def _merge(node, values: dict[str, Any], prefix: str = "") -> None:
+  """Sets values (nested dicts shaped like the config, or dotted keys) into a config."""
   for key, value in values.items():
+    head, _, rest = key.partition(".")
+    if rest:
+      value, key = {rest: value}, head
     if key not in node:
       raise UatError(f"the study sets {prefix}{key}, which is not a config field")
     if isinstance(value, dict):
@@ -53,18 +48,11 @@ def training_config(study, method: str, seed: int,
                     extra: Optional[dict[str, Any]] = None) -> ml_collections.ConfigDict:
   """study.config:method with study.overrides (shaped like the config), the seed and `extra`
   (shaped the same, or dotted keys from the sweep) applied."""
-  path = _resolve(study.config)
-  spec = importlib.util.spec_from_file_location("uat_study_training_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(method)
+  from uat_jax import config_lib
+  c = config_lib.from_file(study.config, method)
   with c.unlocked():
     _merge(c, study.overrides.to_dict())
-    for key, value in (extra or {}).items():
-      nested = value
-      for part in reversed(key.split(".")[1:]):
-        nested = {part: nested}
-      _merge(c, {key.split(".")[0]: nested})
+    _merge(c, extra or {})
     c.seed = seed
   return c
 
@@ -183,8 +171,7 @@ def run(study, root: str) -> None:
   else:
     config = seed0[0][1]
     with config.unlocked():
-      for key, value in study.jacobian.items():
-        config.jacobian[key] = value
+      _merge(config.jacobian, study.jacobian.to_dict(), "jacobian.")
     jacobian.analyze_workdirs(config, workdirs)
   logging.info("study finished in %.0f s: %s", time.time() - t0, root)
 

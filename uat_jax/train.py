@@ -453,7 +453,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   test_split = data.eval_split(config.data)  # the validation split when data.validation_size > 0
   # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
-  is_chief = jax.process_index() == 0
+  is_chief = sharding.is_chief()
   num_steps = total_steps(config, len(train_split))
 
   model = build_model(config, spec)
@@ -536,8 +536,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         stop = preemption.requested(done)
         if done % config.checkpoint_every_steps == 0 or is_last or stop:
           save(done)
-        if stop and not is_last:
-          mngr.wait_until_finished()
+        if stop and not is_last:  # the `finally` waits for the save before this reaches anyone
           writer.flush()
           raise Preempted(done, str(mngr.directory))
     finally:  # a save in flight completes (or is left unfinalized, never half-visible)
