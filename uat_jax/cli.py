@@ -8,7 +8,7 @@ import sys
 
 from absl import app, logging
 
-from uat_jax.errors import UatError
+from uat_jax.errors import Preempted, UatError
 
 
 class OwnInfoOnly(pylogging.Filter):
@@ -26,9 +26,10 @@ def fail(message: str):
   sys.exit(2)
 
 
-def run_app(main):
-  """app.run(main) for an entry point without positional arguments: uat_jax's log filter, and a
-  UatError as one `error:` line with exit status 2."""
+def run_app(main, flags_parser=None):
+  """app.run(main) for an entry point without positional arguments: uat_jax's log filter, a
+  UatError as one `error:` line with exit status 2, and a Preempted run as one line with exit
+  status 143 (the checkpoint is saved; rerunning resumes)."""
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -36,6 +37,12 @@ def run_app(main):
     main()
 
   try:
-    app.run(wrapped)
+    if flags_parser is None:
+      app.run(wrapped)
+    else:
+      app.run(wrapped, flags_parser=flags_parser)
   except UatError as e:
     fail(str(e))
+  except Preempted as e:
+    print(e, file=sys.stderr)
+    sys.exit(Preempted.EXIT_CODE)

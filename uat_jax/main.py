@@ -13,13 +13,13 @@ trained with (W/config.json).
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax.cli import OwnInfoOnly, fail
-from uat_jax.errors import Preempted, UatError
+from uat_jax import cli
+from uat_jax.cli import fail
+from uat_jax.errors import UatError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashion_mnist.py:at_entm",
@@ -38,10 +38,7 @@ flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(OwnInfoOnly())
+def main():
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
   from uat_jax import sharding
 
@@ -125,13 +122,7 @@ def _parse_flags(argv):
 
 
 def run():
-  try:
-    app.run(main, flags_parser=_parse_flags)
-  except UatError as e:
-    fail(str(e))
-  except Preempted as e:
-    print(e, file=sys.stderr)
-    sys.exit(Preempted.EXIT_CODE)
+  cli.run_app(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
