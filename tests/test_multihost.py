@@ -1,6 +1,7 @@
 """Several hosts, simulated: two local processes over jax.distributed (gloo on CPU), 4 simulated
-devices each, train like one process with 8 devices."""
+devices each, train and evaluate like one process with 8 devices."""
 
+import json
 import os
 import socket
 import subprocess
@@ -41,7 +42,7 @@ def final_state(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
+def test_two_processes_train_and_evaluate_like_one_process_with_as_many_devices(tmp_path):
   two, one = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
   port = free_port()
   procs = [subprocess.Popen(
@@ -71,3 +72,50 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
   # The reported evaluation agrees too.
   summary = lambda text: [l for l in text.splitlines() if l.startswith("| ")]
   assert summary(outs[0][0]) == summary(single.stdout)
+
+  # Evaluation and the Jacobian comparison over both processes give the single process's numbers,
+  # written once.
+  def launch(*args):
+    port = free_port()
+    return [subprocess.Popen(
+        [sys.executable, "-m", "uat_jax.main", *args, "--multihost",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=env_with_devices(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in (0, 1)]
+
+  def finish(procs):
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+      assert p.returncode == 0, err[-3000:]
+    return outs
+
+  evals = ["--mode=evaluate", "--config.evals.preset=quick", "--config.evals.eps=(0.1,)",
+           "--config.evals.num_examples=64", "--config.evals.batch_size=32"]
+  jac = ["--mode=jacobian", "--config.jacobian.num_examples=16",
+         "--config.jacobian.power_iters=5", "--config.jacobian.chunk_size=8"]
+  results = {}
+  for w in (two, one):
+    args = [f"--workdir={w}"]
+    if w == two:
+      outs = finish(launch(*evals, *args))
+      assert "| PGD-20 |" in outs[0][0] and "| PGD-20 |" not in outs[1][0]
+    else:
+      single = subprocess.run([sys.executable, "-m", "uat_jax.main", *evals, *args], cwd=REPO,
+                              env=env_with_devices(8), capture_output=True, text=True,
+                              timeout=600)
+      assert single.returncode == 0, single.stderr[-3000:]
+    results[w] = json.load(open(os.path.join(w, "eval", "results.json")))
+  for name in ("FGSM", "PGD-20", "CW-20"):
+    assert (results[two]["attacks"][name]["accuracy"]
+            == results[one]["attacks"][name]["accuracy"]), name
+  assert results[two]["clean_accuracy"] == results[one]["clean_accuracy"]
+
+  # The Jacobian comparison runs on both processes (each on its own devices) and reports once;
+  # the two workdirs hold the same model (checked above to 1e-5), so the same norms.
+  outs = finish(launch(*jac, f"--workdir={two}", f"--workdir={one}"))
+  assert "| clean | logits/fro |" in outs[0][0] and "logits/fro" not in outs[1][0]
+  norms = np.load(os.path.join(two, "jacobian", "norms.npz"))
+  other = np.load(os.path.join(one, "jacobian", "norms.npz"))
+  assert norms["clean/logits/fro"].shape == (16,)
+  for k in norms.files:
+    np.testing.assert_allclose(norms[k], other[k], rtol=1e-3)

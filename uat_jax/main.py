@@ -53,16 +53,18 @@ def main():
   if FLAGS.mode == "jacobian":
     from uat_jax import jacobian
     comparison = jacobian.analyze_workdirs(config, workdirs)
-    print(jacobian.format_comparison(comparison), flush=True)
-    print(f"wrote {os.path.join(workdirs[0], 'jacobian')}", flush=True)
+    if sharding.is_chief():
+      print(jacobian.format_comparison(comparison), flush=True)
+      print(f"wrote {os.path.join(workdirs[0], 'jacobian')}", flush=True)
     return
   if len(workdirs) != 1:
     raise UatError(f"--mode={FLAGS.mode} takes one --workdir, got {len(workdirs)}")
   if FLAGS.mode == "evaluate":
     from uat_jax import evaluate
     result = evaluate.evaluate_workdir(config, workdirs[0])
-    print(evaluate.format_table(result), flush=True)
-    print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.output)}", flush=True)
+    if sharding.is_chief():
+      print(evaluate.format_table(result), flush=True)
+      print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.output)}", flush=True)
     return
   from uat_jax import train
   results = train.train_and_evaluate(config, workdirs[0])
