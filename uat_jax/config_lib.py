@@ -99,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.pgd_steps = 20
   c.eval.pgd_step_size = 0.025
 
-  # Robustness evaluation of a workdir's newest checkpoint (--mode=evaluate): see evaluate.py.
+  # Robustness evaluation of a workdir's newest checkpoint (--mode=evaluate): see uat_jax/evaluate/.
   c.evals = ml_collections.ConfigDict()
   c.evals.preset = "quick"  # quick | paper | strong | adaptive | "" (only evals.attacks)
   c.evals.eps = ()  # L-inf eps grid on the [0, 1] scale; () = the dataset's default grid

@@ -394,7 +394,7 @@ def markdown(r: Results) -> str:
             "## Training curves", "", "![training curves](figures/training_curves.png)", ""]
 
   lines += ["## Gradient-masking checks", "",
-            "Failed checks per run (the paper preset's checks; `uat_jax/evaluate.py`):", ""]
+            "Failed checks per run (the paper preset's checks; `uat_jax/evaluate/checks.py`):", ""]
   rows = []
   for m in r.methods:
     for run in r.runs[m]:

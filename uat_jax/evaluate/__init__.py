@@ -14,16 +14,14 @@ and the report has each attack's own and the cumulative accuracy.
 `evaluate_workdir` is the CLI's `--mode=evaluate`: it restores a workdir's newest checkpoint and
 writes eval/results.json, results.csv, results.md and accuracy_vs_eps.png, saving each finished
 (attack, eps) under eval/state so that a killed evaluation resumes where it stopped.
+
+The package: this module runs suites; `checks` holds the gradient-masking checks and their
+thresholds, `files` what an evaluation writes (both re-exported here).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import os
-import re
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -34,8 +32,11 @@ from absl import logging
 
 from uat_jax import attacks, config_lib, data, losses, models, sharding, train
 from uat_jax.errors import UatError
+from uat_jax.evaluate.checks import (BLACK_BOX, BLACK_BOX_GAP, LARGE_EPS, SATURATED, TOLERANCE,
+                                     WHITE_BOX, ZERO_GRAD, masking_checks)
+from uat_jax.evaluate.files import (ResultStore, _cached, format_csv, format_table, plot, pyplot,
+                                    save_figure, write_atomic, write_reports)
 
-WHITE_BOX, BLACK_BOX = "white-box", "black-box"
 # attack -> its kind and its parameters with defaults. `step_size_rel` is the step size as a
 # fraction of eps; `temperature` divides the logits before the loss (an adaptive attack);
 # `loss` is ce | cw | dlr | objective (the model's own training objective, given to run_suite).
@@ -94,11 +95,6 @@ DEFAULT_EPS = {
     "cifar100": tuple(e / 255 for e in (2, 4, 8, 12, 16)),
     "svhn_cropped": tuple(e / 255 for e in (2, 4, 8, 12, 16)),
 }
-TOLERANCE = 0.005  # accuracy slack in the checks (sampling noise of random starts)
-BLACK_BOX_GAP = 0.01  # a black-box attack breaking more than this beyond white-box: masking
-LARGE_EPS = 0.5  # L-inf: every image can be moved to mid-grey; accuracy should be near 0
-ZERO_GRAD = 1e-10  # max |d CE / d x| below this: the input gradient has vanished
-SATURATED = 1e-6  # max |d CE / d logits| = max |softmax - onehot| below this: saturated softmax
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,88 +185,6 @@ def make_attack(logits_fn, entry: dict[str, Any], *, surrogates: Optional[dict] 
   return models.jit_with_model(surrogate, lambda f, x, y, key, eps: attacks.transfer(
       f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
       loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
-
-
-# --------------------------------------------------------------------------------------------
-# Resumable per-(attack, eps) results.
-# --------------------------------------------------------------------------------------------
-
-def write_atomic(path: str, payload: Union[str, bytes]) -> None:
-  """Writes a file under a temporary name, then renames it: readers never see half a file. On
-  several hosts only process 0 writes (the workdir is on a filesystem they share)."""
-  if not sharding.is_chief():
-    return
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(payload.encode() if isinstance(payload, str) else payload)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def pyplot():
-  """matplotlib.pyplot on the Agg backend: figures go to files, no display is needed."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def save_figure(fig, path: str) -> None:
-  """Lays out a matplotlib figure, writes it to `path` as PNG (atomically, creating the
-  directory) and closes it."""
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png")
-  pyplot().close(fig)
-  if sharding.is_chief():
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  write_atomic(path, buf.getvalue())
-
-
-class ResultStore:
-  """Per-example results of finished (attack, eps) pairs as .npy files in `directory`, keyed by a
-  hash of everything they depend on (`fingerprint`: checkpoint, examples, seed; the entry; the
-  earlier entries under only_robust). A killed evaluation rerun finds and skips them."""
-
-  def __init__(self, directory: str, fingerprint: dict[str, Any]):
-    self.directory = directory
-    self.fingerprint = fingerprint
-    if sharding.is_chief():
-      os.makedirs(directory, exist_ok=True)
-
-  def _path(self, name: str, key: dict[str, Any]) -> str:
-    blob = json.dumps({"fingerprint": self.fingerprint, **key}, sort_keys=True, default=str)
-    digest = hashlib.sha1(blob.encode()).hexdigest()[:12]
-    return os.path.join(self.directory, f"{re.sub(r'[^A-Za-z0-9.]+', '_', name)}-{digest}.npy")
-
-  def get(self, name: str, key: dict[str, Any]) -> Optional[np.ndarray]:
-    path = self._path(name, key)
-    if not os.path.exists(path):
-      return None
-    try:
-      return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:  # a damaged file: recompute it
-      logging.warning("ignoring unreadable evaluation state %s (%s)", path, e)
-      return None
-
-  def put(self, name: str, key: dict[str, Any], value: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(value), allow_pickle=False)
-    write_atomic(self._path(name, key), buf.getvalue())
-
-
-def _cached(store: Optional[ResultStore], name: str, key: dict[str, Any],
-            compute: Callable[[], np.ndarray]) -> np.ndarray:
-  if store is None:
-    return compute()
-  value = store.get(name, key)
-  if value is None:
-    value = compute()
-    store.put(name, key, value)
-  else:
-    logging.info("%s: loaded the finished result from %s", name, store.directory)
-  return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,157 +397,6 @@ def _extra_measurements(logits_fn, entries, runnable, batches, predict, key, eps
   return extra
 
 
-def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
-  return {"name": name, "passed": bool(passed), "detail": detail}
-
-
-def masking_checks(result: dict[str, Any]) -> list[dict]:
-  """Pass/fail checks for gradient masking, each with its numbers."""
-  checks = []
-  eps_keys = [str(e) for e in result["eps"]]
-  runs = result["attacks"]
-  own = {name: r["accuracy"] for name, r in runs.items() if "accuracy" in r}
-  for name, per_eps in own.items():
-    seq = [per_eps[k] for k in eps_keys]
-    checks.append(_check(f"{name}: accuracy non-increasing in eps",
-                         all(b <= a + TOLERANCE for a, b in zip(seq, seq[1:])),
-                         " -> ".join(f"{v:.3f}" for v in seq)))
-  worst = [result["worst_case"]["accuracy"][k] for k in eps_keys]
-  checks.append(_check("worst case non-increasing in eps",
-                       all(b <= a + TOLERANCE for a, b in zip(worst, worst[1:])),
-                       " -> ".join(f"{v:.3f}" for v in worst)))
-  cfg = {name: r["config"] for name, r in runs.items()}
-  fgsm = [n for n in own if cfg[n]["attack"] == "fgsm"]
-  pgd_ce = [n for n in own if cfg[n]["attack"] == "pgd" and cfg[n]["loss"] == "ce"
-            and cfg[n]["temperature"] == 1.0]
-  for f in fgsm:
-    for p in pgd_ce:
-      bad = [k for k in eps_keys if own[p][k] > own[f][k] + TOLERANCE]
-      checks.append(_check(f"{p} <= {f}", not bad,
-                           "; ".join(f"eps {k}: {own[p][k]:.3f} vs {own[f][k]:.3f}"
-                                     for k in eps_keys)))
-  margin = [n for n in own if cfg[n]["attack"] == "pgd" and cfg[n]["loss"] in ("cw", "dlr")]
-  for p in pgd_ce:
-    for m in margin:
-      gap = max(own[p][k] - own[m][k] for k in eps_keys)
-      checks.append(_check(f"{m} not far below {p} (CE gradients not masked)", gap <= 0.1,
-                           f"largest gap {gap:.3f} (fails above 0.100)"))
-  checks.extend(_black_box_checks(result, eps_keys, own))
-  extra = result["extra"]
-  if "eps0_accuracy" in extra:
-    checks.append(_check("eps = 0 equals clean accuracy",
-                         abs(extra["eps0_accuracy"] - result["clean_accuracy"]) <= 1e-9,
-                         f"{extra['eps0_accuracy']:.3f} vs clean {result['clean_accuracy']:.3f}"))
-  if "large_eps_accuracy" in extra:
-    checks.append(_check(f"near 0% at eps {LARGE_EPS}", extra["large_eps_accuracy"] <= 0.1,
-                         f"{extra['large_eps_accuracy']:.3f} (fails above 0.100)"))
-  if "more_steps" in extra:
-    m = extra["more_steps"]
-    checks.append(_check("more steps and restarts do not raise accuracy",
-                         m["accuracy"] <= m["baseline"] + TOLERANCE,
-                         f"{m['name']} {m['accuracy']:.3f} vs {m['baseline']:.3f} at eps {m['eps']}"))
-  if "zero_gradient_fraction" in extra:
-    z = extra["zero_gradient_fraction"]
-    checks.append(_check("few examples with vanishing gradients", z <= 0.01,
-                         f"{z:.3f} of examples (fails above 0.010)"))
-  return checks
-
-
-def _black_box_checks(result, eps_keys, own) -> list[dict]:
-  """Black-box attacks (no gradients of the target) must not beat white-box ones: where they do,
-  the white-box gradients were misleading."""
-  runs = result["attacks"]
-  names = list(runs)
-  white = [n for n in own if runs[n]["kind"] == WHITE_BOX]
-  out = []
-  for pos, name in enumerate(names):
-    if runs[name]["kind"] != BLACK_BOX:
-      continue
-    if name in own and white:
-      best = {k: min(own[w][k] for w in white) for k in eps_keys}
-      bad = [k for k in eps_keys if own[name][k] < best[k] - TOLERANCE]
-      out.append(_check(f"black-box {name} >= white-box", not bad, "; ".join(
-          f"eps {k}: {own[name][k]:.3f} vs {best[k]:.3f}" for k in eps_keys)))
-    elif any(runs[m]["kind"] == WHITE_BOX for m in names[:pos]):
-      before = runs[names[pos - 1]]["cumulative"]
-      drop = {k: before[k] - runs[name]["cumulative"][k] for k in eps_keys}
-      out.append(_check(f"black-box {name} breaks few points white-box attacks missed",
-                        max(drop.values()) <= BLACK_BOX_GAP, "; ".join(
-                            f"eps {k}: -{drop[k]:.3f}" for k in eps_keys)
-                        + f" (fails above {BLACK_BOX_GAP:.3f})"))
-  return out
-
-
-# --------------------------------------------------------------------------------------------
-# Reports.
-# --------------------------------------------------------------------------------------------
-
-def format_table(result: dict[str, Any]) -> str:
-  """Markdown: robust accuracy per attack, the cumulative worst case, and the checks."""
-  keys = [str(e) for e in result["eps"]]
-  head = " | " + " | ".join(f"eps {float(k):.4g}" for k in keys) + " |"
-  rule = "|---" * (len(keys) + 2) + "|"
-  lines = [f"Clean accuracy {result['clean_accuracy']:.4f} on {result['num_examples']} examples"
-           + (" (each attack on the points still robust)" if result.get("only_robust") else ""),
-           "", "| attack | kind" + head, rule]
-  for name, r in result["attacks"].items():
-    own = r.get("accuracy")
-    lines.append(f"| {name} | {r['kind']} | " + " | ".join(
-        f"{own[k]:.4f}" if own else f"({r['cumulative'][k]:.4f})" for k in keys) + " |")
-  lines.append("| **worst case** | all | " + " | ".join(
-      f"**{result['worst_case']['accuracy'][k]:.4f}**" for k in keys) + " |")
-  if result.get("only_robust"):
-    lines.append("")
-    lines.append("Values in parentheses: worst case after that attack (it ran only on the points "
-                 "every earlier attack failed on).")
-  for s in result.get("skipped", []):
-    lines.append(f"- skipped {s['name']}: {s['reason']}")
-  if result.get("checks"):
-    lines += ["", "Gradient-masking checks:", ""]
-    for c in result["checks"]:
-      lines.append(f"- [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
-  return "\n".join(lines)
-
-
-def format_csv(result: dict[str, Any]) -> str:
-  """One row per (attack, eps): own accuracy (empty when undefined), cumulative, points attacked."""
-  buf = io.StringIO()
-  w = csv.writer(buf, lineterminator="\n")
-  w.writerow(["attack", "kind", "eps", "accuracy", "cumulative_accuracy", "attacked"])
-  for k in map(str, result["eps"]):
-    w.writerow(["clean", "", 0.0, result["clean_accuracy"], result["clean_accuracy"],
-                result["num_examples"]])
-    for name, r in result["attacks"].items():
-      own = r.get("accuracy", {}).get(k, "")
-      w.writerow([name, r["kind"], k, own, r["cumulative"][k], r["attacked"][k]])
-    acc = result["worst_case"]["accuracy"][k]
-    w.writerow(["worst case", "", k, acc, acc, result["num_examples"]])
-  return buf.getvalue()
-
-
-def plot(result: dict[str, Any], path: str, title: str = "") -> None:
-  """Robust accuracy vs eps (PNG): each attack (its own accuracy, or its cumulative worst case
-  under only_robust) and the worst case, from the clean accuracy at eps 0."""
-  plt = pyplot()
-  eps = [0.0] + result["eps"]
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-  for name, r in result["attacks"].items():
-    values = r.get("accuracy") or r["cumulative"]
-    label = name if "accuracy" in r else f"{name} (cumulative)"
-    ax.plot(eps, [result["clean_accuracy"]] + [values[str(e)] for e in result["eps"]],
-            marker="o", ms=3, label=label)
-  ax.plot(eps, [result["clean_accuracy"]] + [result["worst_case"]["accuracy"][str(e)]
-                                            for e in result["eps"]],
-          "k--", marker="s", ms=3, label="worst case")
-  ax.set_xlabel("eps")
-  ax.set_ylabel("robust accuracy")
-  ax.set_ylim(0, 1)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  ax.set_title(title or f"{result['num_examples']} examples", fontsize=9)
-  save_figure(fig, path)
-
-
 # --------------------------------------------------------------------------------------------
 # Workdirs (the CLI's --mode=evaluate).
 # --------------------------------------------------------------------------------------------
@@ -694,24 +457,3 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None) ->
                  "surrogate_workdir": ev.surrogate_workdir or None})
   write_reports(result, out_dir)
   return result
-
-
-def write_reports(result: dict[str, Any], out_dir: str) -> None:
-  """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic)."""
-  if sharding.is_chief():
-    os.makedirs(out_dir, exist_ok=True)
-  title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"
-           f", step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
-  write_atomic(os.path.join(out_dir, "results.json"), json.dumps(result, indent=2))
-  write_atomic(os.path.join(out_dir, "results.csv"), format_csv(result))
-  write_atomic(os.path.join(out_dir, "results.md"), f"# {title}\n\n{format_table(result)}\n")
-  checks = result.get("checks", [])
-  failed = [c for c in checks if not c["passed"]]
-  report = [f"# Gradient-masking checks: {title}", "",
-            f"{len(checks) - len(failed)} of {len(checks)} passed." + (
-                " Failures mean the numbers above may overestimate robustness: rerun with "
-                "stronger attacks (presets strong, adaptive)." if failed else ""), ""]
-  report += [f"- [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}"
-             for c in checks]
-  write_atomic(os.path.join(out_dir, "masking_checks.md"), "\n".join(report) + "\n")
-  plot(result, os.path.join(out_dir, "accuracy_vs_eps.png"), title)
