@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from uat_jax import cli
 from uat_jax.errors import UatError
 
+
 def _merge(node, values: dict[str, Any], prefix: str = "") -> None:
   """Sets values (nested dicts shaped like the config, or dotted keys) into a config."""
   for key, value in values.items():
