@@ -187,14 +187,11 @@ def _builder(data_config):
 def load_split(data_config, split: str) -> Split:
   """Loads a whole split into host memory as uint8 images and int32 labels (read-only arrays,
   cached per process: a study trains and evaluates many models in one process)."""
-  return _load_split_cached(data_config.name, data_config.data_dir, data_config.manual_dir,
-                            bool(data_config.download), split)
+  return _load_split_cached(_DataConfig.of(data_config), split)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_split_cached(name: str, data_dir: str, manual_dir: str, download: bool,
-                       split: str) -> Split:
-  data_config = _DataConfig(name, data_dir, manual_dir, download)
+def _load_split_cached(data_config: _DataConfig, split: str) -> Split:
   spec = get_spec(data_config.name)
   builder = _builder(data_config)
   if split not in builder.info.splits:
@@ -216,15 +213,18 @@ class _DataConfig:
   manual_dir: str
   download: bool
 
+  @classmethod
+  def of(cls, data_config) -> "_DataConfig":
+    return cls(data_config.name, data_config.data_dir, data_config.manual_dir,
+               bool(data_config.download))
+
 
 VALIDATION_SEED = 0x7A11D  # fixed: the validation split never depends on the run's seed
 
 
 def _carve_validation(data_config, size: int) -> tuple[Split, Split]:
   """(kept, held out) of the train split: cached, as training and evaluation both ask."""
-  return _carve_validation_cached(_DataConfig(data_config.name, data_config.data_dir,
-                                              data_config.manual_dir, bool(data_config.download)),
-                                  size)
+  return _carve_validation_cached(_DataConfig.of(data_config), size)
 
 
 @functools.lru_cache(maxsize=4)
