@@ -12,12 +12,13 @@ Evaluation on the first 2,000 test images with the `paper` preset on the eps gri
 0.15, 0.2, 0.3) and the `strong` (AutoAttack) preset at (0.1, 0.2); transfer attacks from the
 same method's other seed; Jacobian norms on 500 test images against AT (seed 0).
 
-Budget on 2 CPU cores. Measured in the first full run (2026-11-24): the sweep 38 min (12 runs
-of 1,400 steps), each standard / EntM / LS run ~3 min, each AT / AT+EntM / AT+LS run ~14 min
-(3,750 PGD-10 steps at ~0.17 s, plus evaluation every 750 steps and Jacobian tracking): training
-~2.3 hours. Estimated from the step times: evaluation ~16 min per AT model and ~6 min per other
-(the paper preset on 5 eps, the strong preset on the still-robust points), ~2-2.5 hours in all;
-Jacobians ~10 min. About 4.5-5 hours in all.
+Budget on 2 CPU cores, measured in the first full run (2026-11-24): the sweep 38 min (12 runs
+of 1,400 steps); each standard / EntM / LS run ~3 min, each AT / AT+EntM / AT+LS run ~14 min
+(3,750 PGD-10 steps at ~0.17 s, plus evaluation every 750 steps and Jacobian tracking): sweep
+and training ~2.3 hours. Evaluation ~7 min per standard / EntM / LS model (paper preset ~5 min,
+strong ~2 min) and ~20 min per AT-row model (paper ~5.5 min, strong ~14 min: APGD and
+Square-5000 on the ~75% of points still robust): ~2.7 hours. Jacobians ~10 min. About 5-5.5
+hours in all.
 
 `:quick` runs the same pipeline on a tiny budget (a few minutes; CI runs it): 40 training steps,
 one seed, a 2-value sweep of AT+EntM's beta only, 100 test images, eps (0.1, 0.2), strong
