@@ -17,7 +17,7 @@ of 1,400 steps); each standard / EntM / LS run ~3 min, each AT / AT+EntM / AT+LS
 (3,750 PGD-10 steps at ~0.17 s, plus evaluation every 750 steps and Jacobian tracking): sweep
 and training ~2.3 hours. Evaluation ~7 min per standard / EntM / LS model (paper preset ~5 min,
 strong ~2 min) and ~20 min per AT-row model (paper ~5.5 min, strong ~14 min: APGD and
-Square-5000 on the ~75% of points still robust): ~2.7 hours. Jacobians ~10 min. About 5-5.5
+Square-5000 on the ~75% of points still robust): ~2.7 hours. Jacobians ~5 min. About 5-5.5
 hours in all.
 
 `:quick` runs the same pipeline on a tiny budget (a few minutes; CI runs it): 40 training steps,
