@@ -2,7 +2,8 @@
 # The paper's study at CPU scale on the embedded Fashion-MNIST, end to end and resumable:
 #   sweep (validation split) -> train 6 methods x seeds -> evaluate (paper, strong presets)
 #   -> input-Jacobian norms -> results/fashion_mnist/REPORT.md (tables, figures, claim verdicts).
-# Rerunning skips finished pieces. About 5-5.5 hours on 2 CPU cores, measured (configs/fashion_mnist_study.py).
+# Rerunning skips finished pieces. About 5-5.5 hours on 2 CPU cores, measured
+# (configs/fashion_mnist_study.py).
 #
 #   launch/reproduce.sh                 # the study: workdirs/study, results/fashion_mnist
 #   launch/reproduce.sh --quick         # the same pipeline on a tiny budget (minutes; CI runs it):
