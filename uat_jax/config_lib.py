@@ -11,13 +11,14 @@ import json
 import math
 import os
 
+import jax
 import ml_collections
 
 from uat_jax import attacks, data, losses, models
 from uat_jax.errors import UatError
 
 # Defaults for beta (EntM) and alpha (LS) per method. The paper does not give its values
-# (../shared/PAPER.md); these are in the middle of the sweep it suggests (beta in {0.1, 0.3, 1, 2},
+# (docs/paper.md); these are in the middle of the sweep it suggests (beta in {0.1, 0.3, 1, 2},
 # alpha in {0.1, 0.2, 0.5, 0.8}, large alpha for LS alone). Override with --config.regularizer.*.
 METHOD_DEFAULTS = {
     "standard": {},
@@ -59,8 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   # devices with gradients averaged by pmean (same updates to float tolerance, tested).
   c.parallelism = "jit"
   # Training computation dtype: float32, or bfloat16 (mixed precision: float32 parameters,
-  # optimizer and loss; for accelerators, slow on CPU). Evaluation, attacks outside training and
-  # Jacobians always compute in float32.
+  # optimizer and loss; for accelerators, slow on CPU), or float64 (numerical checks; needs
+  # JAX_ENABLE_X64=1). Evaluation, attacks outside training and Jacobians compute in float32
+  # (float64 with dtype float64).
   c.dtype = "float32"
   c.num_epochs = 20.0
   c.num_train_steps = -1  # > 0 overrides num_epochs
@@ -217,8 +219,11 @@ def validate(c, num_devices: int = 1) -> None:
   _require(c.eval.batch_size > 0 and c.eval.batch_size % num_devices == 0,
            f"eval.batch_size={c.eval.batch_size} must be a positive multiple of the "
            f"{num_devices} devices (--config.eval.batch_size)")
-  _require(c.dtype in ("float32", "bfloat16"),
-           f"unknown dtype {c.dtype!r}: choose float32 or bfloat16 (--config.dtype)")
+  _require(c.dtype in ("float32", "bfloat16", "float64"),
+           f"unknown dtype {c.dtype!r}: choose float32, bfloat16 or float64 (--config.dtype)")
+  _require(c.dtype != "float64" or jax.config.jax_enable_x64,
+           "dtype=float64 needs 64-bit JAX: set the environment variable JAX_ENABLE_X64=1 "
+           "(float64 compute is for numerical checks; float32 is the default)")
   _require(c.parallelism in ("jit", "pmap"),
            f"unknown parallelism {c.parallelism!r}: choose jit or pmap (--config.parallelism)")
   _require(c.num_train_steps > 0 or c.num_epochs > 0,

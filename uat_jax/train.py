@@ -147,10 +147,15 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
     loss, metrics = loss_fn(logits, y, clean_logits)
     return loss, (metrics, logits, new_stats)
 
+  # Gradients in the wider of float32 and the compute dtype: a float64 computation reduces them
+  # over devices (pmean) in float64 too; parameters and statistics keep their stored dtypes.
+  wide = jnp.promote_types(DTYPES[config.dtype], jnp.float32)
   (_, (metrics, logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-      state.params)
+      jax.tree.map(lambda p: p.astype(wide), state.params))
+  new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, state.batch_stats)
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
+  grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
   metrics = dict(metrics)
   if adversarial:
     clean_logits = make_logits_fn(model, state.params, state.batch_stats, config.attack.bn_mode)(x)
@@ -182,17 +187,19 @@ def eval_step(state: TrainState, batch, key, *, model, config):
   }
 
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 def build_model(config, spec, for_training: bool = True):
   """The model of config.model. For training it computes in config.dtype and, under pmap,
   averages batch-norm statistics over the devices; otherwise (evaluation, attacks, Jacobians) it
-  computes in float32. Both have the same float32 parameters."""
+  computes in float32, or in float64 when config.dtype is float64 (numerical checks). Both have
+  the same parameters."""
+  eval_dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
   return models.create_model(
       config.model, spec,
       bn_axis_name=sharding.DATA_AXIS if for_training and config.parallelism == "pmap" else None,
-      dtype=DTYPES[config.dtype] if for_training else jnp.float32)
+      dtype=DTYPES[config.dtype] if for_training else eval_dtype)
 
 
 class PmapTrainStep:
