@@ -2,12 +2,13 @@
 
 import gzip
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import fmnist_data_config
+from tests.helpers import fmnist_data_config
 from uat_jax import data
 from uat_jax.errors import UatError
 
@@ -110,3 +111,28 @@ def test_validation_split_is_held_out_of_training_and_fixed(fmnist):
   np.testing.assert_array_equal(data.eval_split(fmnist_data_config()).labels, fmnist["test"].labels)
   with pytest.raises(UatError, match="validation_size=60000 must be in"):
     data.train_split(fmnist_data_config(validation_size=60000))
+
+
+def test_decoded_splits_are_kept_beside_the_tfds_files(fmnist, tmp_path):
+  """The first load decodes the TFDS files and keeps .npy arrays in the prepared dataset's
+  folder; later loads read them. A damaged array file is decoded again and replaced."""
+  prepared = data._builder(fmnist_data_config()).data_dir  # <data_dir>/fashion_mnist_idx/1.0.0
+  data_dir = tmp_path / "tfds"
+  copy = data_dir / os.path.relpath(prepared, os.path.dirname(os.path.dirname(prepared)))
+  shutil.copytree(prepared, copy, ignore=shutil.ignore_patterns(data.ARRAY_CACHE))
+  c = fmnist_data_config(data_dir=str(data_dir))
+  cache = copy / data.ARRAY_CACHE
+  for attempt in ("decode", "cached", "damaged"):
+    data._load_split_cached.cache_clear()
+    if attempt == "damaged":
+      np.save(cache / "test-labels.npy", np.zeros(5, np.int32))  # too short: not used
+    split = data.load_split(c, "test")
+    np.testing.assert_array_equal(split.images, fmnist["test"].images)
+    np.testing.assert_array_equal(split.labels, fmnist["test"].labels)
+    assert split.labels.dtype == np.int32 and not split.images.flags.writeable
+    assert sorted(os.listdir(cache)) == ["test-images.npy", "test-labels.npy"], attempt
+    written = os.stat(cache / "test-images.npy").st_mtime_ns
+    if attempt == "cached":
+      assert written == first_written  # read, not written again
+    first_written = written
+  assert len(np.load(cache / "test-labels.npy")) == 10000  # replaced
