@@ -3,7 +3,7 @@ r"""Fashion-MNIST (the embedded default: Debian's dataset-fashion-mnist), L-inf 
 Reproduces the paper's setting at CPU scale: AT with eps 0.1 (10 PGD steps of eps/4) on the
 Madry CNN, evaluated up to 2x the training eps (0.2, the analogue of 16/255 for 8/255 AT).
 Adam 1e-3, batch 128, 20 epochs (9,380 steps). The paper's own hyper-parameters are unknown
-(../shared/PAPER.md); every choice is a field. Measured on 2 CPU cores (jax 0.9.0): 1.0 AT step/s
+(docs/paper.md); every choice is a field. Measured on 2 CPU cores (jax 0.9.0): 1.0 AT step/s
 with the Madry CNN, so about 2.6 hours for an AT method; a GPU takes minutes.
 
   python -m uat_jax.main --config=configs/fashion_mnist.py:at_entm --workdir=workdirs/fm_at_entm

@@ -1,6 +1,6 @@
 """Losses: cross entropy, label smoothing, entropy maximization, and the training objective.
 
-Definitions (../shared/PAPER.md), all from log_softmax so they stay finite for saturated logits:
+Definitions (docs/paper.md), all from log_softmax so they stay finite for saturated logits:
   H(p)        = -sum_k p_k log p_k                                     (`entropy`)
   CE_alpha    = -sum_k t_k log p_k,  t = (1 - alpha) onehot(y) + alpha / K   (`cross_entropy`)
   EntM        = CE - beta * H(p)                                       (Pereyra et al. 2017)
