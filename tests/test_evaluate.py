@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import build_trainer, load_config
+from tests import helpers
+from tests.helpers import build_trainer, load_config
 from uat_jax import attacks, data, evaluate, sharding, train
 from uat_jax.errors import UatError
 
@@ -12,16 +13,25 @@ EPS = (0.05, 0.1, 0.2)
 
 
 @pytest.fixture(scope="module")
-def trained(fmnist):
-  """A small CNN after 150 standard-training steps, and 400 test points."""
+def trained_model(small_fmnist):
+  """(model, variables) of a small CNN after 100 standard-training steps on 4,096 real
+  training images."""
   mesh = sharding.make_mesh(1)
-  model, init_state, step = build_trainer(load_config("standard,runlocal"), 150, mesh)
+  model, init_state, step = build_trainer(load_config("standard,runlocal"), 100, mesh)
   state = init_state()
-  for s in range(150):
-    state, _ = step(state, sharding.shard_batch(data.train_batch(fmnist["train"], 0, s, 128), mesh))
-  logits_fn = train.make_logits_fn(model, state.params, state.batch_stats, "eval")
-  x = fmnist["test"].images[:400].astype(np.float32) / 255
-  return logits_fn, x, fmnist["test"].labels[:400]
+  for s in range(100):
+    batch = data.train_batch(small_fmnist["train"], 0, s, 128)
+    state, _ = step(state, sharding.shard_batch(batch, mesh))
+  return model, {"params": state.params, "batch_stats": state.batch_stats}
+
+
+@pytest.fixture(scope="module")
+def trained(trained_model, small_fmnist):
+  """(logits_fn, x, y): the trained model and 400 real test points."""
+  model, variables = trained_model
+  logits_fn = train.make_logits_fn(model, variables["params"], variables["batch_stats"], "eval")
+  x = small_fmnist["test"].images[:400].astype(np.float32) / 255
+  return logits_fn, x, small_fmnist["test"].labels[:400]
 
 
 @pytest.fixture(scope="module")
@@ -138,73 +148,42 @@ def test_transfer_from_a_surrogate_and_skipped_without_one(trained):
   assert "skipped Transfer" in evaluate.format_table(r)
 
 
-def test_fgsm_and_pgd_match_foolbox(trained):
+def test_fgsm_and_pgd_match_foolbox(trained_model, trained):
   """Parity with an independent implementation: Foolbox 3's JAX attacks (the `test` extra)."""
   fb = pytest.importorskip("foolbox")
-  trained_fn, x, y = trained
-  # Logits / 4: same predictions, a softmax far from saturation. On saturated examples 1 - p_y
-  # is float32 rounding noise, and two correct CE implementations (Foolbox's lets the gradient
-  # through its max-subtraction) then give input gradients of random sign.
-  logits_fn = lambda v: trained_fn(v) / 4
-  x, y = jax.numpy.asarray(x[:128]), jax.numpy.asarray(y[:128])
-  fmodel = fb.JAXModel(logits_fn, bounds=(0, 1))
-  ours = {
-      "FGSM": attacks.fgsm(logits_fn, x, y, eps=0.1),
-      "PGD-10": attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.1,
-                            step_size=0.025, steps=10, random_start=False),
-  }
-  theirs = {
-      "FGSM": fb.attacks.FGSM(random_start=False),
-      "PGD-10": fb.attacks.LinfPGD(abs_stepsize=0.025, steps=10, random_start=False),
-  }
-  for name, attack in theirs.items():
-    _, x_fb, success = attack(fmodel, x, y, epsilons=0.1)
-    x_fb = np.asarray(x_fb)
-    np.testing.assert_allclose(np.asarray(ours[name]), x_fb, atol=1e-5, err_msg=name)
-    acc_ours = float(np.mean(np.asarray(jax.numpy.argmax(logits_fn(ours[name]), -1)) == y))
-    acc_fb = 1.0 - float(np.mean(np.asarray(success)))
-    assert abs(acc_ours - acc_fb) <= 0.01, (name, acc_ours, acc_fb)
-
-
-MESH_EVAL = """
-import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-import sys
-sys.path.insert(0, {repo!r})
-import jax, numpy as np
-from uat_jax import evaluate, models, sharding
-model = models.SmallCNN()
-x = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (100, 28, 28, 1)))
-variables = model.init(jax.random.PRNGKey(1), x[:1])
-traces = []
-def apply(variables, v):
-  traces.append(v.shape)  # runs only while tracing: counts compilations
-  return model.apply(variables, v)
-y = np.array(jax.numpy.argmax(apply(variables, x), -1))
-y[::3] = (y[::3] + 1) % 10
-suite = [{{"name": "FGSM", "attack": "fgsm"}}, {{"name": "PGD-3", "attack": "pgd", "steps": 3}},
-         {{"name": "Square-5", "attack": "square", "queries": 5}}]
-results = {{}}
-for n_dev in (1, 8):
-  fn = jax.tree_util.Partial(apply, variables)
-  traces.clear()
-  r = evaluate.run_suite(fn, x, y, suite, jax.random.PRNGKey(3), eps=(0.02, 0.05, 0.1),
-                         batch_size=32, mesh=sharding.make_mesh(n_dev), checks=False)
-  # 4 batches (the last padded) x 3 eps per attack, yet one trace per compiled program:
-  # predict, then each attack's body (its logits_fn traced a fixed number of times).
-  print(n_dev, "devices traces", len(traces))
-  results[n_dev] = r
-for name in ("FGSM", "PGD-3", "Square-5"):
-  a, b = results[1]["attacks"][name]["accuracy"], results[8]["attacks"][name]["accuracy"]
-  assert a == b, (name, a, b)
-assert results[1]["clean_accuracy"] == results[8]["clean_accuracy"]
-print("mesh ok")
-"""
+  model, variables = trained_model
+  _, x, y = trained
+  # The model computes in float64, so the two implementations' input gradients (each its own
+  # CE, summed in its own order) differ by float64 rounding, far too little to flip the sign of
+  # a gradient that is not exactly zero. Logits / 4 keeps the softmax off saturation, where
+  # 1 - p_y itself would be rounding noise. Images stay float32 in both.
+  model64 = model.clone(dtype=jax.numpy.float64)
+  with jax.enable_x64(True):
+    logits_fn = lambda v: model64.apply(variables, v, train=False) / 4
+    x, y = jax.numpy.asarray(x[:128]), jax.numpy.asarray(y[:128])
+    fmodel = fb.JAXModel(logits_fn, bounds=(0, 1))
+    ours = {
+        "FGSM": attacks.fgsm(logits_fn, x, y, eps=0.1),
+        "PGD-10": attacks.pgd(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.1,
+                              step_size=0.025, steps=10, random_start=False),
+    }
+    theirs = {
+        "FGSM": fb.attacks.FGSM(random_start=False),
+        "PGD-10": fb.attacks.LinfPGD(abs_stepsize=0.025, steps=10, random_start=False),
+    }
+    for name, attack in theirs.items():
+      _, x_fb, success = attack(fmodel, x, y, epsilons=0.1)
+      # Same signs, so the same steps; each of the <= 10 float32 roundings of x + step moves a
+      # pixel by at most ulp(1) = 2^-23 (1.2e-6 in all).
+      np.testing.assert_allclose(np.asarray(ours[name]), np.asarray(x_fb), rtol=0,
+                                 atol=10 * 2.0 ** -23, err_msg=name)
+      acc_ours = float(np.mean(np.asarray(jax.numpy.argmax(logits_fn(ours[name]), -1)) == y))
+      acc_fb = 1.0 - float(np.mean(np.asarray(success)))
+      assert abs(acc_ours - acc_fb) <= 1 / 128, (name, acc_ours, acc_fb)  # a near-tie at most
 
 
 def test_evaluation_batches_over_8_devices_without_recompiling():
-  from conftest import REPO, run_script
-  proc = run_script(MESH_EVAL.format(repo=REPO))
+  proc = helpers.run_program("mesh_eval")  # tests/programs/mesh_eval.py
   assert "mesh ok" in proc.stdout
   counts = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "traces" in line]
   # Same number of traces on 1 and 8 devices, and far fewer than (batches x eps) per attack.

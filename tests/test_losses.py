@@ -1,5 +1,6 @@
 """Losses against float64 numpy and hand-computed values."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -49,9 +50,14 @@ def test_hand_computed_values():
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2 ** 31 - 1), k=st.integers(2, 12), scale=st.sampled_from([0.1, 3, 30]),
+@given(seed=st.integers(0, 2 ** 31 - 1), scale=st.sampled_from([0.1, 3, 30]),
        alpha=st.floats(0, 0.95), beta=st.floats(0, 3))
-def test_losses_match_float64(seed, k, scale, alpha, beta):
+def test_losses_match_float64(seed, scale, alpha, beta):
+  # Values vary at one shape (8 examples, K = 10 classes): no recompilation per example.
+  # float32 against float64 on the same logits: a log-sum-exp of 10 terms of size <= ~150
+  # (scale 30, 5 sigma) is off by about K u32 max|z| <= 1.1e-4 absolute, far inside
+  # rtol 1e-4 of losses of that size; small losses (scale 0.1) meet atol 1e-5 with room.
+  k = 10
   rng = np.random.default_rng(seed)
   z = rng.normal(size=(8, k)) * scale
   y = rng.integers(0, k, 8)
@@ -68,9 +74,12 @@ def test_losses_match_float64(seed, k, scale, alpha, beta):
   np.testing.assert_allclose(ls, np.mean(np_ce(z, y, alpha)), rtol=1e-4, atol=1e-5)
   plain, _ = losses.objective(cfg("at"))(zj, yj)
   np.testing.assert_allclose(plain, np.mean(np_ce(z, y)), rtol=1e-4, atol=1e-5)
-  # Label-smoothed targets sum to one.
+  # The library's LS loss has gradient softmax(z) - t with the smoothed targets t (which sum to
+  # one exactly when this gradient sums to zero over the classes).
   t = (1 - alpha) * np.eye(k)[y] + alpha / k
-  np.testing.assert_allclose(t.sum(-1), 1.0)
+  g = jax.grad(lambda v: losses.cross_entropy(v, yj, alpha).sum())(zj)
+  p = np.exp(np_log_softmax(z))
+  np.testing.assert_allclose(g, p - t, rtol=0, atol=1e-5)  # float32 softmax: ~K u32 = 6e-7
 
 
 def test_regularizer_on_clean_and_both():

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from conftest import REPO
+from tests import helpers
+from tests.helpers import REPO, run_cli
 
-CONFIG = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":at_entm,runlocal"
+CONFIG = f"--config={helpers.FMNIST_CONFIG}:at_entm,runlocal"
 
 
 def cli(workdir, *flags):
@@ -34,23 +35,6 @@ def wait_for_checkpoint_after(proc, workdir, step, timeout=300):
     time.sleep(0.05)
 
 
-def final_state(workdir):
-  from conftest import load_config
-  from uat_jax import data, sharding, train
-  config = load_config("at_entm,runlocal")
-  spec = data.get_spec("fashion_mnist")
-  model = train.build_model(config, spec, for_training=False)
-  state, step = train.restore_newest(workdir, config, model, spec, sharding.make_mesh(1))
-  return step, jax_leaves(state)
-
-
-def jax_leaves(state):
-  import jax
-  import numpy as np
-  return [np.asarray(x) for x in jax.tree.leaves(
-      (state.params, state.opt_state, state.batch_stats, state.step, state.key))]
-
-
 @pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   """SIGTERM checkpoints and exits with 143; SIGKILL loses only the steps since the last
@@ -58,7 +42,7 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   uninterrupted run's (data order, augmentation and attack keys come from (seed, step))."""
   flags = ["--config.num_train_steps=80", "--config.checkpoint_every_steps=20",
            "--config.log_every_steps=10", "--config.eval.every_steps=80",
-           "--config.eval.num_examples=200", "--config.attack.steps=3"]
+           "--config.eval.num_examples=100", "--config.attack.steps=3"]
   reference = str(tmp_path / "uninterrupted")
   done = subprocess.run(cli(reference, *flags), cwd=REPO, capture_output=True, text=True,
                         timeout=600)
@@ -91,10 +75,11 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   assert f"Training small_cnn (at_entm) on fashion_mnist for 80 steps from step {killed_at}" \
       in done.stderr
   assert "| clean accuracy" in done.stdout and "PGD-20 accuracy (eps=0.1)" in done.stdout
-  (step, resumed), (ref_step, expected) = final_state(workdir), final_state(reference)
-  assert step == ref_step == 80 and len(resumed) == len(expected)
-  for a, b in zip(resumed, expected):
-    assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
+  config = helpers.load_config("at_entm,runlocal")
+  (step, resumed), (ref_step, expected) = (helpers.final_state(workdir, config),
+                                           helpers.final_state(reference, config))
+  assert step == ref_step == 80
+  helpers.assert_states_equal(resumed, expected)  # same program, same order: bit-identical
 
   files = os.listdir(workdir)
   assert "config.json" in files and any(f.startswith("events.out.tfevents") for f in files)
@@ -112,8 +97,8 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
 
   # A SIGKILLed evaluation resumes without redoing finished attacks and gives the numbers of an
   # evaluation that ran through.
-  evaluate = ["--mode=evaluate", "--config.evals.num_examples=200",
-              "--config.evals.batch_size=100", "--config.evals.eps=(0.1, 0.2)"]
+  evaluate = ["--mode=evaluate", "--config.evals.num_examples=100",
+              "--config.evals.batch_size=50", "--config.evals.eps=(0.1, 0.2)"]
   ref = run_cli(*evaluate, f"--workdir={reference}")
   assert ref.returncode == 0, ref.stderr[-3000:]
   state_dir = os.path.join(workdir, "eval", "state")
@@ -138,9 +123,7 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--config.attack.epsx=0.1", "unknown config field"),
     ("--config.attack.eps=abc", "could not convert"),
-    ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),
-    ("--config.regularizer.alpha=1.0", "alpha=1.0 must be in [0, 1)"),
-    ("--config.method=mixup", "unknown method 'mixup'"),
+    ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),  # every value: test_train.py
     ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
     ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the 8 devices"),
     ("unwritable", "is not writable"),
@@ -164,11 +147,6 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
   assert not workdir.exists()  # bad input creates nothing
 
 
-def run_cli(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "uat_jax.main", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout)
-
-
 def strip_times(result):
   for r in result["attacks"].values():
     r.pop("seconds")
@@ -189,18 +167,18 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
   flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.preset=paper",
-           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=64",
-           "--config.evals.eps=(0.1, 0.2)", "--config.evals.batch_size=64"]
+           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=32",
+           "--config.evals.eps=(0.1, 0.2)", "--config.evals.batch_size=32"]
   first = run_cli(*flags)
   assert first.returncode == 0, first.stderr[-3000:]
   out = os.path.join(target, "eval")
   assert {"results.json", "results.csv", "results.md", "masking_checks.md",
           "accuracy_vs_eps.png"} <= set(os.listdir(out))
   result = json.load(open(os.path.join(out, "results.json")))
-  assert result["num_examples"] == 64 and result["checkpoint_step"] == 60
+  assert result["num_examples"] == 32 and result["checkpoint_step"] == 60
   assert list(result["attacks"]) == ["FGSM", "PGD-20", "PGD-100", "CW-100", "Transfer-PGD-20"]
   acc = {n: r["accuracy"] for n, r in result["attacks"].items()}
-  assert acc["Transfer-PGD-20"]["0.1"] >= acc["PGD-20"]["0.1"] - 0.02  # black-box is weaker
+  assert acc["Transfer-PGD-20"]["0.1"] >= acc["PGD-20"]["0.1"] - 1 / 32  # black-box is weaker
   assert "| Transfer-PGD-20 | black-box |" in open(os.path.join(out, "results.md")).read()
   assert "| PGD-100 | white-box |" in first.stdout and "ETA" in first.stderr
   assert open(os.path.join(out, "accuracy_vs_eps.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -213,7 +191,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
 
   jac = run_cli("--mode=jacobian", f"--workdir={target}", f"--workdir={surrogate}",
-                "--config.jacobian.num_examples=50", "--config.jacobian.power_iters=10",
+                "--config.jacobian.num_examples=20", "--config.jacobian.power_iters=10",
                 f"--config.jacobian.baseline={surrogate}")
   assert jac.returncode == 0, jac.stderr[-3000:]
   out = os.path.join(target, "jacobian")
@@ -228,7 +206,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert baseline_rows and all(r.endswith(",1.0") for r in baseline_rows)
   import numpy as np
   norms = np.load(os.path.join(out, "norms.npz"))
-  assert norms["clean/logits/fro"].shape == (50,) and np.all(norms["clean/logits/fro"] > 0)
+  assert norms["clean/logits/fro"].shape == (20,) and np.all(norms["clean/logits/fro"] > 0)
 
 
 def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):

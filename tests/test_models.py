@@ -7,14 +7,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from tests import helpers
 from uat_jax import data, models
 from uat_jax.errors import UatError
 
 
-def build(name, dataset="fashion_mnist", **kw):
+def build(name, dataset="fashion_mnist", dtype=jnp.float32, **kw):
   c = ml_collections.ConfigDict(dict(name=name, normalize=True, depth=10, width=1))
   c.update(kw)
-  return models.create_model(c, data.get_spec(dataset))
+  return models.create_model(c, data.get_spec(dataset), dtype=dtype)
 
 
 @pytest.mark.parametrize("name,dataset,params", [
@@ -36,13 +37,17 @@ def test_shapes_and_sizes(name, dataset, params):
 
 
 def test_normalization_happens_inside_the_model():
+  # In float64, where normalizing inside or outside differs by a few roundings of 2^-53.
   spec = data.get_spec("fashion_mnist")
-  with_norm, without = build("small_cnn"), build("small_cnn", normalize=False)
-  x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1))
-  variables = with_norm.init(jax.random.PRNGKey(1), x)
-  normalized = (x - spec.mean[0]) / spec.std[0]
-  np.testing.assert_allclose(with_norm.apply(variables, x), without.apply(variables, normalized),
-                             rtol=1e-5, atol=1e-5)
+  with jax.enable_x64(True):
+    with_norm = build("small_cnn", dtype=jnp.float64)
+    without = build("small_cnn", normalize=False, dtype=jnp.float64)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1), jnp.float64)
+    variables = with_norm.init(jax.random.PRNGKey(1), x)
+    normalized = (x - spec.mean[0]) / spec.std[0]
+    a, b = with_norm.apply(variables, x), without.apply(variables, normalized)
+    rtol = helpers.float64_rtol(10_000)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
 def test_reshape_max_pool_equals_nn_max_pool():
@@ -67,11 +72,11 @@ def test_bad_model_names():
     model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
 
 
-def _plain_and_ours(monkeypatch, name, dataset, batch):
+def _plain_and_ours(monkeypatch, name, dataset, batch, dtype=jnp.float32):
   """(apply with models.conv_general_dilated, apply with plain lax convolutions, variables, x)."""
-  model = build(name, dataset)
+  model = build(name, dataset, dtype=dtype)
   spec = data.get_spec(dataset)
-  x = jax.random.uniform(jax.random.PRNGKey(0), (batch, *spec.shape))
+  x = jax.random.uniform(jax.random.PRNGKey(0), (batch, *spec.shape), dtype)
   variables = model.init(jax.random.PRNGKey(1), x, train=False)
   ours = jax.jit(lambda v, z: model.apply(v, z, train=False))
 
@@ -87,9 +92,19 @@ def _plain_and_ours(monkeypatch, name, dataset, batch):
 def test_convolution_derivatives_equal_lax(monkeypatch, name, dataset):
   """models.conv_general_dilated only changes how the input gradient is laid out: values, input
   and weight gradients, forward-mode derivatives and Jacobians equal plain lax convolutions
-  (strided, padded, 1x1 and bias-free convolutions in the wide ResNet)."""
-  ours, plain, variables, x = _plain_and_ours(monkeypatch, name, dataset, batch=2)
-  v = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+  (strided, padded, 1x1 and bias-free convolutions in the wide ResNet).
+
+  In float64: the two programs may add a convolution's terms in other orders; float64 rounding
+  of that (helpers.float64_rtol, up to 1e4 terms a sum) plus one float32 rounding of the
+  float32 weights' gradients is the tolerance."""
+  with jax.enable_x64(True):
+    _compare_derivatives(monkeypatch, name, dataset)
+
+
+def _compare_derivatives(monkeypatch, name, dataset):
+  ours, plain, variables, x = _plain_and_ours(monkeypatch, name, dataset, batch=2,
+                                              dtype=jnp.float64)
+  v = jax.random.normal(jax.random.PRNGKey(2), x.shape, x.dtype)
   loss = lambda f: (lambda p, z: jnp.sum(jnp.tanh(f(p, z))))
   checks = {
       "logits": lambda f: f(variables, x),
@@ -102,7 +117,8 @@ def test_convolution_derivatives_equal_lax(monkeypatch, name, dataset):
         jax.grad(lambda z: loss(f)(variables, z)), (x,), (v,))[1]
   for what, fn in checks.items():
     for a, b in zip(jax.tree.leaves(fn(ours)), jax.tree.leaves(jax.jit(lambda: fn(plain))())):
-      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=what)
+      rtol = helpers.float64_rtol(10_000) + 2 * helpers.U32
+      np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=what)
 
 
 @pytest.mark.parametrize("name,dataset", [("small_cnn", "fashion_mnist"),

@@ -6,12 +6,11 @@ import glob
 import os
 import shutil
 
-import jax
-import numpy as np
 import pytest
 
-from conftest import load_config
-from uat_jax import checkpoints, data, sharding, train
+from tests import helpers
+from tests.helpers import load_config
+from uat_jax import checkpoints, train
 from uat_jax.errors import UatError
 
 
@@ -40,22 +39,6 @@ def snapshot(workdir):
   return out
 
 
-def final_state(workdir, config):
-  spec = data.get_spec(config.data.name)
-  model = train.build_model(config, spec, for_training=False)
-  state, step = train.restore_newest(workdir, config, model, spec, sharding.make_mesh(1))
-  return jax.device_get(state), step
-
-
-def assert_states_equal(a, b):
-  """Bit-identical parameters, optimizer state, statistics, step and key."""
-  fields = lambda s: (s.params, s.opt_state, s.batch_stats, s.step, s.key)
-  leaves_a, leaves_b = jax.tree.leaves(fields(a)), jax.tree.leaves(fields(b))
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A finished 4-step run with checkpoints at steps 2 and 4, and its config."""
@@ -81,7 +64,7 @@ def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_
   truncate_largest_file(os.path.join(workdir, "checkpoints", "4"))
 
   # Evaluation reads the older checkpoint and moves nothing.
-  _, step = final_state(workdir, config)
+  step, _ = helpers.final_state(workdir, config)
   assert step == 2 and "checkpoint at step 4" in caplog.text and "unreadable" in caplog.text
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
 
@@ -90,13 +73,13 @@ def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_
   train.train_and_evaluate(longer, workdir)
   moved = glob.glob(os.path.join(workdir, checkpoints.CORRUPT_DIR, "4-*"))
   assert len(moved) == 1 and "Resuming from checkpoint at step 2" in caplog.text
-  resumed, step = final_state(workdir, longer)
+  step, resumed = helpers.final_state(workdir, longer)
 
   reference = str(tmp_path / "uninterrupted")
   train.train_and_evaluate(longer, reference)
-  expected, _ = final_state(reference, longer)
+  _, expected = helpers.final_state(reference, longer)
   assert step == 6
-  assert_states_equal(resumed, expected)
+  helpers.assert_states_equal(resumed, expected)
 
 
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(trained, tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.mark.slow
@@ -32,11 +32,11 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
 
   # The methods' signatures, from the JSON the report was built from.
   run = lambda m: json.loads((out / "data" / "runs" / f"{m}_s0.json").read_text())
-  pgd = lambda m: run(m)["eval"]["paper"]["attacks"]["PGD-20"]["accuracy"]["0.1"]
-  assert pgd("at") > pgd("standard") + 0.1  # AT resists PGD at its training eps
+  pgd = lambda m: run(m)["eval"]["paper"]["attacks"]["PGD-20"]["accuracy"]["0.2"]
+  assert pgd("at") > pgd("standard") + 0.1  # AT resists PGD where standard training has 0%
   assert run("entm")["train"]["mean_entropy"] > run("standard")["train"]["mean_entropy"] + 0.1
   sweep = json.loads((root / "sweep.json").read_text())
-  assert sweep["at_entm"]["values"]["0.3"]["num_examples"] == 200  # validation, not test
+  assert sweep["at_entm"]["values"]["0.3"]["num_examples"] == 100  # validation, not test
   assert json.loads((root / "runs" / "at_s0" / "eval" / "paper" / "results.json").read_text())[
       "split"] == "test"
 

@@ -130,9 +130,8 @@ def _evaluate(study, config, workdir: str, output: str, surrogate: str) -> None:
     config.evals.only_robust = spec.get("only_robust")
     config.evals.checks = output == "paper"  # the masking checks once per run
     config.evals.surrogate_workdir = surrogate
-    if output == "strong":
-      for name, entry in study.quick_strong_attacks.items():
-        config.evals.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
+    for name, entry in spec.get("attacks", {}).items():  # after the preset's, in this order
+      config.evals.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
   evaluate.evaluate_workdir(config, workdir)
 
 
