@@ -27,11 +27,11 @@ def trained_model(small_fmnist):
 
 @pytest.fixture(scope="module")
 def trained(trained_model, small_fmnist):
-  """(logits_fn, x, y): the trained model and 400 real test points."""
+  """(logits_fn, x, y): the trained model and 200 real test points."""
   model, variables = trained_model
   logits_fn = train.make_logits_fn(model, variables["params"], variables["batch_stats"], "eval")
-  x = small_fmnist["test"].images[:400].astype(np.float32) / 255
-  return logits_fn, x, small_fmnist["test"].labels[:400]
+  x = small_fmnist["test"].images[:200].astype(np.float32) / 255
+  return logits_fn, x, small_fmnist["test"].labels[:200]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def quick(trained):
 
 
 def test_quick_suite_structure_and_ordering(quick):
-  assert quick["num_examples"] == 400 and quick["clean_accuracy"] > 0.6
+  assert quick["num_examples"] == 200 and quick["clean_accuracy"] > 0.6
   acc = {name: r["accuracy"] for name, r in quick["attacks"].items()}
   assert list(acc) == ["FGSM", "PGD-20", "CW-20"]
   for k in map(str, EPS):
