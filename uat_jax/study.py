@@ -130,7 +130,7 @@ def _evaluate(study, config, workdir: str, output: str, surrogate: str) -> None:
     config.evals.only_robust = spec.get("only_robust")
     config.evals.checks = output == "paper"  # the masking checks once per run
     config.evals.surrogate_workdir = surrogate
-    for name, entry in spec.get("attacks", {}).items():  # after the preset's, in this order
+    for name, entry in spec.get("attacks", {}).items():  # after the preset's, by name order
       config.evals.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
   evaluate.evaluate_workdir(config, workdir)
 
