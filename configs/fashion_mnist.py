@@ -25,7 +25,7 @@ def _dataset(c):
   c.attack.eps = 0.1
   c.attack.step_size = 0.025
   c.attack.steps = 10
-  c.eval.pgd_step_size = 0.025
+  c.evals.pgd.step_size = 0.025
 
 
 def get_config(arg=None):

@@ -43,9 +43,10 @@ def get_config(arg=None):
       "num_train_steps": 30 if quick else 3750,
       "log_every_steps": 10 if quick else 125,
       "checkpoint_every_steps": 15 if quick else 500,
-      "eval": {"every_steps": 30 if quick else 750, "num_examples": 100 if quick else 2000},
-      "jacobian": {"track_every_steps": 30 if quick else 750,
-                   "track_examples": 16 if quick else 128},
+      "evals": {"pgd": {"every_steps": 30 if quick else 750,
+                        "num_examples": 100 if quick else 2000},
+                "jacobian": {"every_steps": 30 if quick else 750,
+                             "num_examples": 16 if quick else 128}},
   })
   # Sweeps on the validation split: method -> (config key, values); one value: no sweep run.
   s.sweep = ml_collections.ConfigDict({
@@ -57,11 +58,12 @@ def get_config(arg=None):
   s.sweep_overrides = ml_collections.ConfigDict({
       "data": {"validation_size": 1000 if quick else 5000},
       "num_train_steps": 10 if quick else 1400,
-      "eval": {"every_steps": 10 if quick else 1400, "num_examples": 100 if quick else 5000},
-      "jacobian": {"track_every_steps": 0},
+      "evals": {"pgd": {"every_steps": 10 if quick else 1400,
+                        "num_examples": 100 if quick else 5000},
+                "jacobian": {"every_steps": 0}},
   })
-  # Evaluation: output name -> overrides of config.evals, and `attacks` run after the preset's
-  # (in the order of their names, as config.evals.attacks runs them). Quick: the strong
+  # Evaluation: output name -> overrides of config.evals.suite, and `attacks` run after the
+  # preset's (in the order of their names, as config.evals.suite.attacks runs them). Quick: the strong
   # preset's attacks shortened, under its names (so the report reads the same).
   s.evals = ml_collections.ConfigDict({
       "paper": {"preset": "paper", "eps": (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3),
@@ -71,6 +73,7 @@ def get_config(arg=None):
                  "attacks": {
                      "APGD-CE": {"attack": "apgd", "steps": 10},
                      "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
+                     "FAB-T": {"attack": "fab_t", "steps": 10, "num_targets": 3},
                      "Square-5000": {"attack": "square", "queries": 100},
                  } if quick else {}},
   })

@@ -19,16 +19,16 @@ def _dataset(c):
   c.attack.eps = 0.3
   c.attack.step_size = 0.01
   c.attack.steps = 40
-  c.eval.pgd_step_size = 0.01
-  c.eval.pgd_steps = 100
+  c.evals.pgd.step_size = 0.01
+  c.evals.pgd.steps = 100
 
 
 def _runlocal(c):
   c.optimizer.learning_rate = 1e-3
   c.attack.steps = 10
   c.attack.step_size = 0.075
-  c.eval.pgd_steps = 20
-  c.eval.pgd_step_size = 0.075
+  c.evals.pgd.steps = 20
+  c.evals.pgd.step_size = 0.075
 
 
 def get_config(arg=None):

@@ -42,9 +42,9 @@ for ds_model in $DATASETS; do
         [ -f "$w/eval/$preset/results.json" ] && continue
         echo "== evaluate $w ($preset)"
         surrogate=()
-        [ "$preset" = paper ] && [ -n "$other" ] && surrogate=(--config.evals.surrogate_workdir="$other")
-        main --mode=evaluate --workdir="$w" --config.evals.preset="$preset" \
-          --config.evals.output="$preset" "${surrogate[@]}"
+        [ "$preset" = paper ] && [ -n "$other" ] && surrogate=(--config.evals.suite.surrogate_workdir="$other")
+        main --mode=evaluate --workdir="$w" --config.evals.suite.preset="$preset" \
+          --config.evals.suite.output="$preset" "${surrogate[@]}"
       done
       if [ "$seed" = "$first_seed" ]; then
         if [ "$method" = at ]; then jacobian_workdirs=(--workdir="$w" "${jacobian_workdirs[@]}")

@@ -76,13 +76,23 @@ def build_trainer(config, num_steps: int, mesh):
 
 
 def final_state(workdir: str, config):
-  """(step, host copy of the newest checkpoint's TrainState) of a workdir trained with
-  `config`."""
+  """(step, host copy of the newest checkpoint's whole TrainState, optimizer state included)
+  of a workdir trained with `config`."""
   import jax
-  from uat_jax import data, sharding, train
+  from uat_jax import checkpoints, data, sharding, train
   spec = data.get_spec(config.data.name)
+  mesh = sharding.make_mesh(1)
   model = train.build_model(config, spec, for_training=False)
-  state, step = train.restore_newest(workdir, config, model, spec, sharding.make_mesh(1))
+  tx = train.create_optimizer(config.optimizer,
+                              train.create_learning_rate_schedule(config.optimizer, 1))
+  shapes = jax.eval_shape(lambda: train.create_train_state(config, model, spec, tx, mesh))
+  rep = sharding.replicated(mesh)  # the layout to restore into (it may differ from the saver's)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+  mngr = checkpoints.manager(workdir, config.max_checkpoints)
+  try:
+    state, step = checkpoints.restore_readable(mngr, abstract, config)
+  finally:
+    mngr.close()
   return step, jax.device_get(state)
 
 
@@ -119,6 +129,13 @@ def run_program(name: str, *args: str, env: dict | None = None, timeout: int = 6
                         timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
+
+
+def readme_python_blocks() -> list[str]:
+  """The ```python blocks of README.md, in order."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  return [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
 
 
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None):

@@ -189,6 +189,8 @@ def _score_and_auto_attacks(seed, eps, scale, *, loss):
       attacks.square(logits_fn, x, y, key=key, eps=eps, queries=5),
       attacks.spsa(logits_fn, x, y, key=key, eps=eps, steps=2, samples=4, sample_batch=3),
       attacks.transfer(surrogate, x, y, key=key, eps=eps, steps=2),
+      attacks.fab_targeted(logits_fn, x, y, key=key, eps=eps, steps=2, num_targets=2,
+                           restarts=2),
   ], attacks.apgd(logits_fn, x, y, key=key, eps=3 * eps, steps=2, norm="l2")
 
 
@@ -231,3 +233,41 @@ def test_new_attacks_are_deterministic_in_their_key(cnn):
     assert not np.array_equal(a, c)
   with pytest.raises(UatError, match="APGD-T needs"):
     attacks.apgd_targeted(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=0.1, num_targets=10)
+
+
+def test_fab_finds_the_minimal_linf_perturbation_of_a_linear_classifier():
+  """For logits z = W x + b, the smallest L-inf perturbation making class t beat y is
+  (z_y - z_t) / |w_y - w_t|_1 (away from the [0, 1] box): FAB must land within a few percent of
+  the minimum over targets, never below it, and FAB-T at eps must break exactly the points whose
+  minimal distance is below eps."""
+  rng = np.random.default_rng(0)
+  d, k, b = 49, 10, 32
+  w = (0.3 * rng.normal(size=(d, k))).astype(np.float32)
+  bias = rng.normal(size=k).astype(np.float32)
+  logits_fn = lambda v: v.reshape(v.shape[0], -1) @ w + bias
+  x = (0.5 + rng.uniform(-0.1, 0.1, (b, 7, 7, 1))).astype(np.float32)
+  z = np.asarray(logits_fn(x))
+  y = z.argmax(-1).astype(np.int32)
+  other = np.arange(k)[None] != y[:, None]
+  norms = np.where(other, np.abs(w[:, y].T[:, None] - w.T[None]).sum(-1), 1.0)
+  analytic = np.where(other, (z[np.arange(b), y][:, None] - z) / norms, np.inf).min(-1)
+  assert analytic.max() < 0.35  # the box [0, 1] never binds: x +- 0.35 stays inside
+  order = np.argsort(-z, -1)
+  fab = jax.jit(lambda v, t, tg: attacks.fab_minimal(logits_fn, v, t, tg,
+                                                     key=jax.random.PRNGKey(0), steps=100))
+  found = np.full(b, np.inf)
+  for j in range(1, k):
+    xa = np.asarray(fab(x, y, order[:, j].astype(np.int32)))
+    fooled = np.asarray(logits_fn(xa)).argmax(-1) != y
+    found = np.minimum(found, np.where(fooled, np.abs(xa - x).reshape(b, -1).max(1), np.inf))
+  ratio = found / analytic
+  # float32 logits: the boundary is located to ~1e-6 relative, far inside the 1e-4 margin.
+  assert ratio.min() >= 1 - 1e-4 and ratio.max() <= 1.03, ratio
+  eps = float(np.median(analytic))
+  xa = attacks.fab_targeted(logits_fn, x, y, key=jax.random.PRNGKey(0), eps=eps,
+                            num_targets=k - 1)
+  assert np.abs(np.asarray(xa) - x).max() <= eps + 1e-6
+  fooled = np.asarray(logits_fn(xa)).argmax(-1) != y
+  # Points within 3% of the eps boundary may go either way; all others are decided.
+  clear = np.abs(analytic / eps - 1) > 0.03
+  np.testing.assert_array_equal(fooled[clear], (analytic <= eps)[clear])

@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.helpers import fmnist_data_config
-from uat_jax import data
+from uat_jax import data, sharding
 from uat_jax.errors import UatError
 
 
@@ -75,12 +76,32 @@ def test_batches_are_pure_in_seed_and_step():
     np.testing.assert_array_equal(np.sort(stream[e * n:(e + 1) * n]), np.arange(n))
 
 
-def test_eval_batches_pad_and_mask(fmnist):
-  batches = list(data.eval_batches(fmnist["test"], 300, num_examples=700))
-  assert [b["image"].shape[0] for b in batches] == [300, 300, 300]
-  assert sum(b["mask"].sum() for b in batches) == 700
-  np.testing.assert_array_equal(batches[2]["label"][:100], fmnist["test"].labels[600:700])
-  assert batches[2]["mask"][100:].sum() == 0
+def test_batches_pad_mask_and_select(fmnist):
+  from uat_jax.batching import Batches
+  test = fmnist["test"]
+  batches = Batches({"image": test.images[:700], "label": test.labels[:700]}, 300)
+  out = list(batches())
+  assert [b["image"].shape[0] for _, _, b in out] == [300, 300, 300]
+  assert sum(b["mask"].sum() for _, _, b in out) == 700
+  np.testing.assert_array_equal(out[2][2]["label"][:100], test.labels[600:700])
+  assert out[2][2]["mask"][100:].sum() == 0 and list(out[2][1]) == list(range(600, 700))
+  # A subset keeps its order; the batch size is rounded up to a multiple of the mesh's devices.
+  (_, sel, b), = Batches({"label": test.labels}, 5, sharding.make_mesh(1))(np.array([9, 3]))
+  assert list(sel) == [9, 3] and list(np.asarray(b["label"])[:2]) == [test.labels[9],
+                                                                      test.labels[3]]
+
+
+def test_eval_and_test_images_are_float_in_unit_range():
+  c = helpers.fmnist_data_config()
+  x, y = data.images(c, "test", 10)
+  assert x.dtype == np.float32 and x.shape == (10, 28, 28, 1) and 0 <= x.min() <= x.max() <= 1
+  assert y.dtype == np.int32 and y.shape == (10,)
+  with pytest.raises(UatError, match="needs data.validation_size > 0"):
+    data.images(c, "validation")
+  c.validation_size = 100
+  xv, _ = data.eval_examples(c, 5)  # evaluation reads the validation examples...
+  np.testing.assert_array_equal(xv, data.images(c, "validation", 5)[0])
+  np.testing.assert_array_equal(data.images(c, "test", 10)[0], x)  # ...the test split stays
 
 
 def test_augment_crop_and_flip():

@@ -1,12 +1,14 @@
 """The evaluation suite on a model trained on real Fashion-MNIST, and its masking checks."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from tests import helpers
 from tests.helpers import build_trainer, load_config
-from uat_jax import attacks, data, evaluate, sharding, train
+from uat_jax import attacks, data, evaluate, models, sharding
 from uat_jax.errors import UatError
 
 EPS = (0.05, 0.1, 0.2)
@@ -29,7 +31,7 @@ def trained_model(small_fmnist):
 def trained(trained_model, small_fmnist):
   """(logits_fn, x, y): the trained model and 200 real test points."""
   model, variables = trained_model
-  logits_fn = train.make_logits_fn(model, variables["params"], variables["batch_stats"], "eval")
+  logits_fn = models.classifier(model, variables)
   x = small_fmnist["test"].images[:200].astype(np.float32) / 255
   return logits_fn, x, small_fmnist["test"].labels[:200]
 
@@ -38,7 +40,7 @@ def trained(trained_model, small_fmnist):
 def quick(trained):
   logits_fn, x, y = trained
   return evaluate.run_suite(logits_fn, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0),
-                            eps=EPS, batch_size=128)
+                            eps=EPS, batch_size=128).to_json(masks=False)
 
 
 def test_quick_suite_structure_and_ordering(quick):
@@ -67,7 +69,7 @@ def test_saturated_logits_are_flagged_and_margin_attacks_still_break_them(traine
   logits_fn, x, y = trained
   saturated = lambda v: 1e4 * logits_fn(v)  # softmax saturates: CE input gradients vanish
   r = evaluate.run_suite(saturated, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0),
-                         eps=EPS, batch_size=128)
+                         eps=EPS, batch_size=128).to_json(masks=False)
   checks = {c["name"]: c for c in r["checks"]}
   assert not checks["few examples with vanishing gradients"]["passed"]
   assert not checks["CW-20 not far below PGD-20 (CE gradients not masked)"]["passed"]
@@ -82,24 +84,26 @@ def test_bad_suites():
   with pytest.raises(UatError, match="unknown evaluation preset"):
     evaluate.preset("strongest")
   with pytest.raises(UatError, match="unknown attack"):
-    evaluate.run_suite(f, x, y, [{"attack": "bim"}], jax.random.PRNGKey(0))
+    evaluate.run_suite(f, x, y, [{"attack": "bim"}], jax.random.PRNGKey(0), eps=0.1)
   with pytest.raises(UatError, match="outside \\[0, 1\\]"):
     evaluate.run_suite(f, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0), eps=(2.0,))
 
 
-def test_apgd_at_most_pgd_and_square_breaks_an_undefended_model(trained):
+def test_apgd_and_fab_at_most_pgd_and_square_breaks_an_undefended_model(trained):
   logits_fn, x, y = trained
   x, y = x[:200], y[:200]
   suite = [{"name": "PGD-20", "attack": "pgd"},  # rolled APGD loops: far quicker to compile
            {"name": "APGD-CE-20", "attack": "apgd", "steps": 20, "unroll": 1},
            {"name": "APGD-T-20", "attack": "apgd_t", "steps": 20, "num_targets": 3, "unroll": 1},
+           {"name": "FAB-T-20", "attack": "fab_t", "steps": 20, "num_targets": 3},
            {"name": "Square-300", "attack": "square", "queries": 300}]
   r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(1), eps=(0.1, 0.3),
-                         batch_size=100, checks=False)
+                         batch_size=100, checks=False).to_json(masks=False)
   acc = {name: v["accuracy"] for name, v in r["attacks"].items()}
   for k in ("0.1", "0.3"):  # same points; slack for random starts
     assert acc["APGD-CE-20"][k] <= acc["PGD-20"][k] + 0.01
     assert acc["APGD-T-20"][k] <= acc["PGD-20"][k] + 0.01
+    assert acc["FAB-T-20"][k] <= acc["PGD-20"][k]  # breaks no fewer points than PGD-20
   assert acc["Square-300"]["0.1"] < r["clean_accuracy"] - 0.3  # no gradients, still strong
   assert acc["Square-300"]["0.3"] <= 0.05
 
@@ -112,7 +116,8 @@ def test_only_robust_attacks_the_survivors_and_a_rerun_resumes_from_the_store(tr
            {"name": "Square-30", "attack": "square", "queries": 30}]
   kw = dict(eps=(0.03, 0.1), batch_size=64, only_robust=True)
   store = evaluate.ResultStore(str(tmp_path), {"model": "trained", "n": 100})
-  r1 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store, **kw)
+  r1 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store,
+                          **kw).to_json()
   for k in ("0.03", "0.1"):
     fgsm_left = round(r1["attacks"]["FGSM"]["cumulative"][k] * 100)
     assert r1["attacks"]["PGD-5"]["attacked"][k] == fgsm_left
@@ -124,7 +129,8 @@ def test_only_robust_attacks_the_survivors_and_a_rerun_resumes_from_the_store(tr
   calls = []
   real = evaluate._correct
   monkeypatch.setattr(evaluate, "_correct", lambda *a, **k: calls.append(1) or real(*a, **k))
-  r2 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store, **kw)
+  r2 = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(2), store=store,
+                          **kw).to_json()
   assert len(calls) == 1  # only the clean pass: every attack and check came from the store
   for r in (r1, r2):
     for v in r["attacks"].values():
@@ -138,12 +144,13 @@ def test_transfer_from_a_surrogate_and_skipped_without_one(trained):
   suite = [{"name": "PGD-10", "attack": "pgd", "steps": 10},
            {"name": "Transfer", "attack": "transfer", "steps": 10}]
   r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
-                         batch_size=100, surrogates={"surrogate": logits_fn}, checks=False)
+                         batch_size=100, surrogates={"surrogate": logits_fn},
+                         checks=False).to_json(masks=False)
   acc = {name: v["accuracy"]["0.1"] for name, v in r["attacks"].items()}
   # The model as its own surrogate: transfer is white-box PGD with another random start.
   assert abs(acc["Transfer"] - acc["PGD-10"]) <= 0.03
   r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
-                         batch_size=100)
+                         batch_size=100).to_json(masks=False)
   assert list(r["attacks"]) == ["PGD-10"] and r["skipped"][0]["name"] == "Transfer"
   assert "skipped Transfer" in evaluate.format_table(r)
 
@@ -201,21 +208,55 @@ def test_adaptive_entries_use_the_models_own_objective(trained):
   # With the standard method the objective is plain CE: the same attack as loss "ce".
   as_ce = evaluate.run_suite(logits_fn, x, y, suite[:1], jax.random.PRNGKey(0), eps=(0.1,),
                              objective=losses.per_example_objective(load_config("standard")),
-                             checks=False)
+                             checks=False).to_json(masks=False)
   ce = evaluate.run_suite(logits_fn, x, y, [{**suite[0], "loss": "ce"}], jax.random.PRNGKey(0),
-                          eps=(0.1,), checks=False)
+                          eps=(0.1,), checks=False).to_json(masks=False)
   assert as_ce["attacks"]["PGD-5-objective"]["accuracy"] == ce["attacks"]["PGD-5-objective"][
       "accuracy"]
   entm = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=(0.1,),
                             objective=losses.per_example_objective(load_config("entm")),
-                            checks=False)
+                            checks=False).to_json(masks=False)
   acc = {n: v["accuracy"]["0.1"] for n, v in entm["attacks"].items()}
   assert acc["PGD-5-objective"] < entm["clean_accuracy"]
   assert acc["PGD-5-objective"] != as_ce["attacks"]["PGD-5-objective"]["accuracy"]["0.1"]
   assert acc["PGD-5-T0.1"] < entm["clean_accuracy"] - 0.2
   with pytest.raises(UatError, match="unknown parameter"):
-    evaluate.run_suite(logits_fn, x, y, [{"attack": "square", "steps": 5}], jax.random.PRNGKey(0))
+    evaluate.run_suite(logits_fn, x, y, [{"attack": "square", "steps": 5}], jax.random.PRNGKey(0),
+                       eps=0.1)
   with pytest.raises(UatError, match="mix"):
     evaluate.run_suite(logits_fn, x, y, [{"attack": "pgd"}, {"attack": "pgd", "norm": "l2",
                                                              "name": "l2"}],
-                       jax.random.PRNGKey(0))
+                       jax.random.PRNGKey(0), eps=0.1)
+
+
+def test_typed_result_masks_json_scalar_eps_and_adversarial_examples(trained):
+  logits_fn, x, y = trained
+  x, y = x[:64], y[:64]
+  suite = [{"name": "FGSM", "attack": "fgsm"}, {"name": "PGD-5", "attack": "pgd", "steps": 5}]
+  r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(0), eps=0.1, batch_size=32,
+                         checks=False, return_adversarial=True)
+  assert isinstance(r, evaluate.SuiteResult) and r.eps == (0.1,)
+  for name, a in r.attacks.items():
+    assert a.accuracy[0.1] == a.robust[0.1].mean()  # the per-example mask gives the accuracy
+    x_adv = a.adversarial[0.1]
+    assert x_adv.shape == x.shape and np.abs(x_adv - x).max() <= 0.1 + 1e-6
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    # The adversarial images are what was scored: robust exactly where still classified right.
+    predicted = np.asarray(jax.numpy.argmax(logits_fn(x_adv), -1))
+    np.testing.assert_array_equal(predicted == y, a.robust[0.1], err_msg=name)
+  np.testing.assert_array_equal(
+      r.worst[0.1], r.clean & r.attacks["FGSM"].robust[0.1] & r.attacks["PGD-5"].robust[0.1])
+  back = evaluate.SuiteResult.from_json(json.loads(json.dumps(r.to_json())))
+  np.testing.assert_array_equal(back.worst[0.1], r.worst[0.1])
+  np.testing.assert_array_equal(back.attacks["PGD-5"].robust[0.1], r.attacks["PGD-5"].robust[0.1])
+  assert back.worst_case_accuracy == r.worst_case_accuracy and back.clean_accuracy == (
+      r.clean_accuracy)
+  # Inputs a suite cannot score honestly fail with one clear error.
+  for bad_x, bad_y, message in ((x * 255, y, "divide 0-255 images by 255"),
+                                ((x * 255).astype(np.uint8), y, "must be float in \\[0, 1\\]"),
+                                (x, y[:10], "labels must be 64 integers")):
+    with pytest.raises(UatError, match=message):
+      evaluate.run_suite(logits_fn, bad_x, bad_y, suite, eps=0.1)
+    with pytest.raises(UatError, match=message):
+      attacks.pgd(logits_fn, bad_x, bad_y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.01,
+                  steps=1)

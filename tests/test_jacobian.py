@@ -121,16 +121,16 @@ def test_summaries_and_analysis_with_adversarial_points(cnn):
 
 def test_tracking_during_training_logs_jacobian_norms(tmp_path):
   import json
-  from uat_jax import train
+  from uat_jax import evaluators, train
   c = load_config("standard,runlocal")
   c.num_train_steps = 20
-  c.eval.every_steps = 20
-  c.eval.num_examples = 100
+  c.evals.pgd.every_steps = 20
+  c.evals.pgd.num_examples = 100
   c.checkpoint_every_steps = 20
-  c.jacobian.track_every_steps = 10
-  c.jacobian.track_examples = 8
-  c.jacobian.power_iters = 5
-  train.train_and_evaluate(c, str(tmp_path / "w"))
+  c.evals.jacobian.every_steps = 10
+  c.evals.jacobian.num_examples = 8
+  c.evals.jacobian.power_iters = 5
+  train.train_and_evaluate(c, str(tmp_path / "w"), evaluators=evaluators.for_training(c))
   records = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")]
   tracked = [r for r in records if "jacobian/logits/fro" in r]
   assert [r["step"] for r in tracked] == [10, 20]

@@ -32,21 +32,31 @@ def cfg(method, beta=0.5, alpha=0.2, on="adversarial"):
                                                                         on=on)))
 
 
+def smoothed_ce(z, y, alpha):
+  """The library's per-example label-smoothed CE (the LS objective)."""
+  return losses.per_example_objective(cfg("ls", alpha=alpha))(z, y)
+
+
+def entm_ce(z, y, beta):
+  """The library's per-example EntM loss CE - beta H."""
+  return losses.per_example_objective(cfg("entm", beta=beta))(z, y)
+
+
 def test_hand_computed_values():
   # Uniform logits over K = 4: H = CE = log 4; LS changes nothing.
   z, y = jnp.zeros((1, 4)), jnp.array([2])
   np.testing.assert_allclose(losses.entropy(z), [np.log(4)], rtol=1e-6)
   np.testing.assert_allclose(losses.cross_entropy(z, y), [np.log(4)], rtol=1e-6)
-  np.testing.assert_allclose(losses.cross_entropy(z, y, 0.3), [np.log(4)], rtol=1e-6)
+  np.testing.assert_allclose(smoothed_ce(z, y, 0.3), [np.log(4)], rtol=1e-6)
   # p = (2/3, 1/3): H = log 3 - (2/3) log 2, CE(y=0) = log(3/2).
   z, y = jnp.array([[np.log(2.0), 0.0]]), jnp.array([0])
   h = np.log(3) - 2 / 3 * np.log(2)
   np.testing.assert_allclose(losses.entropy(z), [h], rtol=1e-6)
   np.testing.assert_allclose(losses.cross_entropy(z, y), [np.log(1.5)], rtol=1e-6)
   # LS alpha = 0.5, K = 2: targets (0.75, 0.25): 0.75 log(3/2) + 0.25 log 3.
-  np.testing.assert_allclose(losses.cross_entropy(z, y, 0.5),
+  np.testing.assert_allclose(smoothed_ce(z, y, 0.5),
                              [0.75 * np.log(1.5) + 0.25 * np.log(3)], rtol=1e-6)
-  np.testing.assert_allclose(losses.entm_loss(z, y, 2.0), [np.log(1.5) - 2 * h], rtol=1e-6)
+  np.testing.assert_allclose(entm_ce(z, y, 2.0), [np.log(1.5) - 2 * h], rtol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)
@@ -64,7 +74,7 @@ def test_losses_match_float64(seed, scale, alpha, beta):
   zj, yj = jnp.asarray(z, jnp.float32), jnp.asarray(y)
   np.testing.assert_allclose(losses.entropy(zj), np_entropy(z), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(losses.cross_entropy(zj, yj), np_ce(z, y), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(losses.cross_entropy(zj, yj, alpha), np_ce(z, y, alpha),
+  np.testing.assert_allclose(smoothed_ce(zj, yj, alpha), np_ce(z, y, alpha),
                              rtol=1e-4, atol=1e-5)
   # The training objectives on the same outputs are exactly EntM and label-smoothed CE.
   entm, _ = losses.objective(cfg("at_entm", beta=beta))(zj, yj)
@@ -77,7 +87,7 @@ def test_losses_match_float64(seed, scale, alpha, beta):
   # The library's LS loss has gradient softmax(z) - t with the smoothed targets t (which sum to
   # one exactly when this gradient sums to zero over the classes).
   t = (1 - alpha) * np.eye(k)[y] + alpha / k
-  g = jax.grad(lambda v: losses.cross_entropy(v, yj, alpha).sum())(zj)
+  g = jax.grad(lambda v: smoothed_ce(v, yj, alpha).sum())(zj)
   p = np.exp(np_log_softmax(z))
   np.testing.assert_allclose(g, p - t, rtol=0, atol=1e-5)  # float32 softmax: ~K u32 = 6e-7
 
@@ -103,7 +113,7 @@ def test_regularizer_on_clean_and_both():
 def test_saturated_logits_stay_finite():
   z = jnp.asarray(np.random.default_rng(1).normal(size=(4, 10)) * 1e4, jnp.float32)
   y = jnp.arange(4)
-  for value in (losses.entropy(z), losses.cross_entropy(z, y, 0.1), losses.entm_loss(z, y, 1.0)):
+  for value in (losses.entropy(z), smoothed_ce(z, y, 0.1), entm_ce(z, y, 1.0)):
     assert np.all(np.isfinite(np.asarray(value)))
 
 

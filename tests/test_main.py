@@ -41,8 +41,8 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   checkpoint; rerunning the same command resumes, and the final state is bit-identical to an
   uninterrupted run's (data order, augmentation and attack keys come from (seed, step))."""
   flags = ["--config.num_train_steps=80", "--config.checkpoint_every_steps=20",
-           "--config.log_every_steps=10", "--config.eval.every_steps=80",
-           "--config.eval.num_examples=100", "--config.attack.steps=3"]
+           "--config.log_every_steps=10", "--config.evals.pgd.every_steps=80",
+           "--config.evals.pgd.num_examples=100", "--config.attack.steps=3"]
   reference = str(tmp_path / "uninterrupted")
   done = subprocess.run(cli(reference, *flags), cwd=REPO, capture_output=True, text=True,
                         timeout=600)
@@ -97,8 +97,8 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
 
   # A SIGKILLed evaluation resumes without redoing finished attacks and gives the numbers of an
   # evaluation that ran through.
-  evaluate = ["--mode=evaluate", "--config.evals.num_examples=100",
-              "--config.evals.batch_size=50", "--config.evals.eps=(0.1, 0.2)"]
+  evaluate = ["--mode=evaluate", "--config.evals.suite.num_examples=100",
+              "--config.evals.suite.batch_size=50", "--config.evals.suite.eps=(0.1, 0.2)"]
   ref = run_cli(*evaluate, f"--workdir={reference}")
   assert ref.returncode == 0, ref.stderr[-3000:]
   state_dir = os.path.join(workdir, "eval", "state")
@@ -159,18 +159,23 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   a rerun loads every finished attack instead of recomputing it; then compare their
   input-Jacobian norms."""
   std = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":standard,runlocal"
-  short = ["--config.num_train_steps=60", "--config.eval.every_steps=60",
-           "--config.eval.num_examples=200"]
+  short = ["--config.num_train_steps=60", "--config.evals.pgd.every_steps=60",
+           "--config.evals.pgd.num_examples=200"]
   target, surrogate = str(tmp_path / "target"), str(tmp_path / "surrogate")
   for workdir, seed in ((target, 0), (surrogate, 1)):
     done = run_cli(std, f"--workdir={workdir}", f"--config.seed={seed}", *short)
     assert done.returncode == 0, done.stderr[-3000:]
 
-  flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.preset=paper",
-           f"--config.evals.surrogate_workdir={surrogate}", "--config.evals.num_examples=32",
-           "--config.evals.eps=(0.1, 0.2)", "--config.evals.batch_size=32"]
+  # The runs trained with Adam; evaluation with other optimizer settings reads the same
+  # checkpoint (inference restores parameters and statistics only) and calls nothing unreadable.
+  optimizer = ["--config.optimizer.name=sgd", "--config.optimizer.weight_decay=5e-4"]
+  flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.suite.preset=paper",
+           *optimizer, f"--config.evals.suite.surrogate_workdir={surrogate}",
+           "--config.evals.suite.num_examples=32", "--config.evals.suite.eps=(0.1, 0.2)",
+           "--config.evals.suite.batch_size=32"]
   first = run_cli(*flags)
   assert first.returncode == 0, first.stderr[-3000:]
+  assert "unreadable" not in first.stderr
   out = os.path.join(target, "eval")
   assert {"results.json", "results.csv", "results.md", "masking_checks.md",
           "accuracy_vs_eps.png"} <= set(os.listdir(out))
@@ -191,9 +196,11 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
 
   jac = run_cli("--mode=jacobian", f"--workdir={target}", f"--workdir={surrogate}",
-                "--config.jacobian.num_examples=20", "--config.jacobian.power_iters=10",
-                f"--config.jacobian.baseline={surrogate}")
+                "--config.evals.jacobian.num_examples=20",
+                "--config.evals.jacobian.power_iters=10",
+                f"--config.evals.jacobian.baseline={surrogate}", *optimizer)
   assert jac.returncode == 0, jac.stderr[-3000:]
+  assert "unreadable" not in jac.stderr
   out = os.path.join(target, "jacobian")
   assert {"norms.npz", "summary.json", "comparison.md", "comparison.csv",
           "histogram.png"} <= set(os.listdir(out))
@@ -208,11 +215,20 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   norms = np.load(os.path.join(out, "norms.npz"))
   assert norms["clean/logits/fro"].shape == (20,) and np.all(norms["clean/logits/fro"] > 0)
 
+  # The README's Python blocks run as written, in a fresh interpreter, on the trained workdir.
+  blocks = helpers.readme_python_blocks()
+  assert any("uat_jax.load(" in b for b in blocks)
+  program = "\n".join(blocks).replace('"workdirs/quickstart"', repr(target))
+  proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| PGD-20 | white-box |" in proc.stdout
+
 
 def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
   """Bad evaluation/Jacobian input: one line, exit status 2, nothing written. The CLI for the
   checks in main and a sample of the rest; every case in process (same UatError, same line)."""
-  from uat_jax import config_lib, evaluate, jacobian
+  from uat_jax import config_lib, evaluators, jacobian_compare
   from uat_jax.errors import UatError
   workdir, other = tmp_path / "w", tmp_path / "other"
   no_config = run_cli("--mode=evaluate", f"--workdir={workdir}", timeout=300)
@@ -229,20 +245,25 @@ def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
   def config(**overrides):
     c = config_lib.load_workdir_config(str(workdir))
     for key, value in overrides.items():
-      section, name = key.split(".")
-      c[section][name] = value
+      *path, name = key.split(".")
+      node = c
+      for part in path:
+        node = node[part]
+      node[name] = value
     return c
 
-  for c, message in ((config(**{"evals.preset": "strongest"}), "unknown evaluation preset"),
-                     (config(**{"evals.eps": (0.1, 1.5)}), "eps=1.5 is outside \\[0, 1\\]"),
-                     (config(), "no checkpoint in")):
+  for c, message in (
+      (config(**{"evals.suite.preset": "strongest"}), "unknown evaluation preset"),
+      (config(**{"evals.suite.eps": (0.1, 1.5)}), "eps=1.5 is outside \\[0, 1\\]"),
+      (config(), "no checkpoint in")):
     with pytest.raises(UatError, match=message):
-      evaluate.evaluate_workdir(c, str(workdir))
+      evaluators.evaluate_workdir(c, str(workdir))
   for c, workdirs, message in (
       (config(), [workdir, other], "no config.json in"),
-      (config(**{"jacobian.baseline": "elsewhere"}), [workdir], "is not one of the --workdir"),
-      (config(**{"jacobian.outputs": ("softmax",)}), [workdir], "unknown Jacobian output"),
+      (config(**{"evals.jacobian.baseline": "elsewhere"}), [workdir],
+       "is not one of the --workdir"),
+      (config(**{"evals.jacobian.outputs": ("softmax",)}), [workdir], "unknown Jacobian output"),
       (config(), [workdir], "no checkpoint in")):
     with pytest.raises(UatError, match=message):
-      jacobian.analyze_workdirs(c, [str(w) for w in workdirs])
+      jacobian_compare.analyze_workdirs(c, [str(w) for w in workdirs])
   assert sorted(os.listdir(workdir)) == ["config.json"] and not other.exists()

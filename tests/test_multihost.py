@@ -23,9 +23,9 @@ from tests import helpers
 CONFIG = f"--config={helpers.FMNIST_CONFIG}:at_entm,runlocal"
 STEPS, BATCH = 6, 64
 FLAGS = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=3",
-         "--config.log_every_steps=1", f"--config.eval.every_steps={STEPS}",
-         "--config.eval.num_examples=64", "--config.eval.batch_size=64",
-         "--config.eval.pgd_steps=2", "--config.attack.steps=2", f"--config.batch_size={BATCH}",
+         "--config.log_every_steps=1", f"--config.evals.pgd.every_steps={STEPS}",
+         "--config.evals.pgd.num_examples=64", "--config.evals.pgd.batch_size=64",
+         "--config.evals.pgd.steps=2", "--config.attack.steps=2", f"--config.batch_size={BATCH}",
          "--config.dtype=float64"]
 # The largest reduction is a convolution's weight gradient over batch x 28 x 28 terms; each of
 # the steps may round a float32 parameter or Adam moment differently (2 ulps a step).
@@ -117,9 +117,9 @@ def test_two_processes_train_evaluate_and_compute_jacobians_like_one_process(tmp
   # per example, so every device runs the same program on the same inputs.
   copy = str(tmp_path / "copy")
   shutil.copytree(two, copy)
-  evals = ["--mode=evaluate", "--config.evals.preset=quick", "--config.evals.eps=(0.1,)",
-           "--config.evals.num_examples=64", "--config.evals.batch_size=32",
-           "--config.evals.checks=False"]
+  evals = ["--mode=evaluate", "--config.evals.suite.preset=quick",
+           "--config.evals.suite.eps=(0.1,)", "--config.evals.suite.num_examples=64",
+           "--config.evals.suite.batch_size=32", "--config.evals.suite.checks=False"]
   procs = launch_two(*evals, f"--workdir={two}")
   single = run_one(*evals, f"--workdir={copy}")
   outs = finish(procs)
@@ -133,9 +133,10 @@ def test_two_processes_train_evaluate_and_compute_jacobians_like_one_process(tmp
   # The Jacobian comparison runs on both processes (each on its own devices) and reports once.
   # The two workdirs hold the same model to RTOL; a network of 4 layers moves its Jacobian norms
   # by at most about 4 x that relative change of its parameters: 10 x RTOL.
-  jac = ["--mode=jacobian", "--config.jacobian.num_examples=16",
-         "--config.jacobian.power_iters=5", "--config.jacobian.chunk_size=8",
-         "--config.jacobian.adversarial=False", "--config.jacobian.outputs=('logits',)"]
+  jac = ["--mode=jacobian", "--config.evals.jacobian.num_examples=16",
+         "--config.evals.jacobian.power_iters=5", "--config.evals.jacobian.chunk_size=8",
+         "--config.evals.jacobian.adversarial=False",
+         "--config.evals.jacobian.outputs=('logits',)"]
   outs = finish(launch_two(*jac, f"--workdir={two}", f"--workdir={one}"))
   assert "| clean | logits/fro |" in outs[0][0] and "logits/fro" not in outs[1][0]
   norms = np.load(os.path.join(two, "jacobian", "norms.npz"))

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+import uat_jax
 from tests import helpers
 from tests.helpers import load_config
 from uat_jax import checkpoints, train
@@ -19,9 +20,9 @@ def tiny_config(**overrides):
   c.num_train_steps = 4
   c.checkpoint_every_steps = 2
   c.log_every_steps = 1
-  c.eval.every_steps = 1000
-  c.eval.num_examples = 100
-  c.eval.pgd_steps = 2
+  c.evals.pgd.every_steps = 1000
+  c.evals.pgd.num_examples = 100
+  c.evals.pgd.steps = 2
   for key, value in overrides.items():
     section, _, name = key.rpartition(".")
     (c[section] if section else c)[name] = value
@@ -64,7 +65,7 @@ def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_
   truncate_largest_file(os.path.join(workdir, "checkpoints", "4"))
 
   # Evaluation reads the older checkpoint and moves nothing.
-  step, _ = helpers.final_state(workdir, config)
+  step = uat_jax.load(workdir, config=config).step
   assert step == 2 and "checkpoint at step 4" in caplog.text and "unreadable" in caplog.text
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
 
@@ -115,7 +116,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(trained,
     ({"method": "at", "attack.steps": 0}, "attack.steps=0 must be >= 1"),
     ({"regularizer.beta": -1.0}, "beta=-1.0 must be >= 0"),
     ({"regularizer.alpha": 1.0}, "must be in \\[0, 1\\)"),
-    ({"evals.preset": "strongest"}, "unknown evaluation preset"),
+    ({"evals.suite.preset": "strongest"}, "unknown evaluation preset"),
     ({"data.manual_dir": "/nonexistent", "data.data_dir": "/nonexistent/tfds"},
      "apt-get install dataset-fashion-mnist"),
     ({"model.name": "madry_cnn"}, "does not fit the config"),  # another model's checkpoint

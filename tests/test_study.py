@@ -34,9 +34,10 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   run = lambda m: json.loads((out / "data" / "runs" / f"{m}_s0.json").read_text())
   pgd = lambda m: run(m)["eval"]["paper"]["attacks"]["PGD-20"]["accuracy"]["0.2"]
   assert pgd("at") > pgd("standard") + 0.1  # AT resists PGD where standard training has 0%
-  assert run("entm")["train"]["mean_entropy"] > run("standard")["train"]["mean_entropy"] + 0.1
+  assert run("entm")["train"]["eval/mean_entropy"] > (
+      run("standard")["train"]["eval/mean_entropy"] + 0.1)
   sweep = json.loads((root / "sweep.json").read_text())
-  assert sweep["at_entm"]["values"]["0.3"]["num_examples"] == 100  # validation, not test
+  assert sweep["at_entm"]["values"]["0.3"]["eval/num_examples"] == 100  # validation, not test
   assert json.loads((root / "runs" / "at_s0" / "eval" / "paper" / "results.json").read_text())[
       "split"] == "test"
 

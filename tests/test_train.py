@@ -1,6 +1,8 @@
 """Training: config validation, schedules, 1 vs 8 devices, bfloat16. (That AT and EntM do their
 job on real data: tests/test_study.py.)"""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -97,3 +99,45 @@ def test_bfloat16_compute_keeps_float32_parameters_and_a_close_loss(small_fmnist
   c.dtype = "float64"  # numerical checks only: needs 64-bit JAX, which the suite leaves off
   with pytest.raises(UatError, match="JAX_ENABLE_X64=1"):
     config_lib.validate(c)
+
+
+def test_a_run_leaves_no_open_file_or_thread_behind(tmp_path):
+  """Two trainings in one process (as the study runs them): the second leaves exactly the
+  threads the first left (nothing accumulates), and neither keeps a file of its workdir open
+  (checkpoint manager and metric writers closed), also when training fails."""
+  import threading
+  from uat_jax import evaluators
+
+  def open_files_under(path):
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+      try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+      except OSError:
+        continue
+      if target.startswith(str(path)):
+        found.append(target)
+    return found
+
+  c = load_config("standard,runlocal")
+  c.num_train_steps = 4
+  c.checkpoint_every_steps = 2
+  c.evals.pgd.every_steps = 4
+  c.evals.pgd.num_examples = 50
+  c.evals.pgd.steps = 1
+  train.train_and_evaluate(c, str(tmp_path / "a"), evaluators=evaluators.for_training(c))
+  threads = {t.ident for t in threading.enumerate()}
+  assert open_files_under(tmp_path) == []
+  train.train_and_evaluate(c, str(tmp_path / "b"), evaluators=evaluators.for_training(c))
+  assert {t.ident for t in threading.enumerate()} - threads == set()
+  assert open_files_under(tmp_path) == []
+
+  class Failing:
+    name, every_steps = "failing", 2
+
+    def run(self, logits_fn, step, mesh):
+      raise RuntimeError("evaluator failed")
+
+  with pytest.raises(RuntimeError, match="evaluator failed"):
+    train.train_and_evaluate(c, str(tmp_path / "c"), evaluators=[Failing()])
+  assert open_files_under(tmp_path) == []

@@ -3,7 +3,7 @@
 Images are float32 NHWC in [0, 1] and eps is on that scale. Attacks are pure, jittable and
 deterministic in their key; their output always lies in the eps-ball around x (L-inf unless a
 `norm="l2"` is chosen) and in [0, 1]. White-box: fgsm, pgd (shared with adversarial training),
-apgd, apgd_targeted. Black-box: square (score-based), spsa (gradient-free estimate), transfer
+apgd, apgd_targeted, fab_targeted (FAB-T, minimal-distortion). Black-box: square (score-based), spsa (gradient-free estimate), transfer
 (PGD on a surrogate). Losses: ce, cw (margin), dlr, targeted DLR, temperature_scaled(loss, T), or
 any `loss(logits, labels) -> [B]` to maximize.
 """
@@ -14,6 +14,8 @@ from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from uat_jax import losses
 from uat_jax.errors import UatError
@@ -67,6 +69,32 @@ def check_eps(eps, norm: str = "linf") -> None:
     raise UatError(f"eps={eps} must be >= 0")
 
 
+def check_inputs(x, y=None):
+  """Checks images and labels before an attack; returns them (lists become numpy arrays).
+
+  Images must be floats [B, ...] in [0, 1] and labels B integers: a uint8 or 0-255 image would
+  otherwise give a wrong robust accuracy without any error. Concrete values are range-checked;
+  traced ones (under jit) by dtype and shape only."""
+  x = x if hasattr(x, "dtype") else np.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise UatError(f"images must be float in [0, 1], got dtype {x.dtype}: convert uint8 images "
+                   "with x.astype(np.float32) / 255")
+  if x.ndim < 2:
+    raise UatError(f"images must be a batch [B, H, W, C], got shape {tuple(x.shape)}")
+  if y is not None:
+    y = y if hasattr(y, "dtype") else np.asarray(y)
+    if tuple(y.shape) != tuple(x.shape[:1]) or not jnp.issubdtype(y.dtype, jnp.integer):
+      raise UatError(f"labels must be {x.shape[0]} integers (one per image), got dtype {y.dtype}"
+                     f" and shape {tuple(y.shape)}")
+  if not isinstance(x, jax.core.Tracer) and x.size:
+    host = np.asarray(x)  # concrete: checked on the host, also inside another function's trace
+    lo, hi = float(host.min()), float(host.max())
+    if lo < 0.0 or hi > 1.0:
+      raise UatError(f"images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: divide "
+                     "0-255 images by 255")
+  return x, y
+
+
 def project_linf(x_adv: jax.Array, x: jax.Array, eps) -> jax.Array:
   """Projects onto the intersection of the L-inf eps-ball around x and the [0, 1] box."""
   return jnp.clip(x_adv, jnp.maximum(x - eps, 0.0), jnp.minimum(x + eps, 1.0))
@@ -85,13 +113,12 @@ def project_l2(x_adv: jax.Array, x: jax.Array, eps) -> jax.Array:
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
-def resolve_unroll(unroll: Union[int, bool], steps: int) -> Union[int, bool]:
+def resolve_unroll(unroll: Union[int, bool]) -> Union[int, bool]:
   """-1 (auto): a rolled loop (1) on every backend, keeping compile time flat in the step count.
   (On XLA:CPU a rolled loop ran PGD 3x slower than unrolled until the models' convolutions got
   their input gradient in the layout XLA:CPU runs fast, models.conv_general_dilated; since then
   rolled and unrolled loops run at the same speed: bench/RESULTS.md.) An int n > 1 unrolls n steps
   per iteration, True unrolls them all."""
-  del steps  # the choice no longer depends on it
   if unroll is True or unroll is False:
     return unroll
   return 1 if unroll == -1 else max(1, int(unroll))
@@ -102,8 +129,9 @@ def _check_norm(norm: str) -> None:
     raise UatError(f"unknown norm {norm!r}: choose one of {NORMS}")
 
 
-def _checked(name, x, eps, norm, loss, steps, restarts, min_steps):
+def _checked(name, x, y, eps, norm, loss, steps, restarts, min_steps):
   """Validates an iterative attack's arguments; returns (per-example loss, float32 images)."""
+  check_inputs(x, y)
   _check_norm(norm)
   check_eps(eps, norm)
   if steps < min_steps or restarts < 1:
@@ -139,6 +167,7 @@ def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
          loss: Union[str, PerExampleLoss] = "ce") -> jax.Array:
   """Fast gradient sign method (Goodfellow et al. 2015): one L-inf step of size eps from x."""
   check_eps(eps)
+  check_inputs(x, y)
   x = jnp.asarray(x, jnp.float32)
   g = _input_grad(logits_fn, resolve_loss(loss), y)(x)
   return project_linf(x + eps * jnp.sign(g), x, eps)
@@ -156,7 +185,7 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
   that misclassified it, or else the one with the highest loss. The step loop is a
   `lax.fori_loop`; `unroll` (an int, or True for fully unrolled) trades compile time for speed.
   """
-  loss_fn, x = _checked("PGD", x, eps, norm, loss, steps, restarts, min_steps=0)
+  loss_fn, x = _checked("PGD", x, y, eps, norm, loss, steps, restarts, min_steps=0)
   grad_fn = _input_grad(logits_fn, loss_fn, y)
   project = PROJECTIONS[norm]
 
@@ -165,7 +194,7 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
 
   def one_run(k):
     x0 = uniform_start(k, x, eps, norm) if random_start else x
-    return jax.lax.fori_loop(0, steps, step, x0, unroll=resolve_unroll(unroll, steps))
+    return jax.lax.fori_loop(0, steps, step, x0, unroll=resolve_unroll(unroll))
 
   return _best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts)
 
@@ -243,7 +272,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   highest-loss one. Use loss="ce" (APGD-CE), "dlr" (APGD-DLR) or any per-example loss; see
   apgd_targeted for APGD-T.
   """
-  loss_fn, x = _checked("APGD", x, eps, norm, loss, steps, restarts, min_steps=1)
+  loss_fn, x = _checked("APGD", x, y, eps, norm, loss, steps, restarts, min_steps=1)
   project = PROJECTIONS[norm]
   b = x.shape[0]
   ckpt = dict(apgd_checkpoints(steps))
@@ -286,7 +315,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
     s = {"x": x0, "x_prev": x0, "g": g, "f": f, "x_best": x0, "g_best": g, "f_best": f,
          "f_best_ckpt": f, "x_adv": x0, "fooled": fooled, "count": jnp.zeros(b),
          "halved": jnp.zeros(b, bool), "eta": jnp.full((b,), 2.0 * eps, jnp.float32)}
-    s = jax.lax.fori_loop(0, steps, step, s, unroll=resolve_unroll(unroll, steps))
+    s = jax.lax.fori_loop(0, steps, step, s, unroll=resolve_unroll(unroll))
     return _where_example(s["fooled"], s["x_adv"], s["x_best"])
 
   return _best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts)
@@ -298,6 +327,7 @@ def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.A
   """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, once per target class, the
   targets being the `num_targets` classes with the highest clean logits after the top one. Each
   example keeps the first run that misclassified it, or else its result for the last target."""
+  check_inputs(x, y)
   num_classes = jax.eval_shape(logits_fn, jnp.asarray(x[:1], jnp.float32)).shape[-1]
   if num_classes < 4 or not 1 <= num_targets <= num_classes - 1:
     raise UatError(f"APGD-T needs >= 4 classes and 1 <= num_targets <= {num_classes - 1}, got "
@@ -313,6 +343,118 @@ def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.A
     cand_fooled = jnp.argmax(logits_fn(cand), -1) != y
     take = ~fooled
     return _where_example(take, cand, best), fooled | cand_fooled
+
+  return jax.lax.fori_loop(0, num_targets, per_target, (x, jnp.zeros(x.shape[0], bool)))[0]
+
+
+def _linf_plane_point(w: jax.Array, c: jax.Array, lo: jax.Array, hi: jax.Array,
+                      iters: int = 30) -> jax.Array:
+  """Per row of w [B, D]: the delta of smallest L-inf norm with w . delta = c and lo <= delta <=
+  hi (lo <= 0 <= hi: the [0, 1] box around the current point), or, where the box cannot reach
+  the plane, the box point that gets closest. Moving coordinate i by up to r in the direction
+  sign(c w_i) changes w . delta by sum_i |w_i| min(r, room_i), a non-decreasing function of r;
+  its smallest r reaching |c| is found by bisection (`iters` halvings of [0, max room])."""
+  s = jnp.sign(c)[:, None] * jnp.sign(w)
+  room = jnp.where(s > 0, hi, -lo)
+  weight, target = jnp.abs(w), jnp.abs(c)
+
+  def reach(r):
+    return jnp.sum(weight * jnp.minimum(r[:, None], room), axis=1)
+
+  def halve(_, bounds):
+    low, high = bounds
+    mid = 0.5 * (low + high)
+    ok = reach(mid) >= target
+    return jnp.where(ok, low, mid), jnp.where(ok, mid, high)
+
+  high = jnp.max(room, axis=1)
+  _, r = jax.lax.fori_loop(0, iters, halve, (jnp.zeros_like(high), high))
+  return s * jnp.minimum(r[:, None], room)
+
+
+def fab_minimal(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, targets: jax.Array, *,
+                key: jax.Array, steps: int = 100, restarts: int = 1,
+                start_radius: Union[float, jax.Array] = 0.0, alpha_max: float = 0.1,
+                eta: float = 1.05, beta: float = 0.9) -> jax.Array:
+  """Targeted FAB, L-inf (Croce & Hein 2020, "fast adaptive boundary"): for each example, the
+  misclassified point of smallest L-inf distance to x that the search finds, or x itself where
+  it finds none.
+
+  Each step linearizes the boundary between the true class y and the target at the current
+  point, projects both the current point and x onto that hyperplane (inside [0, 1]), and moves
+  to a mix of the two projections, weighted toward x's by at most `alpha_max` and extrapolated
+  by `eta`; a misclassified point is recorded if closer than the best so far, then pulled back
+  toward x by `beta`. The first run starts at x; later restarts start at random points within
+  `start_radius` / 2 (L-inf)."""
+  b = x.shape[0]
+  pick = lambda z, c: jnp.take_along_axis(z, c[:, None], -1)[:, 0]
+
+  def difference(v):
+    def total(u):
+      z = logits_fn(u)
+      d = pick(z, targets) - pick(z, y)
+      return jnp.sum(d), d
+    (_, d), g = jax.value_and_grad(total, has_aux=True)(v)
+    return d, g.reshape(b, -1)
+
+  def fooled(v):
+    return jnp.argmax(logits_fn(v), -1) != y
+
+  flat_x = x.reshape(b, -1)
+
+  def step(_, s):
+    xk = s["x"].reshape(b, -1)
+    d, w = difference(s["x"])
+    delta_k = _linf_plane_point(w, -d, -xk, 1.0 - xk)
+    delta_0 = _linf_plane_point(w, -d - jnp.sum(w * (flat_x - xk), axis=1), -flat_x, 1.0 - flat_x)
+    norm_k, norm_0 = jnp.max(jnp.abs(delta_k), 1), jnp.max(jnp.abs(delta_0), 1)
+    alpha = jnp.minimum(norm_k / (norm_k + norm_0 + 1e-12), alpha_max)[:, None]
+    new = jnp.clip((1 - alpha) * (xk + eta * delta_k) + alpha * (flat_x + eta * delta_0), 0, 1)
+    new = new.reshape(x.shape)
+    hit = fooled(new)
+    dist = jnp.max(jnp.abs(new - x).reshape(b, -1), 1)
+    better = hit & (dist < s["best_dist"])
+    back = (1 - beta) * x + beta * new
+    return {"x": _where_example(hit, back, new), "best": _where_example(better, new, s["best"]),
+            "best_dist": jnp.where(better, dist, s["best_dist"])}
+
+  start_fooled = fooled(x)
+  state = {"x": x, "best": x, "best_dist": jnp.where(start_fooled, 0.0, jnp.inf)}
+  state = jax.lax.fori_loop(0, steps, step, state)
+  for i in range(1, restarts):
+    radius = jnp.minimum(state["best_dist"], start_radius).reshape((-1,) + (1,) * (x.ndim - 1))
+    u = jax.random.uniform(jax.random.fold_in(key, i), x.shape, x.dtype, -1.0, 1.0)
+    u = u / (jnp.max(jnp.abs(u).reshape(b, -1), 1).reshape(radius.shape) + 1e-12)
+    state = jax.lax.fori_loop(0, steps, step,
+                              {**state, "x": jnp.clip(x + 0.5 * radius * u, 0.0, 1.0)})
+  return state["best"]
+
+
+def fab_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array,
+                 eps: float, steps: int = 100, num_targets: int = 9,
+                 restarts: int = 1) -> jax.Array:
+  """FAB-T, L-inf (Croce & Hein 2020, as in AutoAttack's standard sequence): fab_minimal toward
+  each of the `num_targets` classes with the highest clean logits after the top one. Each
+  example keeps the first target whose minimal adversarial point lies within eps; the result is
+  projected onto the eps-ball (and [0, 1]), so it is adversarial exactly where FAB found a point
+  at distance <= eps."""
+  check_eps(eps)
+  check_inputs(x, y)
+  x = jnp.asarray(x, jnp.float32)
+  num_classes = jax.eval_shape(logits_fn, x[:1]).shape[-1]
+  if not 1 <= num_targets <= num_classes - 1 or steps < 1 or restarts < 1:
+    raise UatError(f"FAB-T needs 1 <= num_targets <= {num_classes - 1}, steps >= 1 and "
+                   f"restarts >= 1, got num_targets={num_targets}, steps={steps}, "
+                   f"restarts={restarts}")
+  order = jax.lax.top_k(logits_fn(x), num_targets + 1)[1]
+
+  def per_target(t, carry):
+    best, done = carry
+    cand = project_linf(fab_minimal(logits_fn, x, y, order[:, t + 1],
+                                    key=jax.random.fold_in(key, t), steps=steps,
+                                    restarts=restarts, start_radius=eps), x, eps)
+    hit = jnp.argmax(logits_fn(cand), -1) != y
+    return _where_example(~done, cand, best), done | hit
 
   return jax.lax.fori_loop(0, num_targets, per_target, (x, jnp.zeros(x.shape[0], bool)))[0]
 
@@ -336,6 +478,7 @@ def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, e
   forward passes per example (1 for the start).
   """
   check_eps(eps)
+  check_inputs(x, y)
   if queries < 1:
     raise UatError(f"Square needs queries >= 1, got {queries}")
   x = jnp.asarray(x, jnp.float32)
@@ -386,10 +529,10 @@ def spsa(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   directions are evaluated per forward pass. Each example returns its first misclassified
   iterate, or else the last one."""
   check_eps(eps)
+  check_inputs(x, y)
   if steps < 1 or samples < 1 or not delta > 0:
     raise UatError(f"SPSA needs steps >= 1, samples >= 1 and delta > 0, got steps={steps}, "
                    f"samples={samples}, delta={delta}")
-  import optax  # local: only SPSA needs it here
 
   loss_fn = resolve_loss(loss)
   x = jnp.asarray(x, jnp.float32)

@@ -37,13 +37,14 @@ def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 
 def reader(workdir: str) -> ocp.CheckpointManager:
-  """A manager that only reads `workdir`'s checkpoints (evaluation, Jacobians)."""
+  """A manager that only reads `workdir`'s checkpoints (evaluation, Jacobians), with the PyTree
+  handler so that it can restore part of a checkpoint (restore_readable with a dict)."""
   path = directory(workdir)
   if not os.path.isdir(path):
     raise UatError(f"no checkpoint in {path}: train first (--mode=train) or pass another "
                    "--workdir")
   return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
-                               item_handlers=ocp.StandardCheckpointHandler())
+                               item_handlers=ocp.PyTreeCheckpointHandler())
 
 
 def _shapes(tree) -> dict[str, tuple]:
@@ -66,21 +67,36 @@ def check_shapes(saved_tree, wanted_tree, config, path: str) -> None:
 
 
 def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
-                     quarantine: Optional[str] = None) -> tuple[Any, Optional[int]]:
+                     quarantine: Optional[str] = None,
+                     only_step: Optional[int] = None) -> tuple[Any, Optional[int]]:
   """The newest step that reads back, restored into `abstract` (shapes, dtypes, shardings) after
   check_shapes against the config, and that step; (None, None) when there is no checkpoint.
+  `abstract` is a whole TrainState (training), or a dict of some of its fields (a manager from
+  `reader`): then only those are read, e.g. {"params", "batch_stats", "step"} for inference,
+  never the optimizer state. With `only_step`, only that step is tried.
   Newer steps that failed are logged and, with `quarantine` (a directory) and once an older step
   has restored with the same config (so the config is not to blame), moved there so that
   training can write those steps again. A checkpoint that does not fit the config is a UatError
   at once; if no step reads back, nothing is moved and a UatError names the newest failure."""
 
+  partial = isinstance(abstract, dict)
+  params = abstract["params"] if partial else abstract.params
+
   def restore_step(step):
-    check_shapes(mngr.item_metadata(step)["params"], abstract.params, config,
-                 str(mngr.directory))
+    check_shapes(mngr.item_metadata(step)["params"], params, config, str(mngr.directory))
+    if partial:
+      restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract)
+      return mngr.restore(step, args=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=restore_args, partial_restore=True))
     return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
   mngr.reload()
   steps = sorted(mngr.all_steps(), reverse=True)
+  if only_step is not None:
+    if only_step not in steps:
+      raise UatError(f"no checkpoint of step {only_step} in {mngr.directory} (it has "
+                     f"{sorted(steps) or 'none'}): pass one of those, or step=None for the newest")
+    steps = [only_step]
   failures = []
   for step in steps:
     try:

@@ -14,7 +14,7 @@ import os
 import jax
 import ml_collections
 
-from uat_jax import attacks, data, losses, models
+from uat_jax import attacks, data, evaluate, jacobian, losses, models
 from uat_jax.errors import UatError
 
 # Defaults for beta (EntM) and alpha (LS) per method. The paper does not give its values
@@ -93,44 +93,56 @@ def base_config() -> ml_collections.ConfigDict:
   c.regularizer.alpha = 0.2  # LS: targets (1 - alpha) onehot + alpha / K
   c.regularizer.on = "adversarial"  # adversarial | clean | both (under AT)
 
-  # Periodic evaluation on the test split: clean and PGD accuracy at the training eps, entropy.
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 1000
-  c.eval.num_examples = 0  # 0 = the whole split
-  c.eval.batch_size = 500
-  c.eval.pgd_steps = 20
-  c.eval.pgd_step_size = 0.025
-
-  # Robustness evaluation of a workdir's newest checkpoint (--mode=evaluate): see uat_jax/evaluate/.
+  # Evaluators: each reads the evaluation split (the test split, or the held-out validation
+  # examples when data.validation_size > 0) and runs during training every `every_steps` steps
+  # and after the last one (0: not during training); --mode=evaluate runs those named in
+  # evals.on_evaluate on a checkpoint. Their scalars go to metrics.jsonl and TensorBoard.
   c.evals = ml_collections.ConfigDict()
-  c.evals.preset = "quick"  # quick | paper | strong | adaptive | "" (only evals.attacks)
-  c.evals.eps = ()  # L-inf eps grid on the [0, 1] scale; () = the dataset's default grid
-  c.evals.num_examples = 0  # first N test examples; 0 = the whole split
-  c.evals.batch_size = 500  # rounded up to a multiple of the device count
-  c.evals.seed = 0
+  c.evals.on_evaluate = ("suite",)  # evaluators --mode=evaluate runs: pgd, suite, jacobian
+
+  # pgd: clean accuracy, PGD accuracy at the training eps (attack.eps) and mean predictive
+  # entropy, logged as eval/clean_accuracy, eval/pgd_accuracy, eval/mean_entropy.
+  c.evals.pgd = ml_collections.ConfigDict()
+  c.evals.pgd.every_steps = 1000
+  c.evals.pgd.num_examples = 0  # 0 = the whole split
+  c.evals.pgd.batch_size = 500  # rounded up to a multiple of the device count
+  c.evals.pgd.steps = 20
+  c.evals.pgd.step_size = 0.025
+
+  # suite: the attack suite (uat_jax/evaluate/) over an eps grid with gradient-masking checks;
+  # --mode=evaluate writes its reports to <workdir>/eval/<output>/.
+  c.evals.suite = ml_collections.ConfigDict()
+  c.evals.suite.every_steps = 0
+  c.evals.suite.preset = "quick"  # quick | paper | strong | adaptive | "" (only suite.attacks)
+  c.evals.suite.eps = ()  # L-inf eps grid on the [0, 1] scale; () = the dataset's default grid
+  c.evals.suite.num_examples = 0  # first N examples; 0 = the whole split
+  c.evals.suite.batch_size = 500  # rounded up to a multiple of the device count
+  c.evals.suite.seed = 0
   # Each attack only on the points every earlier one failed on (AutoAttack); None = the preset's
   # choice (True for strong).
-  c.evals.only_robust = ml_collections.config_dict.placeholder(bool)
-  c.evals.checks = True  # gradient-masking checks (a few extra attack runs)
-  c.evals.surrogate_workdir = ""  # another workdir: the surrogate of transfer attacks
-  c.evals.output = ""  # results go to <workdir>/eval/<output>
+  c.evals.suite.only_robust = ml_collections.config_dict.placeholder(bool)
+  c.evals.suite.checks = True  # gradient-masking checks (a few extra attack runs)
+  c.evals.suite.surrogate_workdir = ""  # another workdir: the surrogate of transfer attacks
+  c.evals.suite.output = ""  # results go to <workdir>/eval/<output>
   # Extra attacks run after the preset's, by name, e.g. in a config file:
-  #   c.evals.attacks.pgd200 = ml_collections.ConfigDict(dict(attack="pgd", steps=200))
+  #   c.evals.suite.attacks.pgd200 = ml_collections.ConfigDict(dict(attack="pgd", steps=200))
   # (parameters per attack: uat_jax.evaluate.ATTACKS).
-  c.evals.attacks = ml_collections.ConfigDict()
+  c.evals.suite.attacks = ml_collections.ConfigDict()
 
-  # Input-Jacobian analysis (--mode=jacobian, and optional tracking during training).
-  c.jacobian = ml_collections.ConfigDict()
-  c.jacobian.num_examples = 1000  # first N test examples; 0 = the whole split
-  c.jacobian.chunk_size = 64  # examples per compiled chunk (bounds memory)
-  c.jacobian.outputs = ("logits", "probs")  # logits | probs | log_probs
-  c.jacobian.norms = ("fro", "spectral", "inf")
-  c.jacobian.power_iters = 50  # spectral norm: power iterations on J^T J
-  c.jacobian.adversarial = True  # also on PGD points (attack.eps, eval.pgd_steps/pgd_step_size)
-  c.jacobian.baseline = ""  # the workdir the others are compared with; "" = the first --workdir
-  c.jacobian.seed = 0
-  c.jacobian.track_every_steps = 0  # > 0: log mean norms on track_examples test images
-  c.jacobian.track_examples = 64
+  # jacobian: input-Jacobian norms. During training and in --mode=evaluate: mean norms on the
+  # first num_examples clean points, logged as jacobian/<output>/<norm> and jacobian/loss_grad.
+  # --mode=jacobian compares workdirs on the same points (and on PGD points, `adversarial`).
+  c.evals.jacobian = ml_collections.ConfigDict()
+  c.evals.jacobian.every_steps = 0
+  c.evals.jacobian.num_examples = 1000  # first N examples; 0 = the whole split
+  c.evals.jacobian.chunk_size = 64  # examples per compiled chunk (bounds memory)
+  c.evals.jacobian.outputs = ("logits", "probs")  # logits | probs | log_probs
+  c.evals.jacobian.norms = ("fro", "spectral", "inf")
+  c.evals.jacobian.power_iters = 50  # spectral norm: power iterations on J^T J
+  # --mode=jacobian: also on PGD points (attack.eps, evals.pgd.steps / step_size)
+  c.evals.jacobian.adversarial = True
+  c.evals.jacobian.baseline = ""  # --mode=jacobian: the workdir the others are compared with
+  c.evals.jacobian.seed = 0
 
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
@@ -142,11 +154,11 @@ def runlocal(c: ml_collections.ConfigDict) -> None:
   """A budget that finishes in minutes on 2 CPU cores: small CNN, a few hundred steps, and an
   evaluation on 500 test examples."""
   c.model.name = "small_cnn"
-  c.evals.num_examples = 500
-  c.jacobian.num_examples = 200
+  c.evals.suite.num_examples = 500
+  c.evals.jacobian.num_examples = 200
   c.num_train_steps = 300
-  c.eval.every_steps = 100
-  c.eval.num_examples = 1000
+  c.evals.pgd.every_steps = 100
+  c.evals.pgd.num_examples = 1000
   c.log_every_steps = 50
   c.checkpoint_every_steps = 100
 
@@ -166,8 +178,8 @@ def resnet_at_recipe(c: ml_collections.ConfigDict, dataset: str, learning_rate: 
   c.attack.eps = 8 / 255
   c.attack.step_size = 2 / 255
   c.attack.steps = 10
-  c.eval.pgd_step_size = 2 / 255
-  c.eval.batch_size = 250
+  c.evals.pgd.step_size = 2 / 255
+  c.evals.pgd.batch_size = 250
 
 
 def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
@@ -216,9 +228,6 @@ def validate(c, num_devices: int = 1) -> None:
   _require(c.batch_size > 0 and c.batch_size % num_devices == 0,
            f"batch_size={c.batch_size} must be a positive multiple of the {num_devices} devices "
            "(--config.batch_size)")
-  _require(c.eval.batch_size > 0 and c.eval.batch_size % num_devices == 0,
-           f"eval.batch_size={c.eval.batch_size} must be a positive multiple of the "
-           f"{num_devices} devices (--config.eval.batch_size)")
   _require(c.dtype in ("float32", "bfloat16", "float64"),
            f"unknown dtype {c.dtype!r}: choose float32, bfloat16 or float64 (--config.dtype)")
   _require(c.dtype != "float64" or jax.config.jax_enable_x64,
@@ -242,7 +251,6 @@ def validate(c, num_devices: int = 1) -> None:
            f"regularizer.alpha={c.regularizer.alpha} must be in [0, 1)")
   _require(c.regularizer.on in losses.REGULARIZER_ON,
            f"unknown regularizer.on {c.regularizer.on!r}: choose one of {losses.REGULARIZER_ON}")
-  _require(c.eval.pgd_steps >= 0, f"eval.pgd_steps={c.eval.pgd_steps} must be >= 0")
   o = c.optimizer
   _require(o.name in OPTIMIZERS, f"unknown optimizer {o.name!r}: choose one of {OPTIMIZERS}")
   _require(o.schedule in SCHEDULES,
@@ -253,42 +261,80 @@ def validate(c, num_devices: int = 1) -> None:
            f"optimizer.boundaries={tuple(o.boundaries)} must be fractions of training in (0, 1)")
   for name in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints"):
     _require(c[name] >= 1, f"{name}={c[name]} must be >= 1")
-  _require(c.eval.every_steps >= 1, f"eval.every_steps={c.eval.every_steps} must be >= 1")
-  validate_evals(c, num_devices)
-  validate_jacobian(c)
+  validate_evals(c)
 
 
-def validate_jacobian(c) -> None:
-  from uat_jax import jacobian
-  j = c.jacobian
+EVALUATORS = ("pgd", "suite", "jacobian")
+
+
+def validate_evals(c) -> None:
+  """Checks config.evals: every evaluator's period, sizes and parameters."""
+  e = c.evals
+  for name in on_evaluate(c):
+    _require(name in EVALUATORS, f"unknown evaluator {name!r} in evals.on_evaluate: choose from "
+             f"{EVALUATORS} (--config.evals.on_evaluate=suite,jacobian)")
+  for name in EVALUATORS:
+    ev = e[name]
+    _require(ev.every_steps >= 0,
+             f"evals.{name}.every_steps={ev.every_steps} must be >= 0 (0 = not during training)")
+    _require(ev.num_examples >= 0,
+             f"evals.{name}.num_examples={ev.num_examples} must be >= 0 (0 = all)")
+  for name in ("pgd", "suite"):
+    _require(e[name].batch_size > 0, f"evals.{name}.batch_size={e[name].batch_size} must be > 0 "
+             f"(--config.evals.{name}.batch_size)")
+  _require(e.pgd.steps >= 0, f"evals.pgd.steps={e.pgd.steps} must be >= 0")
+  for eps in e.suite.eps:
+    attacks.check_eps(eps)
+  evaluate.resolve_suite(suite_entries(c), e.suite.only_robust)
+  j = e.jacobian
   for output in j.outputs:
-    jacobian._check(output, j.norms)
-  _require(j.num_examples >= 0, f"jacobian.num_examples={j.num_examples} must be >= 0 (0 = all)")
-  for name in ("chunk_size", "power_iters", "track_examples"):
-    _require(j[name] >= 1, f"jacobian.{name}={j[name]} must be >= 1")
-  _require(j.track_every_steps >= 0,
-           f"jacobian.track_every_steps={j.track_every_steps} must be >= 0 (0 = off)")
+    jacobian.check(output, j.norms)
+  for name in ("chunk_size", "power_iters"):
+    _require(j[name] >= 1, f"evals.jacobian.{name}={j[name]} must be >= 1")
+
+
+def on_evaluate(c) -> tuple[str, ...]:
+  """The evaluators --mode=evaluate runs: config.evals.on_evaluate, a tuple or, as the command
+  line gives it, a comma-separated string (--config.evals.on_evaluate=suite,jacobian)."""
+  value = c.evals.on_evaluate
+  parts = [value] if isinstance(value, str) else list(value)
+  return tuple(v.strip() for p in parts for v in str(p).split(",") if v.strip())
 
 
 def suite_entries(c) -> list[dict]:
-  """The attack entries config.evals asks for: the preset's, then config.evals.attacks."""
-  from uat_jax import evaluate  # evaluate imports nothing from here; keep config_lib light
-  entries = evaluate.preset(c.evals.preset) if c.evals.preset else []
-  for name, entry in c.evals.attacks.items():
+  """The attack entries config.evals.suite asks for: the preset's, then its `attacks`."""
+  s = c.evals.suite
+  entries = evaluate.preset(s.preset) if s.preset else []
+  for name, entry in s.attacks.items():
     entries.append({"name": name, **entry.to_dict()})
   return entries
 
 
-def validate_evals(c, num_devices: int = 1) -> None:
-  from uat_jax import evaluate
-  e = c.evals
-  for eps in e.eps:
-    attacks.check_eps(eps)
-  _require(e.num_examples >= 0, f"evals.num_examples={e.num_examples} must be >= 0 (0 = all)")
-  del num_devices  # evaluation rounds its batch up to a multiple of the devices
-  _require(e.batch_size > 0, f"evals.batch_size={e.batch_size} must be > 0 "
-           "(--config.evals.batch_size)")
-  evaluate._resolve_suite(suite_entries(c), e.only_robust)
+# Config fields that moved, old dotted path -> new one: a command-line override of an old path
+# fails with one line naming the new field; a workdir's config.json is read with them moved.
+MOVED = {
+    "eval.every_steps": "evals.pgd.every_steps",
+    "eval.num_examples": "evals.pgd.num_examples",
+    "eval.batch_size": "evals.pgd.batch_size",
+    "eval.pgd_steps": "evals.pgd.steps",
+    "eval.pgd_step_size": "evals.pgd.step_size",
+    **{f"evals.{k}": f"evals.suite.{k}" for k in (
+        "preset", "eps", "num_examples", "batch_size", "seed", "only_robust", "checks",
+        "surrogate_workdir", "output", "attacks")},
+    **{f"jacobian.{k}": f"evals.jacobian.{k}" for k in (
+        "num_examples", "chunk_size", "outputs", "norms", "power_iters", "adversarial",
+        "baseline", "seed")},
+    "jacobian.track_every_steps": "evals.jacobian.every_steps",
+    "jacobian.track_examples": "evals.jacobian.num_examples",
+}
+
+
+def moved_field(path: str):
+  """The new dotted path of a config field that moved (or of a field inside one), else None."""
+  for old, new in MOVED.items():
+    if path == old or path.startswith(old + "."):
+      return new + path[len(old):]
+  return None
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -308,6 +354,29 @@ def from_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return module.get_config(arg)
 
 
+def _moved_forward(saved: dict) -> dict:
+  """A saved config (nested dicts) with fields of older versions at their new paths (MOVED)."""
+  flat: dict[str, object] = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      path = prefix + k
+      if isinstance(v, dict) and v and path not in ("evals.attacks", "evals.suite.attacks"):
+        walk(path + ".", v)
+      else:
+        flat[path] = v
+
+  walk("", saved)
+  out: dict = {}
+  for path, v in flat.items():
+    node = out
+    keys = (moved_field(path) or path).split(".")
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+    node[keys[-1]] = v
+  return out
+
+
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (its config.json) over today's defaults, locked.
   Fields added since the run keep their defaults; fields the code no longer has are an error."""
@@ -321,6 +390,7 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   except (OSError, ValueError) as e:
     raise UatError(f"cannot read {path} ({e}): pass the training config with --config") from e
   c = base_config()
+  saved = _moved_forward(saved)
 
   def merge(node, values, prefix):
     for k, v in values.items():
@@ -328,7 +398,7 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
         raise UatError(f"{path} has field {prefix}{k}, unknown to this version: pass the "
                        "training config with --config")
       if isinstance(node[k], ml_collections.ConfigDict) and isinstance(v, dict):
-        if prefix + k == "evals.attacks":  # a registry: its entries are free-form
+        if prefix + k == "evals.suite.attacks":  # a registry: its entries are free-form
           for name, entry in v.items():
             node[k][name] = ml_collections.ConfigDict(entry)
         else:

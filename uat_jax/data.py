@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import gzip
 import os
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -45,19 +44,23 @@ class DatasetSpec:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augment: str  # default augmentation: "none", "crop" or "crop_flip"
+  eps_grid: tuple[float, ...]  # the usual L-inf robustness grid on [0, 1] images
   eval_split: str = "test"
 
 
+_GRAY_EPS = (0.05, 0.1, 0.15, 0.2, 0.3)
+_COLOR_EPS = tuple(e / 255 for e in (2, 4, 8, 12, 16))
 DATASETS = {
-    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, (0.1307,), (0.3081,), "none"),
-    "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10, (0.2860,), (0.3530,), "none"),
+    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, (0.1307,), (0.3081,), "none", _GRAY_EPS),
+    "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10, (0.2860,), (0.3530,), "none",
+                                 _GRAY_EPS),
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), "crop_flip"),
+                           (0.2470, 0.2435, 0.2616), "crop_flip", _COLOR_EPS),
     "cifar100": DatasetSpec("cifar100", (32, 32, 3), 100, (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762), "crop_flip"),
+                            (0.2673, 0.2564, 0.2762), "crop_flip", _COLOR_EPS),
     # Digits: no horizontal flip.
     "svhn_cropped": DatasetSpec("svhn_cropped", (32, 32, 3), 10, (0.4377, 0.4438, 0.4728),
-                                (0.1980, 0.2010, 0.1970), "crop"),
+                                (0.1980, 0.2010, 0.1970), "crop", _COLOR_EPS),
 }
 
 
@@ -296,6 +299,42 @@ def eval_split(data_config) -> Split:
   return load_split(data_config, get_spec(data_config.name).eval_split)
 
 
+def eval_examples(data_config, num_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num_examples` (0: all) examples of the evaluation split (eval_split: the test
+  split, or the validation examples when data.validation_size > 0) as float32 images in [0, 1]
+  and int32 labels."""
+  split = eval_split(data_config)
+  n = len(split) if not num_examples else min(num_examples, len(split))
+  return split.images[:n].astype(np.float32) / 255.0, np.array(split.labels[:n], np.int32)
+
+
+def eval_split_name(data_config) -> str:
+  """What eval_split reads, for reports: "test" or "validation (N held-out train examples)"."""
+  size = data_config.get("validation_size", 0)
+  return f"validation ({size} held-out train examples)" if size > 0 else "test"
+
+
+def images(data_config, split: str = "test",
+           num_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num_examples` (0: all) images of a split as float32 [N, H, W, C] in [0, 1] and
+  their int32 labels: "test" (the default), "validation" (the data.validation_size train
+  examples held out from training) or "train" (what training draws from)."""
+  if split == "test":
+    part = load_split(data_config, get_spec(data_config.name).eval_split)
+  elif split == "validation":
+    size = data_config.get("validation_size", 0)
+    if size <= 0:
+      raise UatError("split 'validation' needs data.validation_size > 0 (the train examples held "
+                     "out from training); use split='test' otherwise")
+    part = _carve_validation(data_config, size)[1]
+  elif split == "train":
+    part = train_split(data_config)
+  else:
+    raise UatError(f"unknown split {split!r}: choose test, validation or train")
+  n = len(part) if not num_examples else min(num_examples, len(part))
+  return part.images[:n].astype(np.float32) / 255.0, np.array(part.labels[:n], np.int32)
+
+
 # --------------------------------------------------------------------------------------------
 # Batching: a pure function of (seed, step).
 # --------------------------------------------------------------------------------------------
@@ -331,19 +370,6 @@ def pad_to(a: np.ndarray, size: int) -> np.ndarray:
   if a.shape[0] == size:
     return a
   return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
-
-
-def eval_batches(split: Split, batch_size: int,
-                 num_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-size batches over the first `num_examples` examples; the last one is zero-padded and
-  carries mask 0 on the padding, so the evaluation step compiles once."""
-  n = len(split) if not num_examples else min(num_examples, len(split))
-  for start in range(0, n, batch_size):
-    stop = min(start + batch_size, n)
-    images = pad_to(split.images[start:stop], batch_size)
-    labels = pad_to(split.labels[start:stop], batch_size)
-    mask = pad_to(np.ones(stop - start, dtype=np.float32), batch_size)
-    yield {"image": images, "label": labels, "mask": mask}
 
 
 # --------------------------------------------------------------------------------------------

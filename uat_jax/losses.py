@@ -35,23 +35,16 @@ def entropy(logits: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
-  """Per-example cross entropy against (1 - smoothing) * onehot + smoothing / K."""
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example cross entropy -log softmax(logits)[label]. (Label smoothing is
+  (1 - alpha) * cross_entropy + alpha * uniform_cross_entropy: see objective.)"""
   logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  if smoothing == 0.0:
-    return nll
-  return (1.0 - smoothing) * nll - smoothing * jnp.mean(logp, axis=-1)
+  return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
   """Per-example cross entropy against the uniform distribution, -(1/K) sum_k log p_k."""
   return -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1)
-
-
-def entm_loss(logits: jax.Array, labels: jax.Array, beta: float) -> jax.Array:
-  """Per-example entropy-maximization loss CE - beta * H."""
-  return cross_entropy(logits, labels) - beta * entropy(logits)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -1,7 +1,7 @@
 r"""Command line entry.
 
   python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W      # train (or resume)
-  python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.preset=paper]
+  python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.suite.preset=paper]
   python -m uat_jax.main --mode=jacobian --workdir=W_at --workdir=W_at_entm   # compare norms
   python -m uat_jax.main --multihost ...   # one process per host (TPU pod slice, SLURM)
 
@@ -17,7 +17,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import cli
+from uat_jax import cli, config_lib
 from uat_jax.cli import fail
 from uat_jax.errors import UatError
 
@@ -27,9 +27,10 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashi
 flags.DEFINE_multi_string("workdir", None, "Directory for checkpoints, metrics and results "
                           "(--mode=jacobian: repeat it to compare workdirs).")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "jacobian"],
-                  "train: train or resume in --workdir; evaluate: the attack suite of "
-                  "config.evals on the newest checkpoint of --workdir; jacobian: input-Jacobian "
-                  "norms (config.jacobian) of one or more workdirs.")
+                  "train: train or resume in --workdir; evaluate: the evaluators of "
+                  "config.evals.on_evaluate (default: the attack suite, config.evals.suite) on "
+                  "the newest checkpoint of --workdir; jacobian: input-Jacobian norms "
+                  "(config.evals.jacobian) of one or more workdirs compared.")
 flags.DEFINE_bool("multihost", False, "One process per host: call jax.distributed.initialize "
                   "first (TPU VMs and SLURM are detected; elsewhere pass the three flags below).")
 flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
@@ -40,7 +41,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main():
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
-  from uat_jax import sharding
+  from uat_jax import evaluate, evaluators, jacobian_compare, sharding, train
 
   if FLAGS.multihost:
     sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -50,26 +51,29 @@ def main():
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   config = FLAGS.config
   workdirs = FLAGS.workdir
+  chief = sharding.is_chief()
   if FLAGS.mode == "jacobian":
-    from uat_jax import jacobian
-    comparison = jacobian.analyze_workdirs(config, workdirs)
-    if sharding.is_chief():
-      print(jacobian.format_comparison(comparison), flush=True)
+    comparison = jacobian_compare.analyze_workdirs(config, workdirs)
+    if chief:
+      print(jacobian_compare.format_comparison(comparison), flush=True)
       print(f"wrote {os.path.join(workdirs[0], 'jacobian')}", flush=True)
     return
   if len(workdirs) != 1:
     raise UatError(f"--mode={FLAGS.mode} takes one --workdir, got {len(workdirs)}")
   if FLAGS.mode == "evaluate":
-    from uat_jax import evaluate
-    result = evaluate.evaluate_workdir(config, workdirs[0])
-    if sharding.is_chief():
-      print(evaluate.format_table(result), flush=True)
-      print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.output)}", flush=True)
+    out = evaluators.evaluate_workdir(config, workdirs[0])
+    if chief:
+      if "suite" in out:
+        print(evaluate.format_table(out["suite"]), flush=True)
+      for name, value in out["scalars"].items():
+        if not name.startswith("suite/"):
+          print(f"{name}: {value:.6g}", flush=True)
+      print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.suite.output)}", flush=True)
     return
-  from uat_jax import train
-  results = train.train_and_evaluate(config, workdirs[0])
-  if sharding.is_chief():
-    print(train.format_summary(config, results), flush=True)
+  results = train.train_and_evaluate(config, workdirs[0],
+                                     evaluators=evaluators.for_training(config))
+  if chief and "eval/clean_accuracy" in results:
+    print(evaluators.format_summary(config, results), flush=True)
 
 
 def _flag_value(argv, name):
@@ -95,8 +99,19 @@ def _with_workdir_config(argv):
   return [argv[0], f"--config={path}:{workdir}", *argv[1:]]
 
 
+def _check_moved(argv) -> None:
+  """One line for an override of a config field that moved (config_lib.MOVED)."""
+  for a in argv:
+    if a.startswith("--config."):
+      path = a[len("--config."):].split("=", 1)[0]
+      new = config_lib.moved_field(path)
+      if new is not None:
+        fail(f"--config.{path} is now --config.{new}: rename the override")
+
+
 def _parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
+  _check_moved(argv)
   try:
     argv = FLAGS(_with_workdir_config(argv))
     FLAGS.config.method  # a config file that failed to load raises OSError on first use

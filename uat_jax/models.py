@@ -240,13 +240,23 @@ def create_model(model_config, spec, bn_axis_name: Optional[str] = None,
   return MODELS[model_config.name](**kwargs)
 
 
-def has_batch_norm(variables) -> bool:
-  return bool(variables.get("batch_stats"))
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+
+
+def build(config, spec, *, for_training: bool = False,
+          bn_axis_name: Optional[str] = None) -> nn.Module:
+  """The model of a run's config (config.model, config.dtype). For training it computes in
+  config.dtype (`bn_axis_name`: average batch-norm statistics over that pmap axis); otherwise
+  (evaluation, attacks, Jacobians) in float32, or in float64 when config.dtype is float64
+  (numerical checks). Both have the same parameters."""
+  eval_dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+  return create_model(config.model, spec, bn_axis_name=bn_axis_name if for_training else None,
+                      dtype=DTYPES[config.dtype] if for_training else eval_dtype)
 
 
 def jit_with_model(logits_fn, body):
   """jax.jit of `body(logits_fn, *args)`. A `jax.tree_util.Partial` logits_fn (as
-  evaluate.load_classifier returns) is passed as an argument, so its parameters are inputs of the
+  uat_jax.load returns) is passed as an argument, so its parameters are inputs of the
   program rather than constants baked into it (faster compiles, one program for several
   checkpoints of one model); any other callable is closed over."""
   if isinstance(logits_fn, jax.tree_util.Partial):

@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from uat_jax import cli, evaluate
+from uat_jax import cli, files
 from uat_jax.errors import UatError
 
 NAMES = {"standard": "Standard", "entm": "EntM", "ls": "LS", "at": "AT", "at_entm": "AT+EntM",
@@ -41,7 +41,7 @@ def _read_json(path: str) -> Any:
 
 def _write_json(path: str, value: Any) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  evaluate.write_atomic(path, json.dumps(value, indent=1))
+  files.write_atomic(path, json.dumps(value, indent=1))
 
 
 def _curves(metrics_path: str) -> dict[str, list]:
@@ -98,6 +98,12 @@ def collect(study, root: str, data_dir: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Reading numbers.
 # --------------------------------------------------------------------------------------------
+
+def _pgd_accuracy(train_result: dict[str, Any]) -> float:
+  """A training result's PGD accuracy at the training eps ("pgd_accuracy" in results written
+  before the evaluators logged it as "eval/pgd_accuracy")."""
+  return train_result.get("eval/pgd_accuracy", train_result.get("pgd_accuracy"))
+
 
 def _at_eps(table: dict[str, float], eps: float) -> Optional[float]:
   for k, v in table.items():
@@ -177,7 +183,7 @@ def fmt(values: list[float]) -> str:
 # --------------------------------------------------------------------------------------------
 
 def plot_accuracy_vs_eps(r: Results, path: str) -> None:
-  plt = evaluate.pyplot()
+  plt = files.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120, sharey=True)
   for ax, (title, fn) in zip(axes, (("PGD-20 (a weak attack)",
                                      lambda m, e: r.attack(m, "paper", "PGD-20", e)),
@@ -193,11 +199,11 @@ def plot_accuracy_vs_eps(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("accuracy (mean over seeds)")
   axes[1].legend(fontsize=8)
-  evaluate.save_figure(fig, path)
+  files.save_figure(fig, path)
 
 
 def plot_jacobian_histograms(r: Results, path: str) -> None:
-  plt = evaluate.pyplot()
+  plt = files.pyplot()
   quantities = ("logits/fro", "probs/fro")
   fig, axes = plt.subplots(1, len(quantities), figsize=(10, 3.6), dpi=120)
   for ax, q in zip(axes, quantities):
@@ -215,11 +221,11 @@ def plot_jacobian_histograms(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("fraction of examples")
   axes[-1].legend(fontsize=8)
-  evaluate.save_figure(fig, path)
+  files.save_figure(fig, path)
 
 
 def plot_training_curves(r: Results, path: str) -> None:
-  plt = evaluate.pyplot()
+  plt = files.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
   for ax, key, label in ((axes[0], "eval/pgd_accuracy", "PGD accuracy at the training eps"),
                          (axes[1], "jacobian/logits/fro", "mean |J| logits/fro")):
@@ -233,7 +239,7 @@ def plot_training_curves(r: Results, path: str) -> None:
     ax.grid(alpha=0.3)
   axes[1].set_yscale("log")
   axes[0].legend(fontsize=8)
-  evaluate.save_figure(fig, path)
+  files.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,7 +413,7 @@ def markdown(r: Results) -> str:
   lines += ["## Hyper-parameter sweep (validation split, never the test split)", ""]
   rows = []
   for m, sw in r.sweep.items():
-    scored = ", ".join(f"{v}: {100 * res['pgd_accuracy']:.1f}" for v, res in sw["values"].items())
+    scored = ", ".join(f"{v}: {100 * _pgd_accuracy(res):.1f}" for v, res in sw["values"].items())
     rows.append([NAMES.get(m, m), sw["key"], scored or "(one value, not swept)", str(sw["chosen"])])
   lines += [_table(["method", "parameter", "PGD accuracy at the training eps (%) per value",
                     "chosen"], rows), ""]
@@ -423,7 +429,7 @@ def build(data_dir: str, out_dir: str) -> str:
   plot_jacobian_histograms(r, os.path.join(figures, "jacobian_histograms.png"))
   plot_training_curves(r, os.path.join(figures, "training_curves.png"))
   text = markdown(r)
-  evaluate.write_atomic(os.path.join(out_dir, "REPORT.md"), text + "\n")
+  files.write_atomic(os.path.join(out_dir, "REPORT.md"), text + "\n")
   return text
 
 

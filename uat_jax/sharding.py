@@ -33,13 +33,6 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_divisible(batch_size: int, mesh, what: str = "batch_size") -> None:
-  n = mesh.devices.size
-  if batch_size % n:
-    raise UatError(f"{what}={batch_size} is not divisible by the {n} devices of the mesh: "
-                   f"choose a multiple of {n} (--config.{what})")
-
-
 def is_chief() -> bool:
   """True on the process that writes files (process 0); every process on one host."""
   return jax.process_index() == 0

@@ -27,7 +27,7 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import cli
+from uat_jax import cli, config_lib, evaluators, files, jacobian_compare, train
 from uat_jax.errors import UatError
 
 
@@ -49,7 +49,6 @@ def training_config(study, method: str, seed: int,
                     extra: Optional[dict[str, Any]] = None) -> ml_collections.ConfigDict:
   """study.config:method with study.overrides (shaped like the config), the seed and `extra`
   (shaped the same, or dotted keys from the sweep) applied."""
-  from uat_jax import config_lib
   c = config_lib.from_file(study.config, method)
   with c.unlocked():
     _merge(c, study.overrides.to_dict())
@@ -68,14 +67,13 @@ def sweep_dir(root: str, method: str, key: str, value) -> str:
 
 def _train(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) unless W/train_result.json says it finished; returns that result."""
-  from uat_jax import evaluate, train
   done = os.path.join(workdir, "train_result.json")
   if os.path.exists(done):
     logging.info("finished before: %s", workdir)
     with open(done) as f:
       return json.load(f)
-  result = train.train_and_evaluate(config, workdir)
-  evaluate.write_atomic(done, json.dumps(result, indent=2))
+  result = train.train_and_evaluate(config, workdir, evaluators=evaluators.for_training(config))
+  files.write_atomic(done, json.dumps(result, indent=2))
   return result
 
 
@@ -96,13 +94,11 @@ def sweep(study, root: str) -> dict[str, Any]:
                                {**study.sweep_overrides.to_dict(), key: value})
       logging.info("sweep %s %s=%s", method, key, value)
       scores[str(value)] = _train(config, sweep_dir(root, method, key, value))
-    chosen = max(values, key=lambda v: scores[str(v)]["pgd_accuracy"])
+    chosen = max(values, key=lambda v: scores[str(v)]["eval/pgd_accuracy"])
     out[method] = {"key": key, "values": scores, "chosen": chosen,
                    "score": "pgd_accuracy at the training eps on the validation split"}
     logging.info("sweep %s: chose %s=%s", method, key, chosen)
-  from uat_jax import evaluate
-  os.makedirs(root, exist_ok=True)
-  evaluate.write_atomic(os.path.join(root, "sweep.json"), json.dumps(out, indent=2))
+  files.write_json(os.path.join(root, "sweep.json"), out)
   return out
 
 
@@ -117,22 +113,23 @@ def final_runs(study, chosen: dict[str, Any]) -> list[tuple[str, int, Any]]:
 
 
 def _evaluate(study, config, workdir: str, output: str, surrogate: str) -> None:
-  from uat_jax import evaluate
   if os.path.exists(os.path.join(workdir, "eval", output, "results.json")):
     logging.info("evaluated before: %s (%s)", workdir, output)
     return
   spec = study.evals[output]
   with config.unlocked():
-    config.evals.output = output
-    config.evals.preset = spec["preset"]
-    config.evals.eps = tuple(spec["eps"])
-    config.evals.num_examples = spec["num_examples"]
-    config.evals.only_robust = spec.get("only_robust")
-    config.evals.checks = output == "paper"  # the masking checks once per run
-    config.evals.surrogate_workdir = surrogate
+    s = config.evals.suite
+    config.evals.on_evaluate = ("suite",)
+    s.output = output
+    s.preset = spec["preset"]
+    s.eps = tuple(spec["eps"])
+    s.num_examples = spec["num_examples"]
+    s.only_robust = spec.get("only_robust")
+    s.checks = output == "paper"  # the masking checks once per run
+    s.surrogate_workdir = surrogate
     for name, entry in spec.get("attacks", {}).items():  # after the preset's, by name order
-      config.evals.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
-  evaluate.evaluate_workdir(config, workdir)
+      s.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
+  evaluators.evaluate_workdir(config, workdir)
 
 
 def _compilation_cache(root: str) -> None:
@@ -147,7 +144,6 @@ def _compilation_cache(root: str) -> None:
 
 def run(study, root: str) -> None:
   """The whole pipeline; each piece is skipped when finished before."""
-  from uat_jax import jacobian
   _compilation_cache(root)
   t0 = time.time()
   chosen = sweep(study, root)
@@ -171,8 +167,8 @@ def run(study, root: str) -> None:
   else:
     config = seed0[0][1]
     with config.unlocked():
-      _merge(config.jacobian, study.jacobian.to_dict(), "jacobian.")
-    jacobian.analyze_workdirs(config, workdirs)
+      _merge(config.evals.jacobian, study.jacobian.to_dict(), "evals.jacobian.")
+    jacobian_compare.analyze_workdirs(config, workdirs)
   logging.info("study finished in %.0f s: %s", time.time() - t0, root)
 
 

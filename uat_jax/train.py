@@ -1,10 +1,11 @@
-"""Training: standard, EntM, LS, PGD-AT, AT+EntM, AT+LS from one jitted step.
+"""Training: standard, EntM, LS, PGD-AT, AT+EntM, AT+LS from one jitted (or pmapped) step.
 
 train_step = jit( augment -> PGD inner maximization -> regularized loss -> optax update ), over a
 1-D ('data',) mesh with the batch sharded and the state replicated and donated.
-`train_and_evaluate(config, workdir)` runs the loop: deterministic batches in (seed, step),
-clu metric writers (TensorBoard, metrics.jsonl, logs), periodic test evaluation, orbax
-checkpoints, and resumption from the newest complete checkpoint.
+`train_and_evaluate(config, workdir, evaluators=...)` runs the loop: deterministic batches in
+(seed, step), clu metric writers (TensorBoard, metrics.jsonl, logs), the evaluators each at its
+own period (uat_jax.evaluators builds them from config.evals), orbax checkpoints, and resumption
+from the newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +150,7 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
 
   # Gradients in the wider of float32 and the compute dtype: a float64 computation reduces them
   # over devices (pmean) in float64 too; parameters and statistics keep their stored dtypes.
-  wide = jnp.promote_types(DTYPES[config.dtype], jnp.float32)
+  wide = jnp.promote_types(models.DTYPES[config.dtype], jnp.float32)
   (_, (metrics, logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
       jax.tree.map(lambda p: p.astype(wide), state.params))
   new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, state.batch_stats)
@@ -165,41 +166,17 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
     metrics["accuracy_clean"] = jnp.mean(losses.accuracy(logits, y))
   if axis_name is not None:
     metrics = jax.lax.pmean(metrics, axis_name)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   metrics["learning_rate"] = schedule(state.step)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, key, *, model, config):
-  """Sums over one padded test batch: clean and PGD correct, predictive entropy, count."""
-  x, y, mask = data.to_float(batch["image"]), batch["label"], batch["mask"]
-  logits_fn = make_logits_fn(model, state.params, state.batch_stats, "eval")
-  logits = logits_fn(x)
-  e = config.eval
-  x_adv = attacks.pgd(logits_fn, x, y, key=key, eps=config.attack.eps, step_size=e.pgd_step_size,
-                      steps=e.pgd_steps, unroll=config.attack.unroll)
-  return {
-      "correct": jnp.sum(losses.accuracy(logits, y) * mask),
-      "pgd_correct": jnp.sum(losses.accuracy(logits_fn(x_adv), y) * mask),
-      "entropy": jnp.sum(losses.entropy(logits) * mask),
-      "count": jnp.sum(mask),
-  }
-
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
-
-
 def build_model(config, spec, for_training: bool = True):
-  """The model of config.model. For training it computes in config.dtype and, under pmap,
-  averages batch-norm statistics over the devices; otherwise (evaluation, attacks, Jacobians) it
-  computes in float32, or in float64 when config.dtype is float64 (numerical checks). Both have
-  the same parameters."""
-  eval_dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
-  return models.create_model(
-      config.model, spec,
-      bn_axis_name=sharding.DATA_AXIS if for_training and config.parallelism == "pmap" else None,
-      dtype=DTYPES[config.dtype] if for_training else eval_dtype)
+  """models.build for this loop: for training, batch-norm statistics are averaged over the
+  devices under pmap."""
+  return models.build(config, spec, for_training=for_training, bn_axis_name=(
+      sharding.DATA_AXIS if config.parallelism == "pmap" else None))
 
 
 class PmapTrainStep:
@@ -212,12 +189,16 @@ class PmapTrainStep:
   def __init__(self, fn, mesh):
     self.devices = list(mesh.devices.flat)
     self.n = len(self.devices)
+    self._stacked = sharding.batch_sharded(mesh)  # a leading device axis, one slice per device
     self._step = jax.pmap(functools.partial(fn, axis_name=sharding.DATA_AXIS),
                           axis_name=sharding.DATA_AXIS, devices=self.devices,
                           donate_argnums=(0,))
 
   def prepare(self, state):
-    return jax.device_put_replicated(jax.device_get(state), self.devices)
+    """One copy of `state` per device, stacked on a leading axis sharded over the devices."""
+    return jax.tree.map(
+        lambda a: jax.device_put(np.broadcast_to(a, (self.n,) + np.shape(a)), self._stacked),
+        jax.device_get(state))
 
   def export(self, state):
     return jax.tree.map(lambda a: a[0], state)
@@ -249,28 +230,6 @@ def prepare_state(step_fn, state):
 def export_state(step_fn, state):
   """The plain state from the form `step_fn` keeps it in."""
   return step_fn.export(state) if isinstance(step_fn, PmapTrainStep) else state
-
-
-def make_eval_step(config, model, mesh):
-  fn = functools.partial(eval_step, model=model, config=config)
-  rep = sharding.replicated(mesh)
-  return jax.jit(fn, in_shardings=(rep, sharding.batch_sharded(mesh), rep), out_shardings=rep)
-
-
-def evaluate(p_eval_step, state, split: data.Split, config, mesh) -> dict[str, float]:
-  """Clean accuracy, PGD accuracy at the training eps, and mean entropy on the test split."""
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)  # same points every eval
-  sums = None
-  for i, batch in enumerate(data.eval_batches(split, config.eval.batch_size,
-                                              config.eval.num_examples)):
-    out = p_eval_step(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(key, i))
-    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = jax.device_get(sums)
-  n = float(sums["count"])
-  return {"clean_accuracy": float(sums["correct"]) / n,
-          "pgd_accuracy": float(sums["pgd_correct"]) / n,
-          "mean_entropy": float(sums["entropy"]) / n,
-          "num_examples": int(n)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,19 +309,6 @@ def _check_finite(values: dict[str, float], first_step: int, step: int,
                    f"stopped and {kept}: lower the learning rate or check the inputs")
 
 
-def format_summary(config, results: dict[str, float]) -> str:
-  e = config.eval
-  rows = [("clean accuracy", results["clean_accuracy"]),
-          (f"PGD-{e.pgd_steps} accuracy (eps={config.attack.eps:.4g})", results["pgd_accuracy"]),
-          ("mean predictive entropy (nats)", results["mean_entropy"])]
-  width = max(len(r[0]) for r in rows)
-  lines = [f"{config.data.name} / {config.model.name} / {config.method}: "
-           f"{results['num_examples']} test examples",
-           f"| {'metric'.ljust(width)} | value  |", f"|{'-' * (width + 2)}|--------|"]
-  lines += [f"| {name.ljust(width)} | {value:.4f} |" for name, value in rows]
-  return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # The loop.
 # --------------------------------------------------------------------------------------------
@@ -391,25 +337,6 @@ def _prepare_workdir(workdir: str) -> None:
                    "--workdir") from e
 
 
-def restore_newest(workdir: str, config, model, spec, mesh) -> tuple["TrainState", int]:
-  """The newest readable checkpoint of `workdir`, restored replicated over `mesh`, and its step.
-  Errors name the problem: no checkpoint, or one that does not fit the config's model/data. An
-  unreadable newest checkpoint is reported and an older one used (left in place: read only)."""
-  mngr = checkpoints.reader(workdir)
-  tx = create_optimizer(config.optimizer, create_learning_rate_schedule(config.optimizer, 1))
-  shapes = jax.eval_shape(lambda: create_train_state(config, model, spec, tx, mesh))
-  rep = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-  try:
-    state, step = checkpoints.restore_readable(mngr, abstract, config)
-  finally:
-    mngr.close()
-  if step is None:
-    raise UatError(f"no checkpoint in {mngr.directory}: train first (--mode=train) or pass "
-                   "another --workdir")
-  return state, step
-
-
 def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
                     quarantine: str) -> TrainState:
   """The newest readable checkpoint restored into `state`'s structure and shardings, or `state`
@@ -422,42 +349,21 @@ def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
   return restored
 
 
-def _jacobian_tracker(config, model, test_split: data.Split, writer):
-  """A clu PeriodicCallback function logging mean input-Jacobian norms on the first
-  jacobian.track_examples test images as jacobian/<output>/<norm> (curves over training)."""
-  from uat_jax import jacobian  # jacobian's CLI part imports evaluate, which imports this module
-  jc = config.jacobian
-  x = test_split.images[:jc.track_examples].astype(np.float32) / 255.0
-  y = test_split.labels[:jc.track_examples]
-
-  def track(step, t, state):
-    del t
-    logits_fn = models.classifier(model, {"params": state.params,
-                                          "batch_stats": state.batch_stats})
-    scalars = {}
-    for output in jc.outputs:
-      norms = jacobian.jacobian_norms(logits_fn, x, y, output=output, norms=tuple(jc.norms),
-                                      chunk_size=min(jc.chunk_size, len(y)),
-                                      power_iters=jc.power_iters,
-                                      key=jax.random.PRNGKey(jc.seed))
-      scalars["jacobian/loss_grad"] = float(norms.pop("loss_grad").mean())
-      scalars.update({f"jacobian/{output}/{k}": float(v.mean()) for k, v in norms.items()})
-    writer.write_scalars(step, scalars)
-
-  return track
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       num_devices: int | None = None) -> dict[str, Any]:
-  """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns the final
-  evaluation {"clean_accuracy", "pgd_accuracy", "mean_entropy", "num_examples", "step"}."""
-  mesh = sharding.make_mesh(num_devices)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       evaluators: Sequence[Any] = (), num_devices: int | None = None,
+                       mesh=None) -> dict[str, Any]:
+  """Trains per `config` in `workdir` (resuming if it holds checkpoints) on `mesh` (all devices,
+  or the first `num_devices`, when None). Each evaluator (uat_jax.evaluators; anything with a
+  `name`, an `every_steps` and `run(logits_fn, step, mesh) -> {scalar name: value}`) runs every
+  `every_steps` steps and after the last step, on the model in inference mode; its scalars are
+  logged. Returns {"step": the last step, **the last scalars of every evaluator}. The checkpoint
+  manager and the metric writers are closed on every exit, error or not."""
+  mesh = sharding.make_mesh(num_devices) if mesh is None else mesh
   config_lib.validate(config, mesh.devices.size)
   spec = data.get_spec(config.data.name)
   _check_workdir(workdir)
   logging.info("Loading %s", config.data.name)
   train_split = data.train_split(config.data)
-  test_split = data.eval_split(config.data)  # the validation split when data.validation_size > 0
   # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
   is_chief = sharding.is_chief()
@@ -468,39 +374,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tx = create_optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
-  state = restore_or_keep(mngr, state, config,
-                          quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
-  initial_step = int(jax.device_get(state.step))
-  if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = None
+  try:
+    state = restore_or_keep(mngr, state, config,
+                            quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
+    initial_step = int(jax.device_get(state.step))
+    if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    writer = metric_writers.MultiWriter([
+        metric_writers.create_default_writer(workdir, just_logging=not is_chief,
+                                             asynchronous=False),
+        *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if is_chief else []),
+    ])
+    if initial_step == 0:
+      writer.write_hparams(flatten_config(config))
+    logging.info("Training %s (%s) on %s for %d steps from step %d on %d device(s)",
+                 config.model.name, config.method, config.data.name, num_steps, initial_step,
+                 mesh.devices.size)
+    return _loop(config, model, spec, schedule, mesh, state, train_split, num_steps,
+                 initial_step, mngr, writer, list(evaluators))
+  finally:  # a save in flight completes (or is left unfinalized, never half-visible)
+    mngr.wait_until_finished()
+    mngr.close()
+    if writer is not None:
+      writer.close()
 
-  writer = metric_writers.MultiWriter([
-      metric_writers.create_default_writer(workdir, just_logging=not is_chief,
-                                           asynchronous=False),
-      *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if is_chief else []),
-  ])
-  if initial_step == 0:
-    writer.write_hparams(flatten_config(config))
-  logging.info("Training %s (%s) on %s for %d steps from step %d on %d device(s)",
-               config.model.name, config.method, config.data.name, num_steps, initial_step,
-               mesh.devices.size)
 
+def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, initial_step,
+          mngr, writer, evaluators) -> dict[str, Any]:
   p_train_step = make_train_step(config, model, spec, schedule, mesh)
   pmap_mode = isinstance(p_train_step, PmapTrainStep)
   state = prepare_state(p_train_step, state)
-  eval_model = build_model(config, spec, for_training=False)  # float32
-  p_eval_step = make_eval_step(config, eval_model, mesh)
+  eval_model = build_model(config, spec, for_training=False)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.log_every_steps)
   pending = None  # clu metrics since the last log
-  track_jacobian = None
-  if config.jacobian.track_every_steps > 0:
-    track_jacobian = periodic_actions.PeriodicCallback(
-        every_steps=config.jacobian.track_every_steps, on_steps=[num_steps],
-        callback_fn=_jacobian_tracker(config, eval_model, test_split, writer))
-
   pending_since = initial_step + 1  # the first step whose metrics are in `pending`
+  results: dict[str, Any] = {}
+  evaluated_at: dict[str, int] = {}
 
   def flush_train_metrics(step):
     nonlocal pending, pending_since
@@ -511,46 +423,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.write_scalars(step, {f"train/{k}": v for k, v in values.items()})
     pending, pending_since = None, step + 1
 
+  def evaluate(ev, step):
+    plain = export_state(p_train_step, state)
+    logits_fn = models.classifier(eval_model, {"params": plain.params,
+                                               "batch_stats": plain.batch_stats})
+    with report_progress.timed(ev.name):
+      scalars = ev.run(logits_fn, step, mesh)
+    writer.write_scalars(step, scalars)
+    results.update(scalars)
+    evaluated_at[ev.name] = step
+
   def save(step):
     flush_train_metrics(step)  # never checkpoint a state whose loss went non-finite
     mngr.save(step, args=ocp.args.StandardSave(export_state(p_train_step, state)))
 
-  results = None
   t0 = time.time()
   with checkpoints.Preemption(mngr) as preemption:
-    try:
-      for step in range(initial_step, num_steps):
-        batch = data.train_batch(train_split, config.seed, step, config.batch_size)
-        if not pmap_mode:  # pmap splits the host batch itself
-          batch = sharding.shard_batch(batch, mesh)
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          state, step_metrics = p_train_step(state, batch)
-        collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
-        pending = collection if pending is None else pending.merge(collection)
-        done = step + 1
-        report_progress(done)
-        if track_jacobian is not None:
-          with report_progress.timed("jacobian"):
-            track_jacobian(done, state=export_state(p_train_step, state))
-        is_last = done == num_steps
-        if done % config.log_every_steps == 0 or is_last:
-          flush_train_metrics(done)
-        if done % config.eval.every_steps == 0 or is_last:
-          with report_progress.timed("eval"):
-            results = evaluate(p_eval_step, export_state(p_train_step, state), test_split,
-                               config, mesh)
-          writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
-        stop = preemption.requested(done)
-        if done % config.checkpoint_every_steps == 0 or is_last or stop:
-          save(done)
-        if stop and not is_last:  # the `finally` waits for the save before this reaches anyone
-          writer.flush()
-          raise Preempted(done, str(mngr.directory))
-    finally:  # a save in flight completes (or is left unfinalized, never half-visible)
-      mngr.wait_until_finished()
+    for step in range(initial_step, num_steps):
+      batch = data.train_batch(train_split, config.seed, step, config.batch_size)
+      if not pmap_mode:  # pmap splits the host batch itself
+        batch = sharding.shard_batch(batch, mesh)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, step_metrics = p_train_step(state, batch)
+      collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
+      pending = collection if pending is None else pending.merge(collection)
+      done = step + 1
+      report_progress(done)
+      is_last = done == num_steps
+      if done % config.log_every_steps == 0 or is_last:
+        flush_train_metrics(done)
+      for ev in evaluators:
+        if ev.every_steps > 0 and (done % ev.every_steps == 0 or is_last):
+          evaluate(ev, done)
+      stop = preemption.requested(done)
+      if done % config.checkpoint_every_steps == 0 or is_last or stop:
+        save(done)
+      if stop and not is_last:  # the caller's `finally` waits for the save to complete
+        writer.flush()
+        raise Preempted(done, str(mngr.directory))
   writer.flush()
-  if results is None:  # nothing left to train: evaluate the restored state
-    results = evaluate(p_eval_step, export_state(p_train_step, state), test_split, config, mesh)
-  results["step"] = num_steps
+  for ev in evaluators:  # nothing left to train (a finished run resumed): evaluate what is there
+    if ev.every_steps > 0 and evaluated_at.get(ev.name) != num_steps:
+      evaluate(ev, num_steps)
   logging.info("Finished %d steps in %.1f s", num_steps - initial_step, time.time() - t0)
-  return results
+  return {"step": num_steps, **results}

@@ -1,57 +1,143 @@
-"""What an evaluation leaves on disk: atomic writes, the resumable per-(attack, eps) results, and
-the reports (results.json / .csv / .md, masking_checks.md, accuracy_vs_eps.png)."""
+"""A suite's results: the typed SuiteResult (per-example masks, accuracies, JSON), the resumable
+per-(attack, eps) store, and the reports an evaluation writes (results.json / .csv / .md,
+masking_checks.md, accuracy_vs_eps.png)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import re
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 from absl import logging
 
 from uat_jax import sharding
+from uat_jax.errors import UatError
+from uat_jax.files import pyplot, save_figure, write_atomic
+
+# --------------------------------------------------------------------------------------------
+# The typed result.
+# --------------------------------------------------------------------------------------------
+
+def _mask_text(mask: np.ndarray) -> str:
+  """A boolean mask as a compact JSON string of '0'/'1' per example."""
+  return "".join("1" if v else "0" for v in np.asarray(mask, bool))
+
+
+def _mask_array(text: str) -> np.ndarray:
+  return np.frombuffer(text.encode(), np.uint8) == ord("1")
+
+
+def _by_eps(table: dict) -> dict[float, Any]:
+  return {float(k): v for k, v in table.items()}
+
+
+@dataclasses.dataclass
+class AttackResult:
+  """One suite entry over the eps grid. `robust[eps]` is per example: still classified correctly
+  after this attack (under only_robust: False on the points it was not run on, which an earlier
+  attack had broken). `accuracy` is the attack's own accuracy, None under only_robust except for
+  the first attack; `cumulative` the worst case after it; `attacked` the points it ran on;
+  `adversarial[eps]` the adversarial images (only when run_suite(..., return_adversarial=True))."""
+  name: str
+  config: dict[str, Any]
+  kind: str
+  robust: dict[float, np.ndarray]
+  cumulative: dict[float, float]
+  attacked: dict[float, int]
+  accuracy: Optional[dict[float, float]] = None
+  seconds: float = 0.0
+  adversarial: Optional[dict[float, np.ndarray]] = None
+
+
+@dataclasses.dataclass
+class SuiteResult:
+  """What run_suite returns. Masks are boolean numpy arrays over the N examples; dictionaries
+  over the eps grid are keyed by float eps.
+
+      result.clean_accuracy, result.worst_case_accuracy[0.1], result.worst[0.1] (mask)
+      result.attacks["PGD-20"].accuracy[0.1], result.attacks["PGD-20"].robust[0.1] (mask)
+      result.to_json() / SuiteResult.from_json(d)   (results.json; eps keys as strings)"""
+  num_examples: int
+  eps: tuple[float, ...]
+  only_robust: bool
+  clean: np.ndarray
+  attacks: dict[str, AttackResult]
+  worst: dict[float, np.ndarray]
+  skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)  # workdir, step, method, ...
+
+  @property
+  def clean_accuracy(self) -> float:
+    return float(self.clean.mean())
+
+  @property
+  def worst_case_accuracy(self) -> dict[float, float]:
+    return {e: float(m.mean()) for e, m in self.worst.items()}
+
+  def to_json(self, masks: bool = True) -> dict[str, Any]:
+    """The results.json layout: accuracies keyed by str(eps) (JSON keys are strings), per-example
+    masks as '0'/'1' strings (unless masks=False), and `info`'s entries at the top level."""
+    out: dict[str, Any] = {
+        "num_examples": self.num_examples, "clean_accuracy": self.clean_accuracy,
+        "eps": list(self.eps), "only_robust": self.only_robust, "attacks": {},
+        "worst_case": {"accuracy": {str(e): v for e, v in self.worst_case_accuracy.items()},
+                       "cumulative": {}},
+        "skipped": self.skipped, "extra": self.extra}
+    if self.checks:
+      out["checks"] = self.checks
+    for name, a in self.attacks.items():
+      r = {"config": a.config, "kind": a.kind,
+           "cumulative": {str(e): v for e, v in a.cumulative.items()},
+           "attacked": {str(e): v for e, v in a.attacked.items()}, "seconds": a.seconds}
+      if a.accuracy is not None:
+        r["accuracy"] = {str(e): v for e, v in a.accuracy.items()}
+      if masks:
+        r["robust_mask"] = {str(e): _mask_text(m) for e, m in a.robust.items()}
+      out["attacks"][name] = r
+      out["worst_case"]["cumulative"][name] = r["cumulative"]
+    if masks:
+      out["clean_mask"] = _mask_text(self.clean)
+      out["worst_case"]["mask"] = {str(e): _mask_text(m) for e, m in self.worst.items()}
+    out.update(self.info)
+    return out
+
+  @classmethod
+  def from_json(cls, d: dict[str, Any]) -> "SuiteResult":
+    """The inverse of to_json(masks=True) (results.json). Accuracies derive from the
+    per-example masks, so a result without them is refused rather than read as all-wrong."""
+    if "clean_mask" not in d or "mask" not in d["worst_case"]:
+      raise UatError("this result has no per-example masks (saved with to_json(masks=False) or "
+                     "by an older version): read its accuracies from the JSON, or evaluate again")
+    n = int(d["num_examples"])
+    attacks = {}
+    for name, r in d["attacks"].items():
+      robust = {float(e): _mask_array(t) for e, t in r.get("robust_mask", {}).items()}
+      attacks[name] = AttackResult(
+          name=name, config=r["config"], kind=r["kind"], robust=robust,
+          cumulative=_by_eps(r["cumulative"]), attacked=_by_eps(r["attacked"]),
+          accuracy=_by_eps(r["accuracy"]) if "accuracy" in r else None,
+          seconds=r.get("seconds", 0.0))
+    known = {"num_examples", "clean_accuracy", "eps", "only_robust", "attacks", "worst_case",
+             "skipped", "extra", "checks", "clean_mask"}
+    return cls(
+        num_examples=n, eps=tuple(float(e) for e in d["eps"]), only_robust=d["only_robust"],
+        clean=_mask_array(d["clean_mask"]), attacks=attacks,
+        worst={float(e): _mask_array(t) for e, t in d["worst_case"]["mask"].items()},
+        skipped=d.get("skipped", []), extra=d.get("extra", {}), checks=d.get("checks", []),
+        info={k: v for k, v in d.items() if k not in known})
+
 
 # --------------------------------------------------------------------------------------------
 # Resumable per-(attack, eps) results.
 # --------------------------------------------------------------------------------------------
-
-def write_atomic(path: str, payload: Union[str, bytes]) -> None:
-  """Writes a file under a temporary name, then renames it: readers never see half a file. On
-  several hosts only process 0 writes (the workdir is on a filesystem they share)."""
-  if not sharding.is_chief():
-    return
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(payload.encode() if isinstance(payload, str) else payload)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def pyplot():
-  """matplotlib.pyplot on the Agg backend: figures go to files, no display is needed."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def save_figure(fig, path: str) -> None:
-  """Lays out a matplotlib figure, writes it to `path` as PNG (atomically, creating the
-  directory) and closes it."""
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png")
-  pyplot().close(fig)
-  if sharding.is_chief():
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  write_atomic(path, buf.getvalue())
-
 
 class ResultStore:
   """Per-example results of finished (attack, eps) pairs as .npy files in `directory`, keyed by a
@@ -85,8 +171,9 @@ class ResultStore:
     write_atomic(self._path(name, key), buf.getvalue())
 
 
-def _cached(store: Optional[ResultStore], name: str, key: dict[str, Any],
-            compute: Callable[[], np.ndarray]) -> np.ndarray:
+def cached(store: Optional[ResultStore], name: str, key: dict[str, Any],
+           compute: Callable[[], np.ndarray]) -> np.ndarray:
+  """`compute()`, or the result `store` kept for (name, key); a computed result is kept."""
   if store is None:
     return compute()
   value = store.get(name, key)
@@ -169,7 +256,8 @@ def plot(result: dict[str, Any], path: str, title: str = "") -> None:
 
 
 def write_reports(result: dict[str, Any], out_dir: str) -> None:
-  """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic)."""
+  """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic);
+  `result` is SuiteResult.to_json()."""
   if sharding.is_chief():
     os.makedirs(out_dir, exist_ok=True)
   title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"

@@ -1,0 +1,87 @@
+"""Trained classifiers restored for inference: `uat_jax.load(workdir)`.
+
+    clf = uat_jax.load("workdirs/at_entm")          # the newest checkpoint; step=N for another
+    x, y = clf.test_images(1000)                     # float32 [N, H, W, C] in [0, 1], int32 labels
+    logits = clf.logits_fn(x)                        # or clf(x)
+
+Restoring reads only what inference needs (parameters, batch-norm statistics, the step) and the
+run's config (W/config.json), never the optimizer state: a checkpoint evaluates the same whatever
+the optimizer settings of the config it is loaded with. `logits_fn` is a jax.tree_util.Partial
+whose leaves are the variables, so a jitted function of it takes the parameters as arguments
+instead of baking them into the compiled program (models.jit_with_model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+from uat_jax import checkpoints, config_lib, data, models, sharding
+from uat_jax.errors import UatError
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """A checkpoint in inference mode (running batch-norm statistics), on images in [0, 1]."""
+  logits_fn: jax.tree_util.Partial
+  config: Any  # the run's ml_collections.ConfigDict
+  step: int
+  workdir: str
+
+  def __call__(self, x):
+    return self.logits_fn(x)
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    return self.logits_fn.args[0]
+
+  def test_images(self, num_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first `num_examples` test images (0: all) as float32 in [0, 1], and their labels."""
+    return data.images(self.config.data, "test", num_examples)
+
+  def validation_images(self, num_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The run's held-out validation images (config.data.validation_size > 0) and labels."""
+    return data.images(self.config.data, "validation", num_examples)
+
+
+def inference_variables(workdir: str, config, mesh=None,
+                        step: Optional[int] = None) -> tuple[dict[str, Any], int]:
+  """({"params", "batch_stats"}, step) of a checkpoint of `workdir` (the newest readable one, or
+  `step`), replicated over `mesh` (one device when None). Errors name the problem: no
+  checkpoint, no such step, or one that does not fit the config's model and dataset."""
+  mesh = sharding.make_mesh(1) if mesh is None else mesh
+  spec = data.get_spec(config.data.name)
+  model = models.build(config, spec)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jax.numpy.zeros((1, *spec.shape)), train=False))
+  rep = sharding.replicated(mesh)
+  abstract = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {}),
+              "step": jax.ShapeDtypeStruct((), np.int32)}
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                          abstract)
+  mngr = checkpoints.reader(workdir)
+  try:
+    restored, found = checkpoints.restore_readable(mngr, abstract, config, only_step=step)
+  finally:
+    mngr.close()
+  if found is None:
+    raise UatError(f"no checkpoint in {mngr.directory}: train first (--mode=train) or pass "
+                   "another --workdir")
+  return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, found
+
+
+def load(workdir: str, step: Optional[int] = None, config=None, mesh=None) -> Classifier:
+  """The classifier of a workdir's checkpoint: the newest readable one, or `step`. `config`
+  defaults to the run's own (W/config.json); pass one to change evaluation settings (its model
+  and dataset must fit the checkpoint). `mesh` places the parameters (one device when None)."""
+  if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
+    raise UatError(f"step={step!r}: pass a checkpoint's step (an int) or None for the newest")
+  config = config_lib.load_workdir_config(workdir) if config is None else config
+  variables, found = inference_variables(workdir, config, mesh, step)
+  model = models.build(config, data.get_spec(config.data.name))
+  return Classifier(models.classifier(model, variables), config, found,
+                    os.path.abspath(workdir))

@@ -1,0 +1,241 @@
+"""Evaluators: what runs on a model during training and on a checkpoint in --mode=evaluate.
+
+One protocol, as big_vision's evaluators: an evaluator has a `name`, an `every_steps` period
+(0: not during training) and `run(logits_fn, step, mesh) -> {scalar name: value}`, where
+logits_fn is the model in inference mode (a jax.tree_util.Partial over its variables, so the
+evaluator's compiled programs take the parameters as arguments and compile once per run). The
+training loop (train.train_and_evaluate) calls each at its period and logs its scalars;
+`evaluate_workdir` (--mode=evaluate) runs those named in config.evals.on_evaluate on a checkpoint
+and writes their results. Every evaluator batches through uat_jax.batching (padded, sharded over
+the mesh's devices).
+
+  pgd       clean and PGD accuracy at the training eps, mean predictive entropy (eval/...)
+  suite     the attack suite of uat_jax.evaluate with gradient-masking checks (suite/...)
+  jacobian  mean input-Jacobian norms on clean points (jacobian/<output>/<norm>, .../loss_grad)
+
+Each reads the evaluation split (data.eval_examples): the test split, or the held-out validation
+examples when config.data.validation_size > 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, losses,
+                     models, sharding)
+from uat_jax.batching import Batches
+from uat_jax.errors import UatError
+
+
+class Evaluator(Protocol):
+  name: str
+  every_steps: int
+
+  def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
+    ...
+
+
+# --------------------------------------------------------------------------------------------
+# pgd: the training-time robustness check.
+# --------------------------------------------------------------------------------------------
+
+def _pgd_sums(f, x, y, mask, key, *, eps, steps, step_size, unroll):
+  """Sums over one padded batch: clean and PGD correct, predictive entropy, count."""
+  logits = f(x)
+  x_adv = attacks.pgd(f, x, y, key=key, eps=eps, step_size=step_size, steps=steps, unroll=unroll)
+  return {"correct": jnp.sum(losses.accuracy(logits, y) * mask),
+          "pgd_correct": jnp.sum(losses.accuracy(f(x_adv), y) * mask),
+          "entropy": jnp.sum(losses.entropy(logits) * mask), "count": jnp.sum(mask)}
+
+
+class PgdEvaluator:
+  """Clean accuracy, PGD accuracy at the training eps (attack.eps, evals.pgd.steps and
+  step_size, random start) and mean predictive entropy; the same points every time."""
+  name = "pgd"
+
+  def __init__(self, config):
+    self.config = config
+    e = config.evals.pgd
+    self.every_steps = e.every_steps
+    self._sums = jax.jit(functools.partial(_pgd_sums, eps=config.attack.eps, steps=e.steps,
+                                           step_size=e.step_size, unroll=config.attack.unroll))
+
+  def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
+    del step
+    e = self.config.evals.pgd
+    x, y = data.eval_examples(self.config.data, e.num_examples)
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5EED)
+    sums = None
+    for i, _, b in Batches({"x": x, "y": y}, e.batch_size, mesh)():
+      out = self._sums(logits_fn, b["x"], b["y"], b["mask"], jax.random.fold_in(key, i))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    n = float(sums["count"])
+    return {"eval/clean_accuracy": float(sums["correct"]) / n,
+            "eval/pgd_accuracy": float(sums["pgd_correct"]) / n,
+            "eval/mean_entropy": float(sums["entropy"]) / n, "eval/num_examples": int(n)}
+
+
+def format_summary(config, results: dict[str, Any]) -> str:
+  """The pgd evaluator's last scalars as a Markdown table (what training prints at the end)."""
+  e = config.evals.pgd
+  rows = [("clean accuracy", results["eval/clean_accuracy"]),
+          (f"PGD-{e.steps} accuracy (eps={config.attack.eps:.4g})", results["eval/pgd_accuracy"]),
+          ("mean predictive entropy (nats)", results["eval/mean_entropy"])]
+  width = max(len(r[0]) for r in rows)
+  lines = [f"{config.data.name} / {config.model.name} / {config.method}: "
+           f"{results['eval/num_examples']} {data.eval_split_name(config.data)} examples",
+           f"| {'metric'.ljust(width)} | value  |", f"|{'-' * (width + 2)}|--------|"]
+  lines += [f"| {name.ljust(width)} | {value:.4f} |" for name, value in rows]
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# suite: the attack suite.
+# --------------------------------------------------------------------------------------------
+
+class SuiteEvaluator:
+  """The attack suite of config.evals.suite (uat_jax.evaluate.run_suite). During training it
+  logs suite/clean_accuracy and suite/worst_case@<eps>; with `out_dir` (--mode=evaluate) it also
+  keeps finished (attack, eps) results under out_dir/state (a rerun resumes) and writes the
+  reports there. `last` is the last SuiteResult."""
+  name = "suite"
+
+  def __init__(self, config, out_dir: Optional[str] = None,
+               fingerprint: Optional[dict[str, Any]] = None):
+    self.config, self.out_dir, self.fingerprint = config, out_dir, fingerprint or {}
+    self.every_steps = config.evals.suite.every_steps
+    self.last: Optional[evaluate.SuiteResult] = None
+    self._surrogates: Optional[dict] = None
+
+  def eps(self) -> tuple[float, ...]:
+    s = self.config.evals.suite
+    return tuple(s.eps) or data.get_spec(self.config.data.name).eps_grid
+
+  def surrogates(self, mesh) -> tuple[dict, Optional[int]]:
+    s = self.config.evals.suite
+    if not s.surrogate_workdir:
+      return {}, None
+    if self._surrogates is None:
+      surrogate = classifier.load(s.surrogate_workdir, mesh=mesh)
+      self._surrogates = {"surrogate": surrogate.logits_fn, "step": surrogate.step}
+    return {"surrogate": self._surrogates["surrogate"]}, self._surrogates["step"]
+
+  def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
+    s, config = self.config.evals.suite, self.config
+    x, y = data.eval_examples(config.data, s.num_examples)
+    entries = config_lib.suite_entries(config)
+    _, only_robust = evaluate.resolve_suite(entries, s.only_robust)
+    if s.only_robust is None and s.preset:
+      only_robust = evaluate.PRESETS[s.preset]["only_robust"]
+    surrogates, surrogate_step = self.surrogates(mesh)
+    store = None
+    if self.out_dir:
+      fingerprint = {"checkpoint_step": step, "dataset": config.data.name,
+                     "model": config.model.name, "num_examples": len(y), "seed": s.seed,
+                     "batch_size": s.batch_size, **self.fingerprint,
+                     "surrogate": [os.path.abspath(s.surrogate_workdir), surrogate_step]
+                     if s.surrogate_workdir else None}
+      if config.data.validation_size > 0:
+        fingerprint["split"] = data.eval_split_name(config.data)
+      store = evaluate.ResultStore(os.path.join(self.out_dir, "state"), fingerprint)
+    eps = self.eps()
+    logging.info("Attack suite at step %d on %d %s examples: %s, eps %s%s", step, len(y),
+                 config.data.name, [e.get("name", e["attack"]) for e in entries],
+                 [round(e, 4) for e in eps], " (only still-robust points)" if only_robust else "")
+    result = evaluate.run_suite(
+        logits_fn, x, y, entries, jax.random.PRNGKey(s.seed), eps=eps, batch_size=s.batch_size,
+        checks=s.checks, only_robust=only_robust, surrogates=surrogates,
+        objective=losses.per_example_objective(config), mesh=mesh, store=store)
+    result.info.update({"checkpoint_step": step, "method": config.method,
+                        "dataset": config.data.name, "model": config.model.name,
+                        "preset": s.preset, "split": data.eval_split_name(config.data),
+                        "surrogate_workdir": s.surrogate_workdir or None})
+    self.last = result
+    scalars = {"suite/clean_accuracy": result.clean_accuracy}
+    scalars.update({f"suite/worst_case@{e:.4g}": v
+                    for e, v in result.worst_case_accuracy.items()})
+    return scalars
+
+
+# --------------------------------------------------------------------------------------------
+# jacobian: norms over training.
+# --------------------------------------------------------------------------------------------
+
+class JacobianEvaluator:
+  """Mean input-Jacobian norms (config.evals.jacobian: outputs, norms, power iterations) on the
+  first num_examples clean points of the evaluation split."""
+  name = "jacobian"
+
+  def __init__(self, config):
+    self.config = config
+    self.every_steps = config.evals.jacobian.every_steps
+
+  def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
+    del step
+    j = self.config.evals.jacobian
+    x, y = data.eval_examples(self.config.data, j.num_examples)
+    scalars = {}
+    for output in j.outputs:
+      norms = jacobian.jacobian_norms(logits_fn, x, y, output=output, norms=tuple(j.norms),
+                                      chunk_size=j.chunk_size, power_iters=j.power_iters,
+                                      key=jax.random.PRNGKey(j.seed), mesh=mesh)
+      scalars["jacobian/loss_grad"] = float(norms.pop("loss_grad").mean())
+      scalars.update({f"jacobian/{output}/{k}": float(v.mean()) for k, v in norms.items()})
+    return scalars
+
+
+def for_training(config) -> list[Evaluator]:
+  """The evaluators of config.evals that run during training (every_steps > 0)."""
+  everyone = [PgdEvaluator(config), SuiteEvaluator(config), JacobianEvaluator(config)]
+  return [ev for ev in everyone if ev.every_steps > 0]
+
+
+# --------------------------------------------------------------------------------------------
+# --mode=evaluate: evaluators on a checkpoint.
+# --------------------------------------------------------------------------------------------
+
+def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
+                     step: Optional[int] = None) -> dict[str, Any]:
+  """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir` (the
+  newest, or `step`) and writes into <workdir>/eval/<evals.suite.output>/: the suite's
+  results.json, results.csv, results.md, masking_checks.md and accuracy_vs_eps.png (finished
+  (attack, eps) results are kept under state/, so a rerun after a kill resumes), and
+  <name>.json with the scalars of every other evaluator. Returns {"suite": the suite's results
+  (SuiteResult.to_json()), "scalars": {name: value} of all of them}."""
+  mesh = sharding.make_mesh(num_devices)
+  config_lib.validate(config, mesh.devices.size)
+  variables, found = classifier.inference_variables(workdir, config, mesh, step)
+  logits_fn = models.classifier(models.build(config, data.get_spec(config.data.name)), variables)
+  out_dir = os.path.join(workdir, "eval", config.evals.suite.output)
+  names = config_lib.on_evaluate(config)
+  logging.info("Evaluating %s (step %d, %s) with %s", workdir, found, config.method, names)
+  out: dict[str, Any] = {"scalars": {}}
+  for name in names:
+    if name == "suite":
+      ev = SuiteEvaluator(config, out_dir)
+    elif name == "pgd":
+      ev = PgdEvaluator(config)
+    elif name == "jacobian":
+      ev = JacobianEvaluator(config)
+    else:
+      raise UatError(f"unknown evaluator {name!r} in evals.on_evaluate: choose from "
+                     f"{config_lib.EVALUATORS}")
+    scalars = ev.run(logits_fn, found, mesh)
+    out["scalars"].update(scalars)
+    if name == "suite":
+      result = ev.last.to_json()
+      result["workdir"] = os.path.abspath(workdir)
+      evaluate.write_reports(result, out_dir)
+      out["suite"] = result
+    else:
+      files.write_json(os.path.join(out_dir, f"{name}.json"),
+                       {"workdir": os.path.abspath(workdir), "checkpoint_step": found,
+                        "split": data.eval_split_name(config.data), **scalars})
+  return out

@@ -1,0 +1,59 @@
+"""General file helpers: atomic writes (text, bytes, JSON), matplotlib on Agg, and figures.
+
+Everything a command leaves on disk goes through `write_atomic`, so a reader (a resumed run, the
+report, a user) never sees half a file. On several hosts only process 0 writes: the workdir is
+on a filesystem they share.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Union
+
+from uat_jax import sharding
+
+
+def write_atomic(path: str, payload: Union[str, bytes]) -> None:
+  """Writes a file under a temporary name, then renames it: readers never see half a file."""
+  if not sharding.is_chief():
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(payload.encode() if isinstance(payload, str) else payload)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any, indent: int = 2) -> None:
+  """`value` as JSON at `path` (atomically, creating the directory)."""
+  if sharding.is_chief():
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  write_atomic(path, json.dumps(value, indent=indent))
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def pyplot():
+  """matplotlib.pyplot on the Agg backend: figures go to files, no display is needed."""
+  import matplotlib  # deferred: a heavy dependency only figures need
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def save_figure(fig, path: str) -> None:
+  """Lays out a matplotlib figure, writes it to `path` as PNG (atomically, creating the
+  directory) and closes it."""
+  buf = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buf, format="png")
+  pyplot().close(fig)
+  if sharding.is_chief():
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  write_atomic(path, buf.getvalue())
