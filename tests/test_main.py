@@ -127,6 +127,8 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
     ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
     ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the 8 devices"),
     ("unwritable", "is not writable"),
+    ("--config.eval.every_steps=5", "--config.eval.every_steps is now "
+     "--config.evals.pgd.every_steps"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
   """Each: exit status 2, one `error:` line naming problem and fix, no traceback, and nothing

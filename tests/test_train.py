@@ -141,3 +141,19 @@ def test_a_run_leaves_no_open_file_or_thread_behind(tmp_path):
   with pytest.raises(RuntimeError, match="evaluator failed"):
     train.train_and_evaluate(c, str(tmp_path / "c"), evaluators=[Failing()])
   assert open_files_under(tmp_path) == []
+
+
+def test_an_older_workdir_config_is_read_with_its_moved_fields(tmp_path):
+  import json
+  old = {"method": "at", "eval": {"every_steps": 7, "pgd_steps": 3},
+         "evals": {"preset": "paper", "eps": [0.1], "attacks": {"x": {"attack": "pgd", "steps": 3}}},
+         "jacobian": {"track_every_steps": 5, "track_examples": 9, "power_iters": 4}}
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  c = config_lib.load_workdir_config(str(tmp_path))
+  assert (c.method, c.evals.pgd.every_steps, c.evals.pgd.steps) == ("at", 7, 3)
+  assert (c.evals.suite.preset, c.evals.suite.eps, c.evals.suite.attacks.x.steps) == (
+      "paper", (0.1,), 3)
+  assert (c.evals.jacobian.every_steps, c.evals.jacobian.num_examples,
+          c.evals.jacobian.power_iters) == (5, 9, 4)
+  assert config_lib.moved_field("evals.attacks.x.steps") == "evals.suite.attacks.x.steps"
+  assert config_lib.moved_field("evals.pgd.steps") is None

@@ -11,7 +11,8 @@ the mesh's devices).
 
   pgd       clean and PGD accuracy at the training eps, mean predictive entropy (eval/...)
   suite     the attack suite of uat_jax.evaluate with gradient-masking checks (suite/...)
-  jacobian  mean input-Jacobian norms on clean points (jacobian/<output>/<norm>, .../loss_grad)
+  jacobian  mean input-Jacobian norms on clean points (jacobian/<output>/<norm> and
+            jacobian/loss_grad)
 
 Each reads the evaluation split (data.eval_examples): the test split, or the held-out validation
 examples when config.data.validation_size > 0.
