@@ -2,7 +2,9 @@
 (in process, on real Fashion-MNIST with tiny budgets). The subprocess kill tests are in
 tests/test_main.py."""
 
+import contextlib
 import glob
+import logging
 import os
 import shutil
 
@@ -60,24 +62,46 @@ def truncate_data_files(step_dir):
         f.truncate(os.path.getsize(path) // 2)
 
 
+@contextlib.contextmanager
+def absl_log():
+  """The messages uat_jax logs (through absl) meanwhile, whatever an earlier test in this process
+  did to the logging setup (levels, disabled loggers, handlers)."""
+  lines = []
+  handler = logging.Handler(logging.INFO)
+  handler.emit = lambda record: lines.append(record.getMessage())
+  logger = logging.getLogger("absl")
+  saved = logger.level, logger.disabled
+  logger.setLevel(logging.INFO)
+  logger.disabled = False
+  logger.addHandler(handler)
+  try:
+    yield lines
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(saved[0])
+    logger.disabled = saved[1]
+
+
 def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_used(
-    trained, tmp_path, caplog):
+    trained, tmp_path):
   src, config = trained
-  caplog.set_level("INFO")
   workdir = str(tmp_path / "w")
   shutil.copytree(src, workdir)
   truncate_data_files(os.path.join(workdir, "checkpoints", "4"))
 
   # Evaluation reads the older checkpoint and moves nothing.
-  step = uat_jax.load(workdir, config=config).step
-  assert step == 2 and "checkpoint at step 4" in caplog.text and "unreadable" in caplog.text
+  with absl_log() as lines:
+    step = uat_jax.load(workdir, config=config).step
+  text = "\n".join(lines)
+  assert step == 2 and "checkpoint at step 4" in text and "unreadable" in text
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
 
   # Training resumes from step 2, keeps the damaged step 4 for inspection, writes a good one.
   longer = tiny_config(num_train_steps=6)
-  train.train_and_evaluate(longer, workdir)
+  with absl_log() as lines:
+    train.train_and_evaluate(longer, workdir)
   moved = glob.glob(os.path.join(workdir, checkpoints.CORRUPT_DIR, "4-*"))
-  assert len(moved) == 1 and "Resuming from checkpoint at step 2" in caplog.text
+  assert len(moved) == 1 and "Resuming from checkpoint at step 2" in "\n".join(lines)
   step, resumed = helpers.final_state(workdir, longer)
 
   reference = str(tmp_path / "uninterrupted")
