@@ -157,3 +157,18 @@ def test_decoded_splits_are_kept_beside_the_tfds_files(fmnist, tmp_path):
       assert written == first_written  # read, not written again
     first_written = written
   assert len(np.load(cache / "test-labels.npy")) == 10000  # replaced
+
+
+def test_train_size_keeps_a_fixed_subset_of_the_training_examples(fmnist):
+  c = helpers.fmnist_data_config(validation_size=100, train_size=500)
+  a, b = data.train_split(c), data.train_split(c)
+  assert len(a) == 500 and a.images.shape == (500, 28, 28, 1) and not a.images.flags.writeable
+  np.testing.assert_array_equal(a.labels, b.labels)  # fixed: no seed involved
+  held = data.eval_split(c)  # the subset never overlaps the validation examples
+  rows = {r.tobytes() for r in held.images}
+  assert not any(r.tobytes() in rows for r in a.images[:100])
+  c.train_size = 0
+  assert len(data.train_split(c)) == len(fmnist["train"]) - 100
+  c.train_size = 10 ** 6
+  with pytest.raises(UatError, match="data.train_size=1000000 must be in"):
+    data.train_split(c)

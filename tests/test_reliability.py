@@ -164,3 +164,34 @@ def test_an_unwritable_workdir_is_reported_before_training(tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(UatError, match="is not writable .*choose another --workdir"):
     train.train_and_evaluate(tiny_config(), str(blocker / "w"))
+
+
+def test_the_best_checkpoint_is_the_best_logged_and_survives_a_resume(tmp_path):
+  """best_checkpoint keeps, across a resume, the state of the evaluation with the highest logged
+  validation metric (clean accuracy here: it moves every few steps of a tiny run, where PGD
+  accuracy is still 0), and uat_jax.load(step="best") reads it."""
+  import json
+  from uat_jax import evaluators
+  workdir = str(tmp_path / "w")
+
+  def config(steps):
+    c = tiny_config(num_train_steps=steps, **{"data.validation_size": 200})
+    c.evals.pgd.every_steps = 2
+    c.evals.pgd.num_examples = 200
+    c.best_checkpoint.metric = "eval/clean_accuracy"
+    return c
+
+  for steps in (6, 10):  # the second run resumes the first
+    c = config(steps)
+    train.train_and_evaluate(c, workdir, evaluators=evaluators.for_training(c))
+  logged = {}
+  for line in open(os.path.join(workdir, "metrics.jsonl")):
+    record = json.loads(line)
+    if "eval/clean_accuracy" in record:
+      logged[record["step"]] = record["eval/clean_accuracy"]
+  assert sorted(logged) == [2, 4, 6, 8, 10]
+  kept = os.listdir(os.path.join(workdir, checkpoints.BEST_DIR))
+  assert len([k for k in kept if k.isdigit()]) == 1
+  best = uat_jax.load(workdir, step="best")
+  assert logged[best.step] == max(logged.values())
+  assert uat_jax.load(workdir).step == 10

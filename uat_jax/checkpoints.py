@@ -23,10 +23,12 @@ from absl import logging
 from uat_jax.errors import UatError
 
 CORRUPT_DIR = "corrupt_checkpoints"
+BEST_DIR = "checkpoints_best"
 
 
-def directory(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+def directory(workdir: str, which: str = "last") -> str:
+  """W/checkpoints (the newest few, for resuming) or, which="best", W/checkpoints_best."""
+  return os.path.join(os.path.abspath(workdir), BEST_DIR if which == "best" else "checkpoints")
 
 
 def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
@@ -36,14 +38,36 @@ def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
-def reader(workdir: str) -> ocp.CheckpointManager:
+def _best_options(metric: str, mode: str, **kwargs) -> ocp.CheckpointManagerOptions:
+  return ocp.CheckpointManagerOptions(
+      best_fn=lambda metrics: metrics[metric], best_mode=mode,
+      keep_checkpoints_without_metrics=False, **kwargs)
+
+
+def best_manager(workdir: str, metric: str, mode: str = "max") -> ocp.CheckpointManager:
+  """W/checkpoints_best: orbax's best-checkpoint support keeps the one checkpoint whose `metric`
+  (saved with it) is the highest (mode "max") or lowest ("min") so far, across resumes."""
+  return ocp.CheckpointManager(directory(workdir, "best"),
+                               options=_best_options(metric, mode, max_to_keep=1, create=True),
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def reader(workdir: str, which: str = "last", metric: str = "",
+           mode: str = "max") -> ocp.CheckpointManager:
   """A manager that only reads `workdir`'s checkpoints (evaluation, Jacobians), with the PyTree
-  handler so that it can restore part of a checkpoint (restore_readable with a dict)."""
-  path = directory(workdir)
+  handler so that it can restore part of a checkpoint (restore_readable with a dict). which:
+  "last" (W/checkpoints) or "best" (W/checkpoints_best, ranked by `metric`)."""
+  path = directory(workdir, which)
   if not os.path.isdir(path):
+    if which == "best":
+      raise UatError(f"no best checkpoint in {path}: the run kept none (set "
+                     "--config.best_checkpoint.metric when training, e.g. eval/pgd_accuracy), "
+                     "or pass --config.evals.checkpoint=last")
     raise UatError(f"no checkpoint in {path}: train first (--mode=train) or pass another "
                    "--workdir")
-  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
+  options = (_best_options(metric, mode, create=False) if which == "best"
+             else ocp.CheckpointManagerOptions(create=False))
+  return ocp.CheckpointManager(path, options=options,
                                item_handlers=ocp.PyTreeCheckpointHandler())
 
 

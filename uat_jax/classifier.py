@@ -1,6 +1,6 @@
 """Trained classifiers restored for inference: `uat_jax.load(workdir)`.
 
-    clf = uat_jax.load("workdirs/at_entm")          # the newest checkpoint; step=N for another
+    clf = uat_jax.load("workdirs/at_entm")          # the newest checkpoint; step="best" or N
     x, y = clf.test_images(1000)                     # float32 [N, H, W, C] in [0, 1], int32 labels
     logits = clf.logits_fn(x)                        # or clf(x)
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import jax
 import numpy as np
@@ -48,11 +48,25 @@ class Classifier:
     return data.images(self.config.data, "validation", num_examples)
 
 
+Step = Union[None, int, str]  # None or "last": the newest; "best": W/checkpoints_best; an int
+
+
+def check_step(step: Step) -> None:
+  if step in (None, "last", "best"):
+    return
+  if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+    raise UatError(f"step={step!r}: pass None or 'last' (the newest checkpoint), 'best' (the one "
+                   "kept by config.best_checkpoint) or a checkpoint's step (an int)")
+
+
 def inference_variables(workdir: str, config, mesh=None,
-                        step: Optional[int] = None) -> tuple[dict[str, Any], int]:
-  """({"params", "batch_stats"}, step) of a checkpoint of `workdir` (the newest readable one, or
-  `step`), replicated over `mesh` (one device when None). Errors name the problem: no
-  checkpoint, no such step, or one that does not fit the config's model and dataset."""
+                        step: Step = None) -> tuple[dict[str, Any], int]:
+  """({"params", "batch_stats"}, step) of a checkpoint of `workdir`: the newest readable one
+  (step None or "last"), the best one (step "best": the checkpoint kept in W/checkpoints_best by
+  config.best_checkpoint.metric), or the one of an int step; replicated over `mesh` (one device
+  when None). Errors name the problem: no checkpoint, no such step, or one that does not fit the
+  config's model and dataset."""
+  check_step(step)
   mesh = sharding.make_mesh(1) if mesh is None else mesh
   spec = data.get_spec(config.data.name)
   model = models.build(config, spec)
@@ -63,9 +77,12 @@ def inference_variables(workdir: str, config, mesh=None,
               "step": jax.ShapeDtypeStruct((), np.int32)}
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                           abstract)
-  mngr = checkpoints.reader(workdir)
+  best = step == "best"
+  b = config.best_checkpoint
+  mngr = checkpoints.reader(workdir, "best" if best else "last", b.metric or "unset", b.mode)
   try:
-    restored, found = checkpoints.restore_readable(mngr, abstract, config, only_step=step)
+    only = mngr.best_step() if best else (None if step in (None, "last") else int(step))
+    restored, found = checkpoints.restore_readable(mngr, abstract, config, only_step=only)
   finally:
     mngr.close()
   if found is None:
@@ -74,12 +91,12 @@ def inference_variables(workdir: str, config, mesh=None,
   return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, found
 
 
-def load(workdir: str, step: Optional[int] = None, config=None, mesh=None) -> Classifier:
-  """The classifier of a workdir's checkpoint: the newest readable one, or `step`. `config`
+def load(workdir: str, step: Step = None, config=None, mesh=None) -> Classifier:
+  """The classifier of a workdir's checkpoint: the newest readable one (step None or "last"),
+  the best one ("best", see config.best_checkpoint) or the one of an int step. `config`
   defaults to the run's own (W/config.json); pass one to change evaluation settings (its model
   and dataset must fit the checkpoint). `mesh` places the parameters (one device when None)."""
-  if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
-    raise UatError(f"step={step!r}: pass a checkpoint's step (an int) or None for the newest")
+  check_step(step)
   config = config_lib.load_workdir_config(workdir) if config is None else config
   variables, found = inference_variables(workdir, config, mesh, step)
   model = models.build(config, data.get_spec(config.data.name))

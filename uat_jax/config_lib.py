@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: hold out this many train examples (a fixed random subset) and evaluate on them instead
   # of the test split (hyper-parameter sweeps; the test split is then never read).
   c.data.validation_size = 0
+  # > 0: train on a fixed random subset of this many of the remaining train examples (the same
+  # for every seed and method; a data-limited regime, where robust overfitting comes sooner).
+  c.data.train_size = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "madry_cnn"
@@ -99,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   # evals.on_evaluate on a checkpoint. Their scalars go to metrics.jsonl and TensorBoard.
   c.evals = ml_collections.ConfigDict()
   c.evals.on_evaluate = ("suite",)  # evaluators --mode=evaluate runs: pgd, suite, jacobian
+  c.evals.checkpoint = "last"  # --mode=evaluate / jacobian: last | best | a step number
 
   # pgd: clean accuracy, PGD accuracy at the training eps (attack.eps) and mean predictive
   # entropy, logged as eval/clean_accuracy, eval/pgd_accuracy, eval/mean_entropy.
@@ -146,7 +150,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
-  c.max_checkpoints = 3
+  c.max_checkpoints = 3  # the newest ones, in W/checkpoints (resuming)
+  # Best-checkpoint selection (early stopping against robust overfitting, as Rice et al. 2020):
+  # at every evaluation that logs `metric` (e.g. "eval/pgd_accuracy" of the pgd evaluator, on
+  # the validation split: it needs data.validation_size > 0), the state is kept in
+  # W/checkpoints_best if it is the best so far; "" = off. Evaluate it with
+  # --config.evals.checkpoint=best or uat_jax.load(W, step="best").
+  c.best_checkpoint = ml_collections.ConfigDict()
+  c.best_checkpoint.metric = ""
+  c.best_checkpoint.mode = "max"  # max | min
   return c
 
 
@@ -223,6 +235,8 @@ def validate(c, num_devices: int = 1) -> None:
            "(--config.model.name)")
   _require(c.data.validation_size >= 0,
            f"data.validation_size={c.data.validation_size} must be >= 0 (0: evaluate on test)")
+  _require(c.data.train_size >= 0,
+           f"data.train_size={c.data.train_size} must be >= 0 (0: every training example)")
   _require(c.data.augment in ("default", "none", "crop", "crop_flip"),
            f"unknown data.augment {c.data.augment!r}: choose default, none, crop or crop_flip")
   _require(c.batch_size > 0 and c.batch_size % num_devices == 0,
@@ -262,6 +276,39 @@ def validate(c, num_devices: int = 1) -> None:
   for name in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints"):
     _require(c[name] >= 1, f"{name}={c[name]} must be >= 1")
   validate_evals(c)
+  validate_best_checkpoint(c)
+
+
+def validate_best_checkpoint(c) -> None:
+  b = c.best_checkpoint
+  if not b.metric:
+    return
+  _require(b.mode in ("max", "min"),
+           f"best_checkpoint.mode={b.mode!r}: choose max or min")
+  prefixes = {"eval/": "pgd", "suite/": "suite", "jacobian/": "jacobian"}
+  owner = next((name for p, name in prefixes.items() if b.metric.startswith(p)), None)
+  _require(owner is not None,
+           f"best_checkpoint.metric={b.metric!r} is no evaluator's scalar: use e.g. "
+           "eval/pgd_accuracy (pgd), suite/worst_case@0.1 (suite) or jacobian/loss_grad")
+  _require(c.evals[owner].every_steps > 0,
+           f"best_checkpoint.metric={b.metric!r} comes from the {owner} evaluator, which does not "
+           f"run during training: set --config.evals.{owner}.every_steps > 0")
+  _require(c.data.validation_size > 0,
+           "best_checkpoint selects on the evaluation split, which is the test split unless "
+           "data.validation_size > 0: set --config.data.validation_size (e.g. 5000) so that the "
+           "test split stays untouched")
+
+
+def evaluated_step(c):
+  """config.evals.checkpoint as classifier.load takes it: "last", "best" or an int step."""
+  value = str(c.evals.checkpoint).strip()
+  if value in ("last", "best"):
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise UatError(f"evals.checkpoint={value!r}: choose last, best or a step number "
+                   "(--config.evals.checkpoint=best)") from None
 
 
 EVALUATORS = ("pgd", "suite", "jacobian")
@@ -291,6 +338,7 @@ def validate_evals(c) -> None:
     jacobian.check(output, j.norms)
   for name in ("chunk_size", "power_iters"):
     _require(j[name] >= 1, f"evals.jacobian.{name}={j[name]} must be >= 1")
+  evaluated_step(c)
 
 
 def on_evaluate(c) -> tuple[str, ...]:

@@ -282,12 +282,27 @@ def _carve_validation_cached(data_config: _DataConfig, size: int) -> tuple[Split
   return tuple(parts)
 
 
+TRAIN_SUBSET_SEED = 0x5AB5E7  # fixed: the subset never depends on the run's seed
+
+
 def train_split(data_config) -> Split:
   """The examples training draws from: the train split, less the validation examples when
-  data.validation_size > 0."""
+  data.validation_size > 0, and, when data.train_size > 0, a fixed random subset of that many of
+  the rest (a data-limited regime; the same subset for every seed and method)."""
   if data_config.get("validation_size", 0) > 0:
-    return _carve_validation(data_config, data_config.validation_size)[0]
-  return load_split(data_config, "train")
+    split = _carve_validation(data_config, data_config.validation_size)[0]
+  else:
+    split = load_split(data_config, "train")
+  size = data_config.get("train_size", 0)
+  if not size:
+    return split
+  if not 0 < size <= len(split):
+    raise UatError(f"data.train_size={size} must be in (0, {len(split)}]: the number of training "
+                   "examples to keep (0 = all)")
+  idx = np.sort(np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(split))[:size])
+  part = Split(split.images[idx], split.labels[idx])
+  part.images.flags.writeable = part.labels.flags.writeable = False
+  return part
 
 
 def eval_split(data_config) -> Split:

@@ -203,15 +203,17 @@ def for_training(config) -> list[Evaluator]:
 # --------------------------------------------------------------------------------------------
 
 def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
-                     step: Optional[int] = None) -> dict[str, Any]:
-  """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir` (the
-  newest, or `step`) and writes into <workdir>/eval/<evals.suite.output>/: the suite's
-  results.json, results.csv, results.md, masking_checks.md and accuracy_vs_eps.png (finished
-  (attack, eps) results are kept under state/, so a rerun after a kill resumes), and
+                     step: classifier.Step = None) -> dict[str, Any]:
+  """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir`
+  (config.evals.checkpoint: last, best or a step; `step` overrides it) and writes into
+  <workdir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
+  masking_checks.md and accuracy_vs_eps.png (finished (attack, eps) results are kept under
+  state/, so a rerun after a kill resumes), and
   <name>.json with the scalars of every other evaluator. Returns {"suite": the suite's results
   (SuiteResult.to_json()), "scalars": {name: value} of all of them}."""
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
+  step = config_lib.evaluated_step(config) if step is None else step
   variables, found = classifier.inference_variables(workdir, config, mesh, step)
   logits_fn = models.classifier(models.build(config, data.get_spec(config.data.name)), variables)
   out_dir = os.path.join(workdir, "eval", config.evals.suite.output)
@@ -233,6 +235,7 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
     if name == "suite":
       result = ev.last.to_json()
       result["workdir"] = os.path.abspath(workdir)
+      result["checkpoint"] = str(step)
       evaluate.write_reports(result, out_dir)
       out["suite"] = result
     else:

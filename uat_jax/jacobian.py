@@ -10,9 +10,9 @@ jvp and one vjp per iteration, never forming J) and the induced infinity norm ("
 absolute row sum). `loss_grad` is the L2 norm of the input gradient of the cross entropy (what ART
 calls loss sensitivity). Work goes in fixed-size chunks of examples (the last one padded; sharded
 over the devices of a mesh when one is given), so memory is bounded by the chunk and nothing
-recompiles per chunk. Comparing the checkpoints of several workdirs: uat_jax.jacobian_compare. The paper (claim 3) reports a ~10x
-smaller input-Jacobian norm for AT+EntM than for AT without saying which output and norm; we give
-all of them.
+recompiles per chunk. Comparing the checkpoints of several workdirs: uat_jax.jacobian_compare.
+The paper (claim 3) reports a ~10x smaller input-Jacobian norm for AT+EntM than for AT without
+saying which output and norm; we give all of them.
 """
 
 from __future__ import annotations

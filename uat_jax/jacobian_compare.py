@@ -50,7 +50,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                   "step_size": config.evals.pgd.step_size} if jc.adversarial else None)
   results = []
   for w, c in zip(workdirs, configs):
-    clf = classifier.load(w, config=c, mesh=mesh)
+    clf = classifier.load(w, config_lib.evaluated_step(config), config=c, mesh=mesh)
     step = clf.step
     logging.info("Jacobian analysis of %s (%s, step %d) on %d %s examples", w, c.method, step, n,
                  data.eval_split_name(config.data))
@@ -64,7 +64,8 @@ def analyze_workdirs(config, workdirs: Sequence[str],
     buf = io.BytesIO()
     np.savez(buf, **{f"{where}/{k}": v for where, d in norms.items() for k, v in d.items()})
     files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
-    summary = {where: {k: jacobian.summarize(v) for k, v in d.items()} for where, d in norms.items()}
+    summary = {where: {k: jacobian.summarize(v) for k, v in d.items()}
+               for where, d in norms.items()}
     r = {"workdir": os.path.abspath(w), "method": c.method, "checkpoint_step": step,
          "num_examples": n, "adversarial": adversarial, "summary": summary}
     files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(r, indent=2))

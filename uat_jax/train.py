@@ -374,6 +374,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx = create_optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
+  b = config.best_checkpoint
+  best = checkpoints.best_manager(workdir, b.metric, b.mode) if b.metric else None
   writer = None
   try:
     state = restore_or_keep(mngr, state, config,
@@ -393,16 +395,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  config.model.name, config.method, config.data.name, num_steps, initial_step,
                  mesh.devices.size)
     return _loop(config, model, spec, schedule, mesh, state, train_split, num_steps,
-                 initial_step, mngr, writer, list(evaluators))
+                 initial_step, mngr, best, writer, list(evaluators))
   finally:  # a save in flight completes (or is left unfinalized, never half-visible)
-    mngr.wait_until_finished()
-    mngr.close()
+    for m in (mngr, best):
+      if m is not None:
+        m.wait_until_finished()
+        m.close()
     if writer is not None:
       writer.close()
 
 
 def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, initial_step,
-          mngr, writer, evaluators) -> dict[str, Any]:
+          mngr, best, writer, evaluators) -> dict[str, Any]:
   p_train_step = make_train_step(config, model, spec, schedule, mesh)
   pmap_mode = isinstance(p_train_step, PmapTrainStep)
   state = prepare_state(p_train_step, state)
@@ -432,6 +436,12 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
     writer.write_scalars(step, scalars)
     results.update(scalars)
     evaluated_at[ev.name] = step
+    metric = config.best_checkpoint.metric
+    # orbax keeps it only if it is the best so far; a step saved before a restart (the same
+    # state, deterministically) is not saved again.
+    if best is not None and metric in scalars and step not in best.all_steps():
+      best.save(step, args=ocp.args.StandardSave(plain), metrics={metric: float(scalars[metric])},
+                force=True)
 
   def save(step):
     flush_train_metrics(step)  # never checkpoint a state whose loss went non-finite
