@@ -103,7 +103,9 @@ def test_apgd_and_fab_at_most_pgd_and_square_breaks_an_undefended_model(trained)
   for k in ("0.1", "0.3"):  # same points; slack for random starts
     assert acc["APGD-CE-20"][k] <= acc["PGD-20"][k] + 0.01
     assert acc["APGD-T-20"][k] <= acc["PGD-20"][k] + 0.01
-    assert acc["FAB-T-20"][k] <= acc["PGD-20"][k]  # breaks no fewer points than PGD-20
+    # FAB-T breaks no fewer points than PGD-20 (measured: 0.135 vs 0.140 at eps 0.1, 0 vs 0 at
+    # 0.3; with 9 targets instead of 3 the same).
+    assert acc["FAB-T-20"][k] <= acc["PGD-20"][k], acc
   assert acc["Square-300"]["0.1"] < r["clean_accuracy"] - 0.3  # no gradients, still strong
   assert acc["Square-300"]["0.3"] <= 0.05
 
