@@ -51,7 +51,8 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "apgd_t": {"kind": WHITE_BOX, "params": {"steps": 100, "num_targets": 9, "norm": "linf",
                                              "unroll": -1}},
     "fab_t": {"kind": WHITE_BOX, "params": {"steps": 100, "num_targets": 9, "restarts": 1}},
-    "square": {"kind": BLACK_BOX, "params": {"queries": 5000, "p_init": 0.8}},
+    # segment: every this many queries the batch shrinks to the points still robust (0: never).
+    "square": {"kind": BLACK_BOX, "params": {"queries": 5000, "p_init": 0.8, "segment": 100}},
     "spsa": {"kind": BLACK_BOX, "params": {"steps": 100, "samples": 128, "delta": 0.01,
                                            "learning_rate": 0.01, "loss": "cw"}},
     # PGD on a surrogate model (run_suite's `surrogates[name]`), fed to the target model.
@@ -138,8 +139,10 @@ def _loss(e: dict[str, Any], objective: Optional[Callable]):
 
 
 def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] = None,
-                objective: Optional[Callable] = None) -> Callable:
-  """A jitted `f(x, y, key, eps) -> x_adv` for one suite entry (eps traced: no recompiles)."""
+                objective: Optional[Callable] = None, mesh=None) -> Callable:
+  """A jitted `f(x, y, key, eps) -> x_adv` for one suite entry (eps traced: no recompiles).
+  Square with `segment` > 0 runs segment by segment on the points still robust (one process;
+  `mesh` places each compacted batch)."""
   e = entry(spec)
   a = e["attack"]
   if a == "fgsm":
@@ -166,6 +169,8 @@ def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] =
         f, x, y, key=key, eps=eps, steps=e["steps"], num_targets=e["num_targets"],
         restarts=e["restarts"]))
   if a == "square":
+    if e["segment"] > 0 and e["queries"] > 1 and jax.process_count() == 1:
+      return _compacted_square(logits_fn, e, mesh)
     return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square(
         f, x, y, key=key, eps=eps, queries=e["queries"], p_init=e["p_init"]))
   if a == "spsa":
@@ -183,6 +188,51 @@ def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] =
   return models.jit_with_model(surrogate, lambda f, x, y, key, eps: attacks.transfer(
       f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
       loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
+
+
+def bucket_sizes(batch_size: int, num_devices: int = 1) -> list[int]:
+  """The batch sizes a compacted attack runs at: batch_size halved down to num_devices, each
+  rounded up to a multiple of num_devices (a few fixed shapes: a few compiled programs)."""
+  round_up = lambda v: -(-v // num_devices) * num_devices
+  return sorted({round_up(max(batch_size >> k, 1)) for k in range(12)} | {round_up(batch_size)})
+
+
+def _compacted_square(logits_fn, e: dict[str, Any], mesh) -> Callable:
+  """Square on a batch, restricted every `segment` queries to the examples still correctly
+  classified (gathered into the smallest bucket that holds them; fooled ones keep their point).
+  Same schedule and acceptance rule as attacks.square, so the same distribution of results; the
+  random draws per example depend on its row in the bucket, so not the same bits."""
+  iterations, segment = e["queries"] - 1, e["segment"]
+  start = models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square_start(
+      f, x, y, key=key, eps=eps))
+  steps = models.jit_with_model(
+      logits_fn, lambda f, x, y, xb, mb, key, eps, lo, hi: attacks.square_steps(
+          f, x, y, xb, mb, key=key, eps=eps, start=lo, stop=hi, iterations=iterations,
+          p_init=e["p_init"]))
+  num_devices = 1 if mesh is None else mesh.devices.size
+
+  def run(x, y, key, eps):
+    k0, key = jax.random.split(key)
+    x_best, m_best = start(x, y, k0, eps)
+    xh, yh = sharding.to_host(x), sharding.to_host(y)
+    xb, mb = np.array(sharding.to_host(x_best)), np.array(sharding.to_host(m_best))
+    sizes = bucket_sizes(len(yh), num_devices)
+    for lo in range(0, iterations, segment):
+      active = np.flatnonzero(mb > 0)
+      if not active.size:
+        break
+      size = next(s for s in sizes if s >= len(active))
+      rows = np.concatenate([active, np.full(size - len(active), active[0])])
+      part = {"x": xh[rows], "y": yh[rows], "xb": xb[rows], "mb": mb[rows]}
+      if mesh is not None:
+        part = sharding.shard_batch(part, mesh)
+      new_x, new_m = steps(part["x"], part["y"], part["xb"], part["mb"], key, eps, np.int32(lo),
+                           np.int32(min(lo + segment, iterations)))
+      xb[active] = sharding.to_host(new_x)[: len(active)]
+      mb[active] = sharding.to_host(new_m)[: len(active)]
+    return xb
+
+  return run
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +361,8 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
                       reason)
       result.skipped.append({"name": e["name"], "reason": reason})
       continue
-    runnable.append((e, make_attack(logits_fn, e, surrogates=surrogates, objective=objective)))
+    runnable.append((e, make_attack(logits_fn, e, surrogates=surrogates, objective=objective,
+                                    mesh=mesh)))
 
   total, done, t0 = len(runnable) * len(grid), 0, time.time()
   history: list[dict] = []  # earlier entries: under only_robust, a result depends on them
