@@ -269,3 +269,19 @@ def test_typed_result_masks_json_scalar_eps_and_adversarial_examples(trained):
     with pytest.raises(UatError, match=message):
       attacks.pgd(logits_fn, bad_x, bad_y, key=jax.random.PRNGKey(0), eps=0.1, step_size=0.01,
                   steps=1)
+
+
+def test_attacks_picked_one_by_one_from_the_command_line():
+  c = load_config("at")
+  c.evals.suite.preset = ""
+  c.evals.suite.select = "apgd_ce,apgd_dlr"  # what --config.evals.suite.select=... sets
+  from uat_jax import config_lib
+  entries, _ = evaluate.resolve_suite(config_lib.suite_entries(c))
+  assert [(e["name"], e["attack"], e["loss"]) for e in entries] == [
+      ("APGD-CE", "apgd", "ce"), ("APGD-DLR", "apgd", "dlr")]
+  c.evals.suite.preset = "quick"
+  assert [e["name"] for e in config_lib.suite_entries(c)] == [
+      "FGSM", "PGD-20", "CW-20", "APGD-CE", "APGD-DLR"]
+  c.evals.suite.select = "apgd_ce,bim"
+  with pytest.raises(UatError, match="unknown attack name\\(s\\) \\['bim'\\]"):
+    config_lib.validate(c)

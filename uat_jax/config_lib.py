@@ -117,7 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
   # --mode=evaluate writes its reports to <workdir>/eval/<output>/.
   c.evals.suite = ml_collections.ConfigDict()
   c.evals.suite.every_steps = 0
-  c.evals.suite.preset = "quick"  # quick | paper | strong | adaptive | "" (only suite.attacks)
+  c.evals.suite.preset = "quick"  # quick | paper | strong | adaptive | "" (only the ones below)
+  # Attacks by name, after the preset's: a comma-separated list of uat_jax.evaluate.NAMED, e.g.
+  # --config.evals.suite.preset= --config.evals.suite.select=apgd_ce,apgd_dlr
+  c.evals.suite.select = ""
   c.evals.suite.eps = ()  # L-inf eps grid on the [0, 1] scale; () = the dataset's default grid
   c.evals.suite.num_examples = 0  # first N examples; 0 = the whole split
   c.evals.suite.batch_size = 500  # rounded up to a multiple of the device count
@@ -350,9 +353,11 @@ def on_evaluate(c) -> tuple[str, ...]:
 
 
 def suite_entries(c) -> list[dict]:
-  """The attack entries config.evals.suite asks for: the preset's, then its `attacks`."""
+  """The attack entries config.evals.suite asks for: the preset's, the `select`ed ones, then
+  its `attacks`."""
   s = c.evals.suite
   entries = evaluate.preset(s.preset) if s.preset else []
+  entries += evaluate.named(s.select)
   for name, entry in s.attacks.items():
     entries.append({"name": name, **entry.to_dict()})
   return entries

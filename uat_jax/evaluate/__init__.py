@@ -96,12 +96,42 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Suite entries.
 # --------------------------------------------------------------------------------------------
 
+# Attacks by name, for picking them one by one (--config.evals.suite.select=apgd_ce,apgd_dlr).
+NAMED: dict[str, dict[str, Any]] = {
+    "fgsm": {"name": "FGSM", "attack": "fgsm"},
+    "pgd20": {"name": "PGD-20", "attack": "pgd", "steps": 20},
+    "pgd100": {"name": "PGD-100", "attack": "pgd", "steps": 100},
+    "cw20": {"name": "CW-20", "attack": "pgd", "steps": 20, "loss": "cw"},
+    "cw100": {"name": "CW-100", "attack": "pgd", "steps": 100, "loss": "cw"},
+    "apgd_ce": {"name": "APGD-CE", "attack": "apgd", "steps": 100},
+    "apgd_dlr": {"name": "APGD-DLR", "attack": "apgd", "steps": 100, "loss": "dlr"},
+    "apgd_t": {"name": "APGD-T", "attack": "apgd_t", "steps": 100, "num_targets": 9},
+    "fab_t": {"name": "FAB-T", "attack": "fab_t", "steps": 100, "num_targets": 9},
+    "square": {"name": "Square-5000", "attack": "square", "queries": 5000},
+    "spsa": {"name": "SPSA-100", "attack": "spsa", "steps": 100},
+    "transfer": {"name": "Transfer-PGD-20", "attack": "transfer", "steps": 20},
+    "pgd_objective": {"name": "PGD-100-objective", "attack": "pgd", "steps": 100,
+                      "loss": "objective"},
+}
+
+
 def preset(name: str) -> list[dict[str, Any]]:
   """The attack entries of a preset (a fresh copy)."""
   if name not in PRESETS:
     raise UatError(f"unknown evaluation preset {name!r}: choose one of {sorted(PRESETS)} "
-                   "(--config.evals.preset)")
+                   "(--config.evals.suite.preset)")
   return [dict(e) for e in PRESETS[name]["attacks"]]
+
+
+def named(names) -> list[dict[str, Any]]:
+  """The entries of NAMED attacks, given as a sequence or a comma-separated string."""
+  parts = [names] if isinstance(names, str) else list(names)
+  keys = [k.strip() for p in parts for k in str(p).split(",") if k.strip()]
+  unknown = [k for k in keys if k not in NAMED]
+  if unknown:
+    raise UatError(f"unknown attack name(s) {unknown}: choose from {sorted(NAMED)} "
+                   "(--config.evals.suite.select=apgd_ce,apgd_dlr)")
+  return [dict(NAMED[k]) for k in keys]
 
 
 def entry(e: dict[str, Any]) -> dict[str, Any]:

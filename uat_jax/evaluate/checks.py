@@ -91,6 +91,7 @@ def _black_box_checks(result, eps_keys, own) -> list[dict]:
       drop = {k: before[k] - runs[name]["cumulative"][k] for k in eps_keys}
       out.append(_check(f"black-box {name} breaks few points white-box attacks missed",
                         max(drop.values()) <= BLACK_BOX_GAP, "; ".join(
-                            f"eps {k}: -{drop[k]:.3f}" for k in eps_keys)
-                        + f" (fails above {BLACK_BOX_GAP:.3f})"))
+                            f"eps {k}: {drop[k]:.3f} of the points" for k in eps_keys)
+                        + f" broken beyond the white-box attacks (fails above "
+                          f"{BLACK_BOX_GAP:.3f})"))
   return out
