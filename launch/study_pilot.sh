@@ -25,3 +25,6 @@ for candidate in "R1 10000 40" "R2 5000 80"; do
     --config.checkpoint_every_steps=$(( 5 * steps_per_epoch )) \
     >>"$root/pilot/$name.log" 2>&1
 done
+# The plan's rule over both runs: prints the table, writes ROOT/pilot/choice.json.
+.venv/bin/python -c "import sys; from uat_jax import study; study.write_pilot_choice(sys.argv[1])" \
+  "$root/pilot"

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.helpers import REPO
+from uat_jax.errors import UatError
 
 
 @pytest.mark.slow
@@ -53,3 +54,31 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
                            timeout=300)
   assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
   assert (out / "REPORT.md").read_text() == report
+
+
+def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
+  from uat_jax import config_lib, study
+
+  def run(name, size, val, train):
+    w = tmp_path / name
+    w.mkdir()
+    c = config_lib.base_config()
+    c.data.train_size, c.num_epochs, c.batch_size = size, 2.0, 100
+    (w / "config.json").write_text(c.to_json())
+    steps = [int(2 * size / 100 * (i + 1) / len(val)) for i in range(len(val))]
+    (w / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "eval/pgd_accuracy": v, "train/accuracy_adv": t}) + "\n"
+        for s, v, t in zip(steps, val, train)))
+
+  # Decay at half of training: R1 still rises after it, R2 peaks then falls with a widening gap.
+  run("R1", 1000, [0.5, 0.6, 0.65, 0.66], [0.5, 0.62, 0.67, 0.68])
+  run("R2", 500, [0.5, 0.6, 0.70, 0.68], [0.5, 0.62, 0.75, 0.80])
+  choice = study.pilot_choice(str(tmp_path))
+  assert choice["chosen"] == "R2" and choice["overfitting_observed"]
+  assert choice["candidates"]["R2"]["drop"] == pytest.approx(0.02)
+  assert choice["candidates"]["R2"]["gap"] == pytest.approx(0.12)
+  assert not choice["candidates"]["R1"]["overfits"]
+  metrics = tmp_path / "R2" / "metrics.jsonl"  # R2 cut short: not finished
+  metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+  with pytest.raises(UatError, match="has not finished"):
+    study.pilot_choice(str(tmp_path))

@@ -19,6 +19,7 @@ comparison when it exists) and resumes unfinished ones from their checkpoints / 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any, Optional
@@ -170,6 +171,77 @@ def run(study, root: str) -> None:
       _merge(config.evals.jacobian, study.jacobian.to_dict(), "evals.jacobian.")
     jacobian_compare.analyze_workdirs(config, workdirs)
   logging.info("study finished in %.0f s: %s", time.time() - t0, root)
+
+
+# --------------------------------------------------------------------------------------------
+# The pilot (docs/study_plan.md, "Regime").
+# --------------------------------------------------------------------------------------------
+
+PILOT_CANDIDATES = ("R1", "R2")
+PILOT_DROP = 0.01  # validation PGD accuracy: best after the first decay minus the last
+PILOT_GAP = 0.05  # train/accuracy_adv minus validation PGD accuracy at the end
+
+
+def pilot_curves(workdir: str) -> dict[str, list]:
+  """{"val": [[step, eval/pgd_accuracy]], "train": [[step, train/accuracy_adv]]} of a run."""
+  curves: dict[str, list] = {"val": [], "train": []}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      record = json.loads(line)
+      if "eval/pgd_accuracy" in record:
+        curves["val"].append([record["step"], record["eval/pgd_accuracy"]])
+      if "train/accuracy_adv" in record:
+        curves["train"].append([record["step"], record["train/accuracy_adv"]])
+  return curves
+
+
+def pilot_choice(pilot_root: str) -> dict[str, Any]:
+  """The plan's rule over the pilot's finished runs: per candidate its drop (best validation PGD
+  accuracy after the first learning-rate decay minus the last) and end gap (train robust minus
+  validation PGD accuracy at the end), whether robust overfitting shows (drop >= PILOT_DROP and
+  gap >= PILOT_GAP), and the chosen candidate: the first where it shows, else R1."""
+  out: dict[str, Any] = {"rule": f"drop >= {PILOT_DROP} and end gap >= {PILOT_GAP}",
+                         "candidates": {}}
+  for name in PILOT_CANDIDATES:
+    w = os.path.join(pilot_root, name)
+    if not os.path.exists(os.path.join(w, "metrics.jsonl")):
+      raise UatError(f"no pilot run in {w}: run launch/study_pilot.sh first")
+    config = config_lib.load_workdir_config(w)
+    steps = math.ceil(config.num_epochs * config.data.train_size / config.batch_size)
+    curves = pilot_curves(w)
+    last_step = curves["val"][-1][0] if curves["val"] else 0
+    if last_step != steps:
+      raise UatError(f"the pilot run {w} has not finished (step {last_step} of {steps}): rerun "
+                     "launch/study_pilot.sh, which resumes it")
+    decay = min(config.optimizer.boundaries) * last_step
+    after = [v for s, v in curves["val"] if s > decay]
+    end_val, end_train = curves["val"][-1][1], curves["train"][-1][1]
+    drop, gap = max(after) - end_val, end_train - end_val
+    out["candidates"][name] = {
+        "train_size": config.data.train_size, "epochs": config.num_epochs, "steps": last_step,
+        "best_after_decay": max(after), "end_val": end_val, "end_train": end_train,
+        "drop": drop, "gap": gap, "overfits": bool(drop >= PILOT_DROP and gap >= PILOT_GAP),
+        "curves": curves}
+  showing = [n for n, c in out["candidates"].items() if c["overfits"]]
+  out["chosen"] = showing[0] if showing else PILOT_CANDIDATES[0]
+  out["overfitting_observed"] = bool(showing)
+  return out
+
+
+def write_pilot_choice(pilot_root: str, out: Optional[str] = None) -> dict[str, Any]:
+  """pilot_choice, written to `out` (default PILOT_ROOT/choice.json) and printed as a table."""
+  choice = pilot_choice(pilot_root)
+  files.write_json(out or os.path.join(pilot_root, "choice.json"), choice)
+  print("| candidate | train_size | epochs | best val PGD after decay | end val | end train | "
+        "drop | gap | overfits |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for name, c in choice["candidates"].items():
+    print(f"| {name} | {c['train_size']} | {c['epochs']:g} | {c['best_after_decay']:.3f} | "
+          f"{c['end_val']:.3f} | {c['end_train']:.3f} | {c['drop']:.3f} | {c['gap']:.3f} | "
+          f"{c['overfits']} |")
+  print(f"chosen: {choice['chosen']} (robust overfitting observed: "
+        f"{choice['overfitting_observed']})")
+  return choice
 
 
 FLAGS = flags.FLAGS
