@@ -46,7 +46,8 @@ def get_config(arg=None):
       "evals": {"pgd": {"every_steps": 30 if quick else 750,
                         "num_examples": 100 if quick else 2000},
                 "jacobian": {"every_steps": 30 if quick else 750,
-                             "num_examples": 16 if quick else 128}},
+                             "num_examples": 16 if quick else 128,
+                             "power_iters": 5 if quick else 50}},
   })
   # Sweeps on the validation split: method -> (config key, values); one value: no sweep run.
   s.sweep = ml_collections.ConfigDict({

@@ -181,7 +181,7 @@ def test_the_best_checkpoint_is_the_best_logged_and_survives_a_resume(tmp_path):
     c.best_checkpoint.metric = "eval/clean_accuracy"
     return c
 
-  for steps in (6, 10):  # the second run resumes the first
+  for steps in (4, 8):  # the second run resumes the first
     c = config(steps)
     train.train_and_evaluate(c, workdir, evaluators=evaluators.for_training(c))
   logged = {}
@@ -189,9 +189,9 @@ def test_the_best_checkpoint_is_the_best_logged_and_survives_a_resume(tmp_path):
     record = json.loads(line)
     if "eval/clean_accuracy" in record:
       logged[record["step"]] = record["eval/clean_accuracy"]
-  assert sorted(logged) == [2, 4, 6, 8, 10]
+  assert sorted(logged) == [2, 4, 6, 8]
   kept = os.listdir(os.path.join(workdir, checkpoints.BEST_DIR))
   assert len([k for k in kept if k.isdigit()]) == 1
   best = uat_jax.load(workdir, step="best")
   assert logged[best.step] == max(logged.values())
-  assert uat_jax.load(workdir).step == 10
+  assert uat_jax.load(workdir).step == 8
