@@ -64,8 +64,9 @@ def get_config(arg=None):
                 "jacobian": {"every_steps": 0}},
   })
   # Evaluation: output name -> overrides of config.evals.suite, and `attacks` run after the
-  # preset's (in the order of their names, as config.evals.suite.attacks runs them). Quick: the strong
-  # preset's attacks shortened, under its names (so the report reads the same; FAB-T left out).
+  # preset's (in the order of their names, as config.evals.suite.attacks runs them). Quick:
+  # the strong preset's attacks shortened, under its names (so the report reads the same;
+  # FAB-T left out).
   s.evals = ml_collections.ConfigDict({
       "paper": {"preset": "paper", "eps": (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3),
                 "num_examples": 50 if quick else 2000},

@@ -52,14 +52,15 @@ def trained(tmp_path_factory):
 
 
 def truncate_data_files(step_dir):
-  """Cuts every array data file of a checkpoint in half: parameters and optimizer state alike
+  """Cuts every array data file of a checkpoint in half (orbax's OCDBT stores them in `d/`
+  folders, packed in an order that varies between saves): parameters and optimizer state alike
   (evaluation reads only the parameters and statistics, training also the optimizer state)."""
-  files = [p for p in glob.glob(os.path.join(step_dir, "**"), recursive=True) if os.path.isfile(p)]
-  largest = max(os.path.getsize(p) for p in files)
+  files = [p for p in glob.glob(os.path.join(step_dir, "**", "d", "*"), recursive=True)
+           if os.path.isfile(p)]
+  assert files, f"no data files under {step_dir}"
   for path in files:
-    if os.path.getsize(path) >= largest // 4:
-      with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
 
 
 @contextlib.contextmanager

@@ -4,8 +4,8 @@ Images are float32 NHWC in [0, 1] and eps is on that scale. Attacks are pure, ji
 deterministic in their key; their output always lies in the eps-ball around x (L-inf unless a
 `norm="l2"` is chosen) and in [0, 1]. White-box: fgsm, pgd (shared with adversarial training),
 apgd, apgd_targeted, fab_targeted (FAB-T, minimal distortion). Black-box: square (score-based),
-spsa (gradient-free estimate), transfer (PGD on a surrogate). Losses: ce, cw (margin), dlr, targeted DLR, temperature_scaled(loss, T), or
-any `loss(logits, labels) -> [B]` to maximize.
+spsa (gradient-free estimate), transfer (PGD on a surrogate). Losses: ce, cw (margin), dlr,
+targeted DLR, temperature_scaled(loss, T), or any `loss(logits, labels) -> [B]` to maximize.
 """
 
 from __future__ import annotations
