@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import jax
 import numpy as np
@@ -51,7 +51,7 @@ class Classifier:
 Step = Union[None, int, str]  # None or "last": the newest; "best": W/checkpoints_best; an int
 
 
-def check_step(step: Step) -> None:
+def _check_step(step: Step) -> None:
   if step in (None, "last", "best"):
     return
   if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
@@ -59,17 +59,11 @@ def check_step(step: Step) -> None:
                    "kept by config.best_checkpoint) or a checkpoint's step (an int)")
 
 
-def inference_variables(workdir: str, config, mesh=None,
-                        step: Step = None) -> tuple[dict[str, Any], int]:
-  """({"params", "batch_stats"}, step) of a checkpoint of `workdir`: the newest readable one
-  (step None or "last"), the best one (step "best": the checkpoint kept in W/checkpoints_best by
-  config.best_checkpoint.metric), or the one of an int step; replicated over `mesh` (one device
-  when None). Errors name the problem: no checkpoint, no such step, or one that does not fit the
-  config's model and dataset."""
-  check_step(step)
-  mesh = sharding.make_mesh(1) if mesh is None else mesh
-  spec = data.get_spec(config.data.name)
-  model = models.build(config, spec)
+def _inference_variables(workdir: str, config, model, spec, mesh,
+                         step: Step) -> tuple[dict[str, Any], int]:
+  """({"params", "batch_stats"}, step) of the checkpoint `step` names, replicated over `mesh`.
+  Errors name the problem: no checkpoint, no such step, or one that does not fit the config's
+  model and dataset."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              jax.numpy.zeros((1, *spec.shape)), train=False))
   rep = sharding.replicated(mesh)
@@ -93,12 +87,15 @@ def inference_variables(workdir: str, config, mesh=None,
 
 def load(workdir: str, step: Step = None, config=None, mesh=None) -> Classifier:
   """The classifier of a workdir's checkpoint: the newest readable one (step None or "last"),
-  the best one ("best", see config.best_checkpoint) or the one of an int step. `config`
-  defaults to the run's own (W/config.json); pass one to change evaluation settings (its model
-  and dataset must fit the checkpoint). `mesh` places the parameters (one device when None)."""
-  check_step(step)
+  the best one ("best": the checkpoint kept in W/checkpoints_best by
+  config.best_checkpoint.metric) or the one of an int step. `config` defaults to the run's own
+  (W/config.json); pass one to change evaluation settings (its model and dataset must fit the
+  checkpoint). `mesh` places the parameters (one device when None)."""
+  _check_step(step)
   config = config_lib.load_workdir_config(workdir) if config is None else config
-  variables, found = inference_variables(workdir, config, mesh, step)
-  model = models.build(config, data.get_spec(config.data.name))
+  mesh = sharding.make_mesh(1) if mesh is None else mesh
+  spec = data.get_spec(config.data.name)
+  model = models.build(config, spec)
+  variables, found = _inference_variables(workdir, config, model, spec, mesh, step)
   return Classifier(models.classifier(model, variables), config, found,
                     os.path.abspath(workdir))

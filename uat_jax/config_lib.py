@@ -344,12 +344,16 @@ def validate_evals(c) -> None:
   evaluated_step(c)
 
 
-def on_evaluate(c) -> tuple[str, ...]:
-  """The evaluators --mode=evaluate runs: config.evals.on_evaluate, a tuple or, as the command
-  line gives it, a comma-separated string (--config.evals.on_evaluate=suite,jacobian)."""
-  value = c.evals.on_evaluate
+def names(value) -> tuple[str, ...]:
+  """A list-valued field's names: a tuple or, as the command line gives it, a comma-separated
+  string (--config.evals.on_evaluate=suite,jacobian becomes ("suite,jacobian",))."""
   parts = [value] if isinstance(value, str) else list(value)
   return tuple(v.strip() for p in parts for v in str(p).split(",") if v.strip())
+
+
+def on_evaluate(c) -> tuple[str, ...]:
+  """The evaluators --mode=evaluate runs (config.evals.on_evaluate)."""
+  return names(c.evals.on_evaluate)
 
 
 def suite_entries(c) -> list[dict]:
@@ -357,7 +361,7 @@ def suite_entries(c) -> list[dict]:
   its `attacks`."""
   s = c.evals.suite
   entries = evaluate.preset(s.preset) if s.preset else []
-  entries += evaluate.named(s.select)
+  entries += evaluate.named(names(s.select))
   for name, entry in s.attacks.items():
     entries.append({"name": name, **entry.to_dict()})
   return entries

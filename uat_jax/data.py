@@ -318,9 +318,7 @@ def eval_examples(data_config, num_examples: int = 0) -> tuple[np.ndarray, np.nd
   """The first `num_examples` (0: all) examples of the evaluation split (eval_split: the test
   split, or the validation examples when data.validation_size > 0) as float32 images in [0, 1]
   and int32 labels."""
-  split = eval_split(data_config)
-  n = len(split) if not num_examples else min(num_examples, len(split))
-  return split.images[:n].astype(np.float32) / 255.0, np.array(split.labels[:n], np.int32)
+  return _first_as_float(eval_split(data_config), num_examples)
 
 
 def eval_split_name(data_config) -> str:
@@ -346,8 +344,13 @@ def images(data_config, split: str = "test",
     part = train_split(data_config)
   else:
     raise UatError(f"unknown split {split!r}: choose test, validation or train")
-  n = len(part) if not num_examples else min(num_examples, len(part))
-  return part.images[:n].astype(np.float32) / 255.0, np.array(part.labels[:n], np.int32)
+  return _first_as_float(part, num_examples)
+
+
+def _first_as_float(split: Split, num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num_examples` (0: all) of a split: float32 images in [0, 1], int32 labels."""
+  n = len(split) if not num_examples else min(num_examples, len(split))
+  return split.images[:n].astype(np.float32) / 255.0, np.array(split.labels[:n], np.int32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,9 +29,8 @@ import jax.numpy as jnp
 from absl import logging
 
 from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, losses,
-                     models, sharding)
+                     sharding)
 from uat_jax.batching import Batches
-from uat_jax.errors import UatError
 
 
 class Evaluator(Protocol):
@@ -108,9 +107,8 @@ class SuiteEvaluator:
   reports there. `last` is the last SuiteResult."""
   name = "suite"
 
-  def __init__(self, config, out_dir: Optional[str] = None,
-               fingerprint: Optional[dict[str, Any]] = None):
-    self.config, self.out_dir, self.fingerprint = config, out_dir, fingerprint or {}
+  def __init__(self, config, out_dir: Optional[str] = None):
+    self.config, self.out_dir = config, out_dir
     self.every_steps = config.evals.suite.every_steps
     self.last: Optional[evaluate.SuiteResult] = None
     self._surrogates: Optional[dict] = None
@@ -132,15 +130,14 @@ class SuiteEvaluator:
     s, config = self.config.evals.suite, self.config
     x, y = data.eval_examples(config.data, s.num_examples)
     entries = config_lib.suite_entries(config)
-    _, only_robust = evaluate.resolve_suite(entries, s.only_robust)
-    if s.only_robust is None and s.preset:
-      only_robust = evaluate.PRESETS[s.preset]["only_robust"]
+    only_robust = s.only_robust if s.only_robust is not None else (
+        evaluate.PRESETS[s.preset]["only_robust"] if s.preset else False)
     surrogates, surrogate_step = self.surrogates(mesh)
     store = None
     if self.out_dir:
       fingerprint = {"checkpoint_step": step, "dataset": config.data.name,
                      "model": config.model.name, "num_examples": len(y), "seed": s.seed,
-                     "batch_size": s.batch_size, **self.fingerprint,
+                     "batch_size": s.batch_size,
                      "surrogate": [os.path.abspath(s.surrogate_workdir), surrogate_step]
                      if s.surrogate_workdir else None}
       if config.data.validation_size > 0:
@@ -192,9 +189,12 @@ class JacobianEvaluator:
     return scalars
 
 
+EVALUATORS = {ev.name: ev for ev in (PgdEvaluator, SuiteEvaluator, JacobianEvaluator)}
+
+
 def for_training(config) -> list[Evaluator]:
   """The evaluators of config.evals that run during training (every_steps > 0)."""
-  everyone = [PgdEvaluator(config), SuiteEvaluator(config), JacobianEvaluator(config)]
+  everyone = [cls(config) for cls in EVALUATORS.values()]
   return [ev for ev in everyone if ev.every_steps > 0]
 
 
@@ -208,29 +208,21 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
   (config.evals.checkpoint: last, best or a step; `step` overrides it) and writes into
   <workdir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
   masking_checks.md and accuracy_vs_eps.png (finished (attack, eps) results are kept under
-  state/, so a rerun after a kill resumes), and
-  <name>.json with the scalars of every other evaluator. Returns {"suite": the suite's results
+  state/, so a rerun after a kill resumes), and <name>.json with the scalars of every other
+  evaluator. Returns {"suite": the suite's results
   (SuiteResult.to_json()), "scalars": {name: value} of all of them}."""
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   step = config_lib.evaluated_step(config) if step is None else step
-  variables, found = classifier.inference_variables(workdir, config, mesh, step)
-  logits_fn = models.classifier(models.build(config, data.get_spec(config.data.name)), variables)
+  clf = classifier.load(workdir, step, config, mesh)
+  found = clf.step
   out_dir = os.path.join(workdir, "eval", config.evals.suite.output)
   names = config_lib.on_evaluate(config)
   logging.info("Evaluating %s (step %d, %s) with %s", workdir, found, config.method, names)
   out: dict[str, Any] = {"scalars": {}}
-  for name in names:
-    if name == "suite":
-      ev = SuiteEvaluator(config, out_dir)
-    elif name == "pgd":
-      ev = PgdEvaluator(config)
-    elif name == "jacobian":
-      ev = JacobianEvaluator(config)
-    else:
-      raise UatError(f"unknown evaluator {name!r} in evals.on_evaluate: choose from "
-                     f"{config_lib.EVALUATORS}")
-    scalars = ev.run(logits_fn, found, mesh)
+  for name in names:  # config_lib.validate checked the names
+    ev = SuiteEvaluator(config, out_dir) if name == "suite" else EVALUATORS[name](config)
+    scalars = ev.run(clf.logits_fn, found, mesh)
     out["scalars"].update(scalars)
     if name == "suite":
       result = ev.last.to_json()

@@ -1,4 +1,5 @@
-"""General file helpers: atomic writes (text, bytes, JSON), matplotlib on Agg, and figures.
+"""General file helpers: atomic writes (text, bytes, JSON), metrics.jsonl curves, matplotlib on
+Agg, and figures.
 
 Everything a command leaves on disk goes through `write_atomic`, so a reader (a resumed run, the
 report, a user) never sees half a file. On several hosts only process 0 writes: the workdir is
@@ -37,6 +38,19 @@ def write_json(path: str, value: Any, indent: int = 2) -> None:
 def read_json(path: str) -> Any:
   with open(path) as f:
     return json.load(f)
+
+
+def read_curves(metrics_path: str, prefixes: tuple[str, ...]) -> dict[str, list]:
+  """{name: [[step, value], ...]} for every scalar of a metrics.jsonl (one JSON object per
+  line, with its "step") whose name starts with one of `prefixes`."""
+  curves: dict[str, list] = {}
+  with open(metrics_path) as f:
+    for line in f:
+      record = json.loads(line)
+      for k, v in record.items():
+        if k.startswith(prefixes):
+          curves.setdefault(k, []).append([record["step"], v])
+  return curves
 
 
 def pyplot():

@@ -10,7 +10,6 @@ uat_jax.jacobian.
 from __future__ import annotations
 
 import io
-import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -29,9 +28,8 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                      num_devices: Optional[int] = None) -> dict[str, Any]:
   """Norms for the newest checkpoint of each workdir on the same evaluation points
   (config.evals.jacobian; each workdir's model from its own config.json, the first one's from
-  `config`). Writes, per
-  workdir, W/jacobian/norms.npz and summary.json, and into the first workdir's jacobian/ folder
-  the comparison (comparison.md, comparison.csv, ratios to the baseline) and histogram.png."""
+  `config`). Writes, per workdir, W/jacobian/norms.npz and summary.json, and into the first
+  workdir's jacobian/ folder the comparison (comparison.md, comparison.csv, ratios to the baseline) and histogram.png."""
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   jc = config.evals.jacobian
@@ -68,7 +66,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                for where, d in norms.items()}
     r = {"workdir": os.path.abspath(w), "method": c.method, "checkpoint_step": step,
          "num_examples": n, "adversarial": adversarial, "summary": summary}
-    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(r, indent=2))
+    files.write_json(os.path.join(out_dir, "summary.json"), r)
     r["norms"] = norms
     results.append(r)
   comparison = {"baseline": os.path.abspath(baseline), "workdirs": results}

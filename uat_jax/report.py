@@ -14,7 +14,6 @@ stated next to it.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any, Optional
 
@@ -34,28 +33,6 @@ JACOBIAN_COLUMNS = ("logits/fro", "logits/spectral", "probs/fro", "probs/spectra
 # Collecting the small results from the workdirs.
 # --------------------------------------------------------------------------------------------
 
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path: str, value: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  files.write_atomic(path, json.dumps(value, indent=1))
-
-
-def _curves(metrics_path: str) -> dict[str, list]:
-  """Per logged step: eval/* and jacobian/* scalars (the training curves)."""
-  curves: dict[str, list] = {}
-  with open(metrics_path) as f:
-    for line in f:
-      record = json.loads(line)
-      for k, v in record.items():
-        if k.startswith(("eval/", "jacobian/")):
-          curves.setdefault(k, []).append([record["step"], v])
-  return curves
-
-
 def collect(study, root: str, data_dir: str) -> None:
   """Copies what the report needs from ROOT into DATA_DIR (small JSON files); writes nothing
   unless every result is there."""
@@ -66,7 +43,7 @@ def collect(study, root: str, data_dir: str) -> None:
     if not os.path.exists(path):
       missing.append(path)
       return None
-    result = _read_json(path)
+    result = files.read_json(path)
     result.pop("workdir", None)
     return result
 
@@ -77,9 +54,10 @@ def collect(study, root: str, data_dir: str) -> None:
       run = {"method": method, "seed": seed, "train": read(os.path.join(w, "train_result.json")),
              "eval": {o: read(os.path.join(w, "eval", o, "results.json")) for o in study.evals}}
       if os.path.exists(os.path.join(w, "config.json")):
-        run["train_eps"] = _read_json(os.path.join(w, "config.json"))["attack"]["eps"]
+        run["train_eps"] = files.read_json(os.path.join(w, "config.json"))["attack"]["eps"]
       metrics = os.path.join(w, "metrics.jsonl")
-      run["curves"] = _curves(metrics) if os.path.exists(metrics) else {}
+      run["curves"] = (files.read_curves(metrics, ("eval/", "jacobian/"))
+                       if os.path.exists(metrics) else {})
       runs.append(run)
       if seed == study.seeds[0]:
         jacobians[method] = read(os.path.join(w, "jacobian", "summary.json"))
@@ -88,11 +66,12 @@ def collect(study, root: str, data_dir: str) -> None:
     raise UatError(f"the study in {root} is not finished ({len(missing)} results missing, e.g. "
                    f"{missing[0]}): run `python -m uat_jax.study` (or launch/reproduce.sh) first")
   for run in runs:
-    _write_json(os.path.join(data_dir, "runs", f"{run['method']}_s{run['seed']}.json"), run)
+    files.write_json(os.path.join(data_dir, "runs", f"{run['method']}_s{run['seed']}.json"), run,
+                     indent=1)
   for method, summary in jacobians.items():
-    _write_json(os.path.join(data_dir, "jacobian", f"{method}.json"), summary)
-  _write_json(os.path.join(data_dir, "sweep.json"), sweep)
-  _write_json(os.path.join(data_dir, "study.json"), study.to_dict())
+    files.write_json(os.path.join(data_dir, "jacobian", f"{method}.json"), summary, indent=1)
+  files.write_json(os.path.join(data_dir, "sweep.json"), sweep, indent=1)
+  files.write_json(os.path.join(data_dir, "study.json"), study.to_dict(), indent=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,13 +95,13 @@ class Results:
   """The collected data: runs by method, Jacobian summaries, sweep, study settings."""
 
   def __init__(self, data_dir: str):
-    self.study = _read_json(os.path.join(data_dir, "study.json"))
-    self.sweep = _read_json(os.path.join(data_dir, "sweep.json"))
+    self.study = files.read_json(os.path.join(data_dir, "study.json"))
+    self.sweep = files.read_json(os.path.join(data_dir, "sweep.json"))
     self.runs: dict[str, list[dict]] = {}
     for path in sorted(glob.glob(os.path.join(data_dir, "runs", "*.json"))):
-      run = _read_json(path)
+      run = files.read_json(path)
       self.runs.setdefault(run["method"], []).append(run)
-    self.jacobian = {m: _read_json(p) for m, p in (
+    self.jacobian = {m: files.read_json(p) for m, p in (
         (os.path.basename(p)[:-5], p) for p in glob.glob(os.path.join(data_dir, "jacobian", "*.json")))}
     self.methods = [m for m in self.study["methods"] if m in self.runs]
     any_run = self.runs[self.methods[0]][0]

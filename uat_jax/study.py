@@ -18,7 +18,6 @@ comparison when it exists) and resumes unfinished ones from their checkpoints / 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -71,10 +70,9 @@ def _train(config, workdir: str) -> dict[str, Any]:
   done = os.path.join(workdir, "train_result.json")
   if os.path.exists(done):
     logging.info("finished before: %s", workdir)
-    with open(done) as f:
-      return json.load(f)
+    return files.read_json(done)
   result = train.train_and_evaluate(config, workdir, evaluators=evaluators.for_training(config))
-  files.write_atomic(done, json.dumps(result, indent=2))
+  files.write_json(done, result)
   return result
 
 
@@ -184,15 +182,10 @@ PILOT_GAP = 0.05  # train/accuracy_adv minus validation PGD accuracy at the end
 
 def pilot_curves(workdir: str) -> dict[str, list]:
   """{"val": [[step, eval/pgd_accuracy]], "train": [[step, train/accuracy_adv]]} of a run."""
-  curves: dict[str, list] = {"val": [], "train": []}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if "eval/pgd_accuracy" in record:
-        curves["val"].append([record["step"], record["eval/pgd_accuracy"]])
-      if "train/accuracy_adv" in record:
-        curves["train"].append([record["step"], record["train/accuracy_adv"]])
-  return curves
+  curves = files.read_curves(os.path.join(workdir, "metrics.jsonl"),
+                             ("eval/pgd_accuracy", "train/accuracy_adv"))
+  return {"val": curves.get("eval/pgd_accuracy", []),
+          "train": curves.get("train/accuracy_adv", [])}
 
 
 def pilot_choice(pilot_root: str) -> dict[str, Any]:

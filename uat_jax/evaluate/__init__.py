@@ -123,10 +123,8 @@ def preset(name: str) -> list[dict[str, Any]]:
   return [dict(e) for e in PRESETS[name]["attacks"]]
 
 
-def named(names) -> list[dict[str, Any]]:
-  """The entries of NAMED attacks, given as a sequence or a comma-separated string."""
-  parts = [names] if isinstance(names, str) else list(names)
-  keys = [k.strip() for p in parts for k in str(p).split(",") if k.strip()]
+def named(keys: Sequence[str]) -> list[dict[str, Any]]:
+  """The entries of NAMED attacks, e.g. named(["apgd_ce", "apgd_dlr"])."""
   unknown = [k for k in keys if k not in NAMED]
   if unknown:
     raise UatError(f"unknown attack name(s) {unknown}: choose from {sorted(NAMED)} "
@@ -244,18 +242,17 @@ def _compacted_square(logits_fn, e: dict[str, Any], mesh) -> Callable:
   def run(x, y, key, eps):
     k0, key = jax.random.split(key)
     x_best, m_best = start(x, y, k0, eps)
-    xh, yh = sharding.to_host(x), sharding.to_host(y)
     xb, mb = np.array(sharding.to_host(x_best)), np.array(sharding.to_host(m_best))
-    sizes = bucket_sizes(len(yh), num_devices)
+    # Gathered in place of the full batch each segment; padding rows (zeros, margin 0) never
+    # accept a proposal.
+    arrays = {"x": sharding.to_host(x), "y": sharding.to_host(y), "xb": xb, "mb": mb}
+    sizes = bucket_sizes(len(mb), num_devices)
     for lo in range(0, iterations, segment):
       active = np.flatnonzero(mb > 0)
       if not active.size:
         break
       size = next(s for s in sizes if s >= len(active))
-      rows = np.concatenate([active, np.full(size - len(active), active[0])])
-      part = {"x": xh[rows], "y": yh[rows], "xb": xb[rows], "mb": mb[rows]}
-      if mesh is not None:
-        part = sharding.shard_batch(part, mesh)
+      (_, _, part), = Batches(arrays, size, mesh)(active)
       new_x, new_m = steps(part["x"], part["y"], part["xb"], part["mb"], key, eps, np.int32(lo),
                            np.int32(min(lo + segment, iterations)))
       xb[active] = sharding.to_host(new_x)[: len(active)]

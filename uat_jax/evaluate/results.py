@@ -18,7 +18,7 @@ from absl import logging
 
 from uat_jax import sharding
 from uat_jax.errors import UatError
-from uat_jax.files import pyplot, save_figure, write_atomic
+from uat_jax.files import pyplot, save_figure, write_atomic, write_json
 
 # --------------------------------------------------------------------------------------------
 # The typed result.
@@ -262,7 +262,7 @@ def write_reports(result: dict[str, Any], out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
   title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"
            f", step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
-  write_atomic(os.path.join(out_dir, "results.json"), json.dumps(result, indent=2))
+  write_json(os.path.join(out_dir, "results.json"), result)
   write_atomic(os.path.join(out_dir, "results.csv"), format_csv(result))
   write_atomic(os.path.join(out_dir, "results.md"), f"# {title}\n\n{format_table(result)}\n")
   checks = result.get("checks", [])
