@@ -1,31 +1,36 @@
-r"""The paper's study at CPU scale on the embedded Fashion-MNIST (full 60k / 10k splits).
+r"""The paper's study at CPU scale on the embedded Fashion-MNIST (docs/study_plan.md).
 
   python -m uat_jax.study --study=configs/fashion_mnist_study.py --root=workdirs/study
   launch/reproduce.sh [--quick]        # the same, then the report in results/fashion_mnist/
 
-Recipe: small CNN (0.2M parameters), Adam 1e-3, batch 128, 8 epochs (3,750 steps); AT with
-L-inf eps 0.1, 10 PGD steps of eps/4 with a random start; "large" eps = 2 x 0.1 = 0.2 (the
-analogue of 16/255 for 8/255 AT). Methods standard, entm, ls, at, at_entm, at_ls, seeds 0 and 1.
-beta (EntM) and alpha (LS) are chosen by a sweep on 5,000 training examples held out as a
-validation split (never the test split), at 3 epochs, by PGD-20 accuracy at the training eps.
-Evaluation on the first 2,000 test images with the `paper` preset on the eps grid (0.05, 0.1,
-0.15, 0.2, 0.3) and the `strong` (AutoAttack) preset at (0.1, 0.2); transfer attacks from the
-same method's other seed; Jacobian norms on 500 test images against AT (seed 0).
+Regime (the plan's pilot chose R2): small CNN (0.21M parameters), batch 128, 5,000 training
+images (`data.train_size`) and 5,000 held-out validation images, 80 epochs (3,125 steps), SGD
+0.05 with momentum 0.9 and weight decay 5e-4, divided by 10 at 50% and 75% of training; AT with
+L-inf eps 0.1, PGD-10 of step 0.025 with a random start. After every epoch PGD-20 on the first
+1,000 validation images; the best checkpoint is kept by validation PGD-20 accuracy
+(adversarially trained methods) or clean validation accuracy (the others).
 
-Budget on 2 CPU cores, measured in the first full run (2026-11-24): the sweep 38 min (12 runs
-of 1,400 steps); each standard / EntM / LS run ~3 min, each AT / AT+EntM / AT+LS run ~14 min
-(3,750 PGD-10 steps at ~0.17 s, plus evaluation every 750 steps and Jacobian tracking): sweep
-and training ~2.3 hours. Evaluation ~7 min per standard / EntM / LS model (paper preset ~5 min,
-strong ~2 min) and ~20 min per AT-row model (paper ~5.5 min, strong ~14 min: APGD and
-Square-5000 on the ~75% of points still robust): ~2.7 hours. Jacobians ~5 min. About 5-5.5
-hours in all.
+Runs: a sweep of beta (EntM) / alpha (LS) per regularized method at the method's first seed with
+the final schedule (the sweep run of the chosen value is that seed's final run); AT, AT+EntM,
+AT+LS with seeds 0-4, standard, EntM, LS with seeds 0-2; an ablation of AT+EntM
+(`regularizer.on` clean / both, `attack.loss=objective`) with seeds 0-1. Evaluation on the first
+2,000 test images: the best checkpoint with the `paper` and `strong` presets on the eps grid
+(0.05, 0.1, 0.15, 0.2, 0.3), the last checkpoint and the ablation runs at eps 0.1 and 0.2;
+transfer attacks from the same method's next seed. Jacobian norms of the adversarially trained
+methods' best checkpoints on 500 test images, with the temperature-matched AT control.
 
-`:quick` runs the same pipeline on a tiny budget (a few minutes; CI runs it): 30 training steps,
-one seed, a 2-value sweep of AT+EntM's beta only, 50 test images, eps (0.1, 0.2), the strong
+Budget on 2 CPU cores (measured in the pilot, 2026-11-25): ~16 minutes per adversarially trained
+run (3,125 PGD-10 steps and 80 validation PGD-20 passes), ~4 per standard / EntM / LS run.
+
+`:quick` runs the same pipeline on a tiny budget (CI runs it): 30 training steps, one seed per
+method (two for AT and AT+EntM, so that transfer attacks and the seed bootstrap run), a 2-value
+sweep of AT+EntM's beta, one ablation variant, 50 test images, eps (0.1, 0.2), the strong
 preset's attacks shortened.
 """
 
 import ml_collections
+
+ADVERSARIAL = ("at", "at_entm", "at_ls")
 
 
 def get_config(arg=None):
@@ -35,49 +40,89 @@ def get_config(arg=None):
   s = ml_collections.ConfigDict()
   s.config = "configs/fashion_mnist.py"  # the training config every run starts from
   s.methods = ("standard", "entm", "ls", "at", "at_entm", "at_ls")
-  s.seeds = (0,) if quick else (0, 1)
-  s.baseline = "at"  # Jacobian ratios and the claims compare against this method
+  # Seeds per method; the first seed also runs the sweep.
+  s.seeds = ml_collections.ConfigDict({
+      m: ((0, 1) if m in ("at", "at_entm") else (0,)) if quick else
+      ((0, 1, 2, 3, 4) if m in ADVERSARIAL else (0, 1, 2)) for m in s.methods})
+  s.baseline = "at"  # claims 1-3 and 5 compare the AT methods with it; 4 and 5 with standard
+  s.standard_baseline = "standard"
+  steps_per_epoch = 39  # 5,000 / 128
   # Overrides for every run, shaped like the training config.
   s.overrides = ml_collections.ConfigDict({
       "model": {"name": "small_cnn"},
-      "num_train_steps": 30 if quick else 3750,
-      "log_every_steps": 10 if quick else 125,
-      "checkpoint_every_steps": 15 if quick else 500,
-      "evals": {"pgd": {"every_steps": 30 if quick else 750,
-                        "num_examples": 100 if quick else 2000},
-                "jacobian": {"every_steps": 30 if quick else 750,
-                             "num_examples": 16 if quick else 128,
-                             "power_iters": 5 if quick else 50}},
+      "data": {"validation_size": 1000 if quick else 5000,
+               "train_size": 2000 if quick else 5000},
+      "num_epochs": 80.0,
+      "num_train_steps": 30 if quick else -1,
+      "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+                    "weight_decay": 5e-4, "schedule": "piecewise"},
+      "log_every_steps": 10 if quick else steps_per_epoch,
+      "checkpoint_every_steps": 15 if quick else 5 * steps_per_epoch,
+      "evals": {"pgd": {"every_steps": 10 if quick else steps_per_epoch,
+                        "num_examples": 100 if quick else 1000}},
+      "best_checkpoint": {"metric": "eval/pgd_accuracy"},
   })
-  # Sweeps on the validation split: method -> (config key, values); one value: no sweep run.
+  # Per-method overrides (after s.overrides): the methods that are not adversarially trained
+  # keep their best checkpoint by clean validation accuracy.
+  s.method_overrides = ml_collections.ConfigDict({
+      m: {"best_checkpoint": {"metric": "eval/clean_accuracy"}}
+      for m in ("standard", "entm", "ls")})
+  # Sweeps at the method's first seed, scored by the best value of the run's best_checkpoint
+  # metric on the validation split (ties: the smaller value). One value: nothing is swept.
   s.sweep = ml_collections.ConfigDict({
       "entm": ("regularizer.beta", (1.0,) if quick else (0.3, 1.0, 2.0)),
       "ls": ("regularizer.alpha", (0.5,) if quick else (0.2, 0.5, 0.8)),
       "at_entm": ("regularizer.beta", (0.3, 1.0) if quick else (0.1, 0.3, 1.0)),
       "at_ls": ("regularizer.alpha", (0.2,) if quick else (0.1, 0.2, 0.5)),
   })
-  s.sweep_overrides = ml_collections.ConfigDict({
-      "data": {"validation_size": 1000 if quick else 5000},
-      "num_train_steps": 10 if quick else 1400,
-      "evals": {"pgd": {"every_steps": 10 if quick else 1400,
-                        "num_examples": 100 if quick else 5000},
-                "jacobian": {"every_steps": 0}},
+  # The ablation: variants of one method (with its chosen value), shaped like the config.
+  s.ablation = ml_collections.ConfigDict({
+      "method": "at_entm",
+      "seeds": (0,) if quick else (0, 1),
+      "variants": ({"on_clean": {"regularizer": {"on": "clean"}}} if quick else {
+          "on_clean": {"regularizer": {"on": "clean"}},
+          "on_both": {"regularizer": {"on": "both"}},
+          "attack_objective": {"attack": {"loss": "objective"}},
+      }),
   })
-  # Evaluation: output name -> overrides of config.evals.suite, and `attacks` run after the
-  # preset's (in the order of their names, as config.evals.suite.attacks runs them). Quick:
-  # the strong preset's attacks shortened, under its names (so the report reads the same;
-  # FAB-T left out).
+  grid = (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3)
+  n = 50 if quick else 2000
+  quick_strong = {  # the strong preset's attacks shortened, under its names (FAB-T left out)
+      "APGD-CE": {"attack": "apgd", "steps": 10},
+      "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
+      "Square-5000": {"attack": "square", "queries": 100},
+  }
+
+  def output(preset, checkpoint, eps):
+    spec = {"preset": preset, "checkpoint": checkpoint, "eps": eps, "num_examples": n}
+    if preset == "strong":
+      spec["only_robust"] = True
+      if quick:
+        spec.update(preset="", attacks=quick_strong)
+    return spec
+
+  # Evaluation outputs (W/eval/<name>/) of the final runs, in the order they run; the worst
+  # case is per example over every output of one checkpoint. `attacks` run after the preset's.
   s.evals = ml_collections.ConfigDict({
-      "paper": {"preset": "paper", "eps": (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3),
-                "num_examples": 50 if quick else 2000},
-      "strong": {"preset": "" if quick else "strong", "eps": (0.1, 0.2),
-                 "num_examples": 50 if quick else 2000, "only_robust": True,
-                 "attacks": {
-                     "APGD-CE": {"attack": "apgd", "steps": 10},
-                     "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
-                     "Square-5000": {"attack": "square", "queries": 100},
-                 } if quick else {}},
+      "paper": output("paper", "best", grid),
+      "strong": output("strong", "best", grid),
+      "paper_last": output("paper", "last", (0.1, 0.2)),
+      "strong_last": output("strong", "last", (0.1, 0.2)),
   })
-  s.jacobian = ml_collections.ConfigDict({"num_examples": 16 if quick else 500,
-                                          "power_iters": 5 if quick else 50})
+  if quick:  # one output of the last checkpoint
+    del s.evals["strong_last"]
+  s.ablation_evals = ml_collections.ConfigDict({
+      "paper": output("paper", "best", (0.1, 0.2)),
+      "strong": output("strong", "best", (0.1, 0.2)),
+  })
+  # Jacobians of the best checkpoints of these methods' final runs; the temperature control
+  # matches AT's mean predictive entropy on the validation images to each regularized method's.
+  s.jacobian = ml_collections.ConfigDict({
+      "methods": ADVERSARIAL,
+      "num_examples": 16 if quick else 500,
+      "outputs": ("logits", "probs"),
+      "norms": ("fro", "spectral"),
+      "power_iters": 5 if quick else 50,
+      "temperature_examples": 100 if quick else 1000,
+  })
   return s

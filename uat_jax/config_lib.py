@@ -103,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals = ml_collections.ConfigDict()
   c.evals.on_evaluate = ("suite",)  # evaluators --mode=evaluate runs: pgd, suite, jacobian
   c.evals.checkpoint = "last"  # --mode=evaluate / jacobian: last | best | a step number
+  # The split --mode=evaluate / jacobian read: test | validation (the data.validation_size
+  # held-out train examples). During training the evaluators read the validation examples when
+  # data.validation_size > 0 (model selection), else the test split.
+  c.evals.split = "test"
 
   # pgd: clean accuracy, PGD accuracy at the training eps (attack.eps) and mean predictive
   # entropy, logged as eval/clean_accuracy, eval/pgd_accuracy, eval/mean_entropy.
@@ -342,6 +346,10 @@ def validate_evals(c) -> None:
   for name in ("chunk_size", "power_iters"):
     _require(j[name] >= 1, f"evals.jacobian.{name}={j[name]} must be >= 1")
   evaluated_step(c)
+  _require(e.split in ("test", "validation"),
+           f"evals.split={e.split!r}: choose test or validation")
+  _require(e.split == "test" or c.data.validation_size > 0,
+           "evals.split=validation needs held-out examples: set --config.data.validation_size")
 
 
 def names(value) -> tuple[str, ...]:

@@ -14,8 +14,9 @@ the mesh's devices).
   jacobian  mean input-Jacobian norms on clean points (jacobian/<output>/<norm> and
             jacobian/loss_grad)
 
-Each reads the evaluation split (data.eval_examples): the test split, or the held-out validation
-examples when config.data.validation_size > 0.
+During training each reads the evaluation split (data.eval_examples): the held-out validation
+examples when config.data.validation_size > 0 (model selection), else the test split. On a
+checkpoint (`evaluate_workdir`) they read config.evals.split: the test split by default.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ from absl import logging
 from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, losses,
                      sharding)
 from uat_jax.batching import Batches
+
+
+def examples(config, num_examples: int, split: Optional[str]):
+  """The first num_examples examples an evaluator reads: of the evaluation split during training
+  (split None: data.eval_examples), else of the named split (data.images)."""
+  if split is None:
+    return data.eval_examples(config.data, num_examples)
+  return data.images(config.data, split, num_examples)
+
+
+def split_name(config, split: Optional[str]) -> str:
+  """What `examples` reads, for reports: "test" or "validation (N held-out train examples)"."""
+  return "test" if split == "test" else data.eval_split_name(config.data)
 
 
 class Evaluator(Protocol):
@@ -59,8 +73,8 @@ class PgdEvaluator:
   step_size, random start) and mean predictive entropy; the same points every time."""
   name = "pgd"
 
-  def __init__(self, config):
-    self.config = config
+  def __init__(self, config, split: Optional[str] = None):
+    self.config, self.split = config, split
     e = config.evals.pgd
     self.every_steps = e.every_steps
     self._sums = jax.jit(functools.partial(_pgd_sums, eps=config.attack.eps, steps=e.steps,
@@ -69,7 +83,7 @@ class PgdEvaluator:
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
     del step
     e = self.config.evals.pgd
-    x, y = data.eval_examples(self.config.data, e.num_examples)
+    x, y = examples(self.config, e.num_examples, self.split)
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5EED)
     sums = None
     for i, _, b in Batches({"x": x, "y": y}, e.batch_size, mesh)():
@@ -107,8 +121,8 @@ class SuiteEvaluator:
   reports there. `last` is the last SuiteResult."""
   name = "suite"
 
-  def __init__(self, config, out_dir: Optional[str] = None):
-    self.config, self.out_dir = config, out_dir
+  def __init__(self, config, out_dir: Optional[str] = None, split: Optional[str] = None):
+    self.config, self.out_dir, self.split = config, out_dir, split
     self.every_steps = config.evals.suite.every_steps
     self.last: Optional[evaluate.SuiteResult] = None
     self._surrogates: Optional[dict] = None
@@ -122,13 +136,16 @@ class SuiteEvaluator:
     if not s.surrogate_workdir:
       return {}, None
     if self._surrogates is None:
-      surrogate = classifier.load(s.surrogate_workdir, mesh=mesh)
+      # The surrogate's checkpoint of the same kind (best or last) as the one evaluated.
+      kind = config_lib.evaluated_step(self.config)
+      surrogate = classifier.load(s.surrogate_workdir, kind if isinstance(kind, str) else None,
+                                  mesh=mesh)
       self._surrogates = {"surrogate": surrogate.logits_fn, "step": surrogate.step}
     return {"surrogate": self._surrogates["surrogate"]}, self._surrogates["step"]
 
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
     s, config = self.config.evals.suite, self.config
-    x, y = data.eval_examples(config.data, s.num_examples)
+    x, y = examples(config, s.num_examples, self.split)
     entries = config_lib.suite_entries(config)
     only_robust = s.only_robust if s.only_robust is not None else (
         evaluate.PRESETS[s.preset]["only_robust"] if s.preset else False)
@@ -140,8 +157,8 @@ class SuiteEvaluator:
                      "batch_size": s.batch_size,
                      "surrogate": [os.path.abspath(s.surrogate_workdir), surrogate_step]
                      if s.surrogate_workdir else None}
-      if config.data.validation_size > 0:
-        fingerprint["split"] = data.eval_split_name(config.data)
+      if split_name(config, self.split) != "test":
+        fingerprint["split"] = split_name(config, self.split)
       store = evaluate.ResultStore(os.path.join(self.out_dir, "state"), fingerprint)
     eps = self.eps()
     logging.info("Attack suite at step %d on %d %s examples: %s, eps %s%s", step, len(y),
@@ -153,7 +170,7 @@ class SuiteEvaluator:
         objective=losses.per_example_objective(config), mesh=mesh, store=store)
     result.info.update({"checkpoint_step": step, "method": config.method,
                         "dataset": config.data.name, "model": config.model.name,
-                        "preset": s.preset, "split": data.eval_split_name(config.data),
+                        "preset": s.preset, "split": split_name(config, self.split),
                         "surrogate_workdir": s.surrogate_workdir or None})
     self.last = result
     scalars = {"suite/clean_accuracy": result.clean_accuracy}
@@ -171,14 +188,14 @@ class JacobianEvaluator:
   first num_examples clean points of the evaluation split."""
   name = "jacobian"
 
-  def __init__(self, config):
-    self.config = config
+  def __init__(self, config, split: Optional[str] = None):
+    self.config, self.split = config, split
     self.every_steps = config.evals.jacobian.every_steps
 
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
     del step
     j = self.config.evals.jacobian
-    x, y = data.eval_examples(self.config.data, j.num_examples)
+    x, y = examples(self.config, j.num_examples, self.split)
     scalars = {}
     for output in j.outputs:
       norms = jacobian.jacobian_norms(logits_fn, x, y, output=output, norms=tuple(j.norms),
@@ -205,7 +222,8 @@ def for_training(config) -> list[Evaluator]:
 def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
                      step: classifier.Step = None) -> dict[str, Any]:
   """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir`
-  (config.evals.checkpoint: last, best or a step; `step` overrides it) and writes into
+  (config.evals.checkpoint: last, best or a step; `step` overrides it) on config.evals.split
+  (the test split by default) and writes into
   <workdir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
   masking_checks.md and accuracy_vs_eps.png (finished (attack, eps) results are kept under
   state/, so a rerun after a kill resumes), and <name>.json with the scalars of every other
@@ -221,7 +239,9 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
   logging.info("Evaluating %s (step %d, %s) with %s", workdir, found, config.method, names)
   out: dict[str, Any] = {"scalars": {}}
   for name in names:  # config_lib.validate checked the names
-    ev = SuiteEvaluator(config, out_dir) if name == "suite" else EVALUATORS[name](config)
+    split = config.evals.split
+    ev = (SuiteEvaluator(config, out_dir, split) if name == "suite"
+          else EVALUATORS[name](config, split))
     scalars = ev.run(clf.logits_fn, found, mesh)
     out["scalars"].update(scalars)
     if name == "suite":
@@ -233,5 +253,5 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
     else:
       files.write_json(os.path.join(out_dir, f"{name}.json"),
                        {"workdir": os.path.abspath(workdir), "checkpoint_step": found,
-                        "split": data.eval_split_name(config.data), **scalars})
+                        "split": split_name(config, config.evals.split), **scalars})
   return out

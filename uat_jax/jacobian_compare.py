@@ -42,7 +42,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
     if c.data.name != config.data.name:
       raise UatError(f"{w} was trained on {c.data.name}, {workdirs[0]} on {config.data.name}: "
                      "compare workdirs of one dataset")
-  x, y = data.eval_examples(config.data, jc.num_examples)
+  x, y = data.images(config.data, config.evals.split, jc.num_examples)
   n = len(y)
   adversarial = ({"eps": config.attack.eps, "steps": config.evals.pgd.steps,
                   "step_size": config.evals.pgd.step_size} if jc.adversarial else None)
@@ -51,7 +51,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
     clf = classifier.load(w, config_lib.evaluated_step(config), config=c, mesh=mesh)
     step = clf.step
     logging.info("Jacobian analysis of %s (%s, step %d) on %d %s examples", w, c.method, step, n,
-                 data.eval_split_name(config.data))
+                 config.evals.split)
     norms = jacobian.analyze(clf.logits_fn, x, y, outputs=tuple(jc.outputs),
                              norms=tuple(jc.norms), chunk_size=jc.chunk_size,
                              power_iters=jc.power_iters, adversarial=adversarial,

@@ -1,33 +1,44 @@
-r"""The paper's study as one resumable pipeline (the grid of launch/reproduce.sh).
+r"""The paper's study as one resumable pipeline (docs/study_plan.md; launch/reproduce.sh).
 
   python -m uat_jax.study --study=configs/fashion_mnist_study.py[:quick] --root=workdirs/study
 
-Steps, over workdirs under --root (the study config says what each one runs):
-  1. sweep   beta (EntM) / alpha (LS) per regularized method, trained on the train split less a
-             validation split (data.validation_size) and scored there by PGD accuracy at the
-             training eps; the choice goes to ROOT/sweep.json. The test split is not read.
-  2. train   every method with its chosen value, for every seed: ROOT/runs/<method>_s<seed>.
-  3. evaluate each run with the study's evaluation outputs (presets `paper` and `strong`), into
-             W/eval/<output>/; transfer attacks use the same method's next seed as surrogate.
-  4. jacobian input-Jacobian norms of the seed-0 runs, compared with the baseline method
-             (ROOT/runs/<baseline>_s0/jacobian/comparison.*).
-Each step calls the functions `python -m uat_jax.main` calls. Rerunning skips finished pieces
-(a training run with its train_result.json, an evaluation with its results.json, the Jacobian
-comparison when it exists) and resumes unfinished ones from their checkpoints / saved attacks.
+Stages, over workdirs ROOT/runs/<name> (the study config says what each one runs):
+  1. sweep     beta (EntM) / alpha (LS) per regularized method at the method's first seed, with
+               the final schedule; scored by the best logged value of the run's
+               best_checkpoint metric on the validation split (ties: the smaller value). The
+               choice goes to ROOT/sweep.json; the run of the chosen value is that seed's final
+               run. The test split is not read.
+  2. train     every method's other seeds, then the ablation variants.
+  3. evaluate  each final run with the study's outputs of its best checkpoint (W/eval/<output>/,
+               on the test split); transfer attacks use the same method's next seed as surrogate.
+  4. jacobian  input-Jacobian norms of the best checkpoints (W/eval/jacobian/), and the
+               temperature-matched control: AT's logits divided by the T at which AT's mean
+               predictive entropy on validation images equals the regularized method's.
+  5. evaluate  the outputs of the last checkpoint, then the ablation runs.
+Each step calls the functions `python -m uat_jax.main` calls. Rerunning skips finished pieces (a
+training run with its train_result.json, an evaluation with its results.json, Jacobians with
+their summary.json) and resumes unfinished ones from their checkpoints / saved attacks; progress
+and the time so far are logged before every piece.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import io
 import math
 import os
 import time
 from typing import Any, Optional
 
+import jax
 import ml_collections
+import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import cli, config_lib, evaluators, files, jacobian_compare, train
+from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, losses,
+                     train)
 from uat_jax.errors import UatError
 
 
@@ -45,97 +56,248 @@ def _merge(node, values: dict[str, Any], prefix: str = "") -> None:
       node[key] = value
 
 
-def training_config(study, method: str, seed: int,
-                    extra: Optional[dict[str, Any]] = None) -> ml_collections.ConfigDict:
-  """study.config:method with study.overrides (shaped like the config), the seed and `extra`
-  (shaped the same, or dotted keys from the sweep) applied."""
+@dataclasses.dataclass
+class Run:
+  """One training run of the study: its workdir name under ROOT/runs, method, seed, role
+  ("final" or "ablation"; a sweep run is the final run of its value), the ablation variant
+  and the training config."""
+  name: str
+  method: str
+  seed: int
+  role: str
+  variant: str
+  config: ml_collections.ConfigDict
+
+
+def _tag(value) -> str:
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def make_run(study, method: str, seed: int, value=None, variant: str = "",
+             role: str = "final") -> Run:
+  """The run of `method` at `seed` with the swept parameter at `value` (None: not swept) and an
+  ablation variant of study.ablation.variants: study.config:method, study.overrides, the
+  method's overrides, the value, the variant and the seed."""
   c = config_lib.from_file(study.config, method)
+  name = method
   with c.unlocked():
     _merge(c, study.overrides.to_dict())
-    _merge(c, extra or {})
+    if method in study.method_overrides:
+      _merge(c, study.method_overrides[method].to_dict())
+    if value is not None:
+      key = study.sweep[method][0]
+      _merge(c, {key: value})
+      name += f"_{key.split('.')[-1]}{_tag(value)}"
+    if variant:
+      _merge(c, study.ablation.variants[variant].to_dict())
+      name += f"_{variant}"
     c.seed = seed
-  return c
+  return Run(f"{name}_s{seed}", method, seed, role, variant, c)
 
 
-def run_dir(root: str, method: str, seed: int) -> str:
-  return os.path.join(root, "runs", f"{method}_s{seed}")
+def run_dir(root: str, run: Run) -> str:
+  return os.path.join(root, "runs", run.name)
 
 
-def sweep_dir(root: str, method: str, key: str, value) -> str:
-  return os.path.join(root, "sweep", f"{method}_{key.split('.')[-1]}{value}")
+def _swept(study, method: str) -> bool:
+  return method in study.sweep and len(study.sweep[method][1]) > 1
 
 
-def _train(config, workdir: str) -> dict[str, Any]:
+def sweep_runs(study) -> list[Run]:
+  """Every value of every swept method at its first seed."""
+  return [make_run(study, m, study.seeds[m][0], v) for m in study.methods if _swept(study, m)
+          for v in study.sweep[m][1]]
+
+
+def best_logged(workdir: str, metric: str) -> float:
+  """The best (highest) value of `metric` in a run's metrics.jsonl."""
+  curve = files.read_curves(os.path.join(workdir, "metrics.jsonl"), (metric,)).get(metric)
+  if not curve:
+    raise UatError(f"{workdir} logged no {metric}: rerun the study, which resumes it")
+  return max(v for _, v in curve)
+
+
+def choose(study, root: str) -> dict[str, Any]:
+  """The sweep's choices from its finished runs, written to ROOT/sweep.json: {method: {"key",
+  "metric", "values": {value: best logged metric}, "chosen"}}; a method with one value is
+  "not swept"."""
+  out = {}
+  for method in study.methods:
+    if method not in study.sweep:
+      continue
+    key, values = study.sweep[method]
+    if not _swept(study, method):
+      out[method] = {"key": key, "values": {}, "chosen": values[0], "metric": "not swept"}
+      continue
+    runs = [make_run(study, method, study.seeds[method][0], v) for v in values]
+    metric = runs[0].config.best_checkpoint.metric
+    scores = {_tag(v): best_logged(run_dir(root, r), metric) for v, r in zip(values, runs)}
+    best = max(scores.values())
+    chosen = min(v for v in values if scores[_tag(v)] == best)  # ties: the smaller value
+    out[method] = {"key": key, "metric": metric, "values": scores, "chosen": chosen}
+    logging.info("sweep %s: %s; chose %s=%s", method,
+                 ", ".join(f"{v}: {score:.4f}" for v, score in scores.items()), key, chosen)
+  files.write_json(os.path.join(root, "sweep.json"), out)
+  return out
+
+
+def _value(chosen: dict[str, Any], method: str):
+  return chosen[method]["chosen"] if method in chosen else None
+
+
+def final_runs(study, chosen: dict[str, Any]) -> list[Run]:
+  """Every method's seeds with the sweep's choice (the baseline's and then the adversarially
+  trained methods first: the primary outcome's runs)."""
+  order = sorted(study.methods, key=lambda m: (m != study.baseline, not m.startswith("at")))
+  return [make_run(study, m, seed, _value(chosen, m)) for m in order for seed in study.seeds[m]]
+
+
+def ablation_runs(study, chosen: dict[str, Any]) -> list[Run]:
+  a = study.ablation
+  return [make_run(study, a.method, seed, _value(chosen, a.method), variant, "ablation")
+          for variant in a.variants for seed in a.seeds]
+
+
+def _train(run: Run, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) unless W/train_result.json says it finished; returns that result."""
   done = os.path.join(workdir, "train_result.json")
   if os.path.exists(done):
     logging.info("finished before: %s", workdir)
     return files.read_json(done)
-  result = train.train_and_evaluate(config, workdir, evaluators=evaluators.for_training(config))
+  result = train.train_and_evaluate(run.config, workdir,
+                                    evaluators=evaluators.for_training(run.config))
   files.write_json(done, result)
   return result
 
 
-def sweep(study, root: str) -> dict[str, Any]:
-  """Trains every sweep value on the validation split; returns and writes ROOT/sweep.json:
-  {method: {"key", "values": {value: validation result}, "chosen"}}. The score is PGD accuracy
-  at the training eps (ties: the first value)."""
-  out = {}
-  for method, (key, values) in study.sweep.items():
-    if method not in study.methods:
-      continue
-    if len(values) == 1:  # nothing to choose
-      out[method] = {"key": key, "values": {}, "chosen": values[0], "score": "not swept"}
-      continue
-    scores = {}
-    for value in values:
-      config = training_config(study, method, study.seeds[0],
-                               {**study.sweep_overrides.to_dict(), key: value})
-      logging.info("sweep %s %s=%s", method, key, value)
-      scores[str(value)] = _train(config, sweep_dir(root, method, key, value))
-    chosen = max(values, key=lambda v: scores[str(v)]["eval/pgd_accuracy"])
-    out[method] = {"key": key, "values": scores, "chosen": chosen,
-                   "score": "pgd_accuracy at the training eps on the validation split"}
-    logging.info("sweep %s: chose %s=%s", method, key, chosen)
-  files.write_json(os.path.join(root, "sweep.json"), out)
-  return out
+def surrogate_run(runs: list[Run], run: Run) -> Optional[Run]:
+  """The transfer attacks' surrogate: the next seed (cyclically) of the same method and
+  variant; None with one seed."""
+  same = [r for r in runs if (r.method, r.variant) == (run.method, run.variant)]
+  if len(same) < 2:
+    return None
+  return same[(same.index(run) + 1) % len(same)]
 
 
-def final_runs(study, chosen: dict[str, Any]) -> list[tuple[str, int, Any]]:
-  """(method, seed, config) of every final run, with the sweep's choices applied."""
-  runs = []
-  for method in study.methods:
-    extra = {chosen[method]["key"]: chosen[method]["chosen"]} if method in chosen else {}
-    for seed in study.seeds:
-      runs.append((method, seed, training_config(study, method, seed, extra)))
-  return runs
+def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collections.ConfigDict:
+  """The run's config with the suite set to one evaluation output of the study."""
+  config = copy.deepcopy(run.config)
+  config.unlock()
+  s = config.evals.suite
+  config.evals.on_evaluate = ("suite",)
+  config.evals.checkpoint = spec["checkpoint"]
+  config.evals.split = "test"
+  s.output = output
+  s.preset = spec["preset"]
+  s.eps = tuple(spec["eps"])
+  s.num_examples = spec["num_examples"]
+  s.only_robust = spec.get("only_robust")
+  s.checks = spec["preset"] == "paper"  # the masking checks with the paper preset
+  s.surrogate_workdir = surrogate
+  for name, entry in spec.get("attacks", {}).items():  # after the preset's, by name order
+    s.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
+  return config
 
 
-def _evaluate(study, config, workdir: str, output: str, surrogate: str) -> None:
+def _evaluate(run: Run, spec, output: str, workdir: str, surrogate: str) -> None:
   if os.path.exists(os.path.join(workdir, "eval", output, "results.json")):
     logging.info("evaluated before: %s (%s)", workdir, output)
     return
-  spec = study.evals[output]
-  with config.unlocked():
-    s = config.evals.suite
-    config.evals.on_evaluate = ("suite",)
-    s.output = output
-    s.preset = spec["preset"]
-    s.eps = tuple(spec["eps"])
-    s.num_examples = spec["num_examples"]
-    s.only_robust = spec.get("only_robust")
-    s.checks = output == "paper"  # the masking checks once per run
-    s.surrogate_workdir = surrogate
-    for name, entry in spec.get("attacks", {}).items():  # after the preset's, by name order
-      s.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
-  evaluators.evaluate_workdir(config, workdir)
+  evaluators.evaluate_workdir(evaluation_config(run, spec, output, surrogate), workdir)
 
+
+# --------------------------------------------------------------------------------------------
+# Jacobians and the temperature-matched control.
+# --------------------------------------------------------------------------------------------
+
+def mean_entropy(logits: np.ndarray, temperature: float = 1.0) -> float:
+  """Mean predictive entropy (nats) of softmax(logits / T)."""
+  return float(np.mean(losses.entropy(jax.numpy.asarray(logits) / temperature)))
+
+
+def matching_temperature(logits: np.ndarray, target: float, low: float = 1e-2,
+                         high: float = 1e2, iters: int = 60) -> float:
+  """The T at which the mean entropy of softmax(logits / T) equals `target` (bisection on
+  log T: the entropy rises with T, from 0 towards log K)."""
+  lo, hi = math.log(low), math.log(high)
+  if not mean_entropy(logits, low) <= target <= mean_entropy(logits, high):
+    raise UatError(f"no temperature in [{low}, {high}] gives mean entropy {target:.4f}")
+  for _ in range(iters):
+    mid = 0.5 * (lo + hi)
+    if mean_entropy(logits, math.exp(mid)) < target:
+      lo = mid
+    else:
+      hi = mid
+  return math.exp(0.5 * (lo + hi))
+
+
+def _scaled(logits_fn, temperature: float):
+  return jax.tree_util.Partial(lambda f, t, x: f(x) / t, logits_fn, temperature)
+
+
+def _norms(study, logits_fn, config) -> dict[str, np.ndarray]:
+  j = study.jacobian
+  x, y = data.images(config.data, "test", j.num_examples)
+  out = jacobian.analyze(logits_fn, x, y, outputs=tuple(j.outputs), norms=tuple(j.norms),
+                         power_iters=j.power_iters)
+  return out["clean"]
+
+
+def _save_norms(out_dir: str, norms: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+  os.makedirs(out_dir, exist_ok=True)
+  buf = io.BytesIO()
+  np.savez(buf, **norms)
+  files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
+  files.write_json(os.path.join(out_dir, "summary.json"),
+                   {**info, "mean": {k: float(v.mean()) for k, v in norms.items()}})
+
+
+def jacobians(study, root: str, runs: list[Run]) -> None:
+  """Per-example Jacobian norms of the best checkpoints of study.jacobian.methods' final runs
+  on the first test images (W/eval/jacobian/), and for each baseline seed and regularized
+  method M the temperature-matched control (W/eval/jacobian_T_<M>/ in the baseline's workdir):
+  the baseline's logits divided by the T that matches M's mean predictive entropy on the first
+  validation images of the same seed."""
+  j = study.jacobian
+  chosen = [r for r in runs if r.method in j.methods]
+  for run in chosen:
+    w = run_dir(root, run)
+    out_dir = os.path.join(w, "eval", "jacobian")
+    if os.path.exists(os.path.join(out_dir, "summary.json")):
+      logging.info("Jacobians before: %s", w)
+      continue
+    clf = classifier.load(w, "best", run.config)
+    logging.info("Jacobian norms of %s (best checkpoint, step %d)", w, clf.step)
+    _save_norms(out_dir, _norms(study, clf.logits_fn, run.config),
+                {"checkpoint_step": clf.step, "method": run.method, "seed": run.seed})
+  for base in [r for r in chosen if r.method == study.baseline]:
+    wb = run_dir(root, base)
+    for other in [r for r in chosen if r.seed == base.seed and r.method != study.baseline]:
+      out_dir = os.path.join(wb, "eval", f"jacobian_T_{other.method}")
+      if os.path.exists(os.path.join(out_dir, "summary.json")):
+        continue
+      clf = classifier.load(wb, "best", base.config)
+      target_clf = classifier.load(run_dir(root, other), "best", other.config)
+      xv, _ = clf.validation_images(j.temperature_examples)
+      base_logits = np.asarray(clf.logits_fn(xv))
+      target = mean_entropy(np.asarray(target_clf.logits_fn(xv)))
+      t = matching_temperature(base_logits, target)
+      logging.info("temperature control: %s / %.3f matches %s's mean entropy %.4f", wb, t,
+                   other.name, target)
+      _save_norms(out_dir, _norms(study, _scaled(clf.logits_fn, t), base.config),
+                  {"checkpoint_step": clf.step, "method": base.method, "seed": base.seed,
+                   "temperature": t, "matched": other.method, "target_entropy": target,
+                   "entropy_before": mean_entropy(base_logits)})
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline.
+# --------------------------------------------------------------------------------------------
 
 def _compilation_cache(root: str) -> None:
   """JAX's persistent compilation cache under ROOT (unless the user set one): the study's
   models share shapes, so most evaluation and Jacobian programs compile once for all of them,
   and a rerun compiles nothing it compiled before."""
-  import jax
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(root, "jax_cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
@@ -145,30 +307,33 @@ def run(study, root: str) -> None:
   """The whole pipeline; each piece is skipped when finished before."""
   _compilation_cache(root)
   t0 = time.time()
-  chosen = sweep(study, root)
-  runs = final_runs(study, chosen)
-  for i, (method, seed, config) in enumerate(runs):
-    logging.info("[train %d/%d] %s seed %d (%.0f s so far)", i + 1, len(runs), method, seed,
-                 time.time() - t0)
-    _train(config, run_dir(root, method, seed))
-  for i, (method, seed, config) in enumerate(runs):
-    others = [s for s in study.seeds if s != seed]
-    surrogate = run_dir(root, method, others[0]) if others else ""
-    for output in study.evals:
-      logging.info("[evaluate %d/%d] %s seed %d: %s (%.0f s so far)", i + 1, len(runs), method,
-                   seed, output, time.time() - t0)
-      _evaluate(study, config, run_dir(root, method, seed), output, surrogate)
-  seed0 = [(m, c) for m, s, c in runs if s == study.seeds[0]]
-  seed0.sort(key=lambda mc: mc[0] != study.baseline)  # the baseline first: it gets the table
-  workdirs = [run_dir(root, m, study.seeds[0]) for m, _ in seed0]
-  if os.path.exists(os.path.join(workdirs[0], "jacobian", "comparison.csv")):
-    logging.info("Jacobians compared before: %s", workdirs[0])
-  else:
-    config = seed0[0][1]
-    with config.unlocked():
-      _merge(config.evals.jacobian, study.jacobian.to_dict(), "evals.jacobian.")
-    jacobian_compare.analyze_workdirs(config, workdirs)
-  logging.info("study finished in %.0f s: %s", time.time() - t0, root)
+
+  def progress(what: str, i: int, n: int, name: str) -> None:
+    logging.info("[%s %d/%d] %s (%.0f min so far)", what, i + 1, n, name, (time.time() - t0) / 60)
+
+  swept = sweep_runs(study)
+  for i, r in enumerate(swept):
+    progress("sweep", i, len(swept), r.name)
+    _train(r, run_dir(root, r))
+  chosen = choose(study, root)
+  finals, ablation = final_runs(study, chosen), ablation_runs(study, chosen)
+  for i, r in enumerate(finals + ablation):
+    progress("train", i, len(finals + ablation), r.name)
+    _train(r, run_dir(root, r))
+
+  def evaluate_all(runs: list[Run], specs, checkpoint: str) -> None:
+    pieces = [(r, o) for o in specs if specs[o]["checkpoint"] == checkpoint for r in runs]
+    for i, (r, output) in enumerate(pieces):
+      progress(f"evaluate {checkpoint}", i, len(pieces), f"{r.name} {output}")
+      surrogate = surrogate_run(runs, r)
+      _evaluate(r, specs[output], output, run_dir(root, r),
+                run_dir(root, surrogate) if surrogate else "")
+
+  evaluate_all(finals, study.evals, "best")
+  jacobians(study, root, finals)
+  evaluate_all(finals, study.evals, "last")
+  evaluate_all(ablation, study.ablation_evals, "best")
+  logging.info("study finished in %.0f min: %s", (time.time() - t0) / 60, root)
 
 
 # --------------------------------------------------------------------------------------------
