@@ -22,10 +22,11 @@ methods' best checkpoints on 500 test images, with the temperature-matched AT co
 Budget on 2 CPU cores (measured in the pilot, 2026-11-25): ~16 minutes per adversarially trained
 run (3,125 PGD-10 steps and 80 validation PGD-20 passes), ~4 per standard / EntM / LS run.
 
-`:quick` runs the same pipeline on a tiny budget (CI runs it): 30 training steps, one seed per
-method (two for AT and AT+EntM, so that transfer attacks and the seed bootstrap run), a 2-value
-sweep of AT+EntM's beta, one ablation variant, 50 test images, eps (0.1, 0.2), the strong
-preset's attacks shortened.
+`:quick` runs the same pipeline on a tiny budget (CI runs it): standard, EntM, AT and AT+EntM
+(LS and AT+LS run the same code with another regularizer), 30 training steps, one seed per
+method (two for AT, so that transfer attacks and the seed bootstrap run), a 2-value sweep of
+EntM's beta, one ablation variant, 50 test images, eps (0.1, 0.2), both presets' attacks
+shortened (under their names).
 """
 
 import ml_collections
@@ -39,10 +40,11 @@ def get_config(arg=None):
     raise ValueError(f"unknown study variant {arg!r}: use nothing or quick")
   s = ml_collections.ConfigDict()
   s.config = "configs/fashion_mnist.py"  # the training config every run starts from
-  s.methods = ("standard", "entm", "ls", "at", "at_entm", "at_ls")
+  s.methods = (("standard", "entm", "at", "at_entm") if quick else
+               ("standard", "entm", "ls", "at", "at_entm", "at_ls"))
   # Seeds per method; the first seed also runs the sweep.
   s.seeds = ml_collections.ConfigDict({
-      m: ((0, 1) if m in ("at", "at_entm") else (0,)) if quick else
+      m: ((0, 1) if m == "at" else (0,)) if quick else
       ((0, 1, 2, 3, 4) if m in ADVERSARIAL else (0, 1, 2)) for m in s.methods})
   s.baseline = "at"  # claims 1-3 and 5 compare the AT methods with it; 4 and 5 with standard
   s.standard_baseline = "standard"
@@ -59,7 +61,8 @@ def get_config(arg=None):
       "log_every_steps": 10 if quick else steps_per_epoch,
       "checkpoint_every_steps": 15 if quick else 5 * steps_per_epoch,
       "evals": {"pgd": {"every_steps": 10 if quick else steps_per_epoch,
-                        "num_examples": 100 if quick else 1000}},
+                        "num_examples": 100 if quick else 1000,
+                        "batch_size": 100 if quick else 500}},
       "best_checkpoint": {"metric": "eval/pgd_accuracy"},
   })
   # Per-method overrides (after s.overrides): the methods that are not adversarially trained
@@ -70,9 +73,9 @@ def get_config(arg=None):
   # Sweeps at the method's first seed, scored by the best value of the run's best_checkpoint
   # metric on the validation split (ties: the smaller value). One value: nothing is swept.
   s.sweep = ml_collections.ConfigDict({
-      "entm": ("regularizer.beta", (1.0,) if quick else (0.3, 1.0, 2.0)),
+      "entm": ("regularizer.beta", (0.3, 1.0) if quick else (0.3, 1.0, 2.0)),
       "ls": ("regularizer.alpha", (0.5,) if quick else (0.2, 0.5, 0.8)),
-      "at_entm": ("regularizer.beta", (0.3, 1.0) if quick else (0.1, 0.3, 1.0)),
+      "at_entm": ("regularizer.beta", (0.3,) if quick else (0.1, 0.3, 1.0)),
       "at_ls": ("regularizer.alpha", (0.2,) if quick else (0.1, 0.2, 0.5)),
   })
   # The ablation: variants of one method (with its chosen value), shaped like the config.
@@ -87,24 +90,30 @@ def get_config(arg=None):
   })
   grid = (0.1, 0.2) if quick else (0.05, 0.1, 0.15, 0.2, 0.3)
   n = 50 if quick else 2000
-  quick_strong = {  # the strong preset's attacks shortened, under its names (FAB-T left out)
-      "APGD-CE": {"attack": "apgd", "steps": 10},
-      "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
-      "Square-5000": {"attack": "square", "queries": 100},
+  # Quick: the presets' attacks shortened, under their names (the strong one without FAB-T).
+  quick_attacks = {
+      "paper": {"FGSM": {"attack": "fgsm"}, "PGD-20": {"attack": "pgd", "steps": 20},
+                "PGD-100": {"attack": "pgd", "steps": 20},
+                "CW-100": {"attack": "pgd", "steps": 20, "loss": "cw"},
+                "Transfer-PGD-20": {"attack": "transfer", "steps": 10}},
+      "strong": {"APGD-CE": {"attack": "apgd", "steps": 10},
+                 "APGD-T": {"attack": "apgd_t", "steps": 10, "num_targets": 3},
+                 "Square-5000": {"attack": "square", "queries": 100}},
   }
 
-  def output(preset, checkpoint, eps):
-    spec = {"preset": preset, "checkpoint": checkpoint, "eps": eps, "num_examples": n}
+  def output(preset, checkpoint, eps, checks=False):
+    spec = {"preset": preset, "checkpoint": checkpoint, "eps": eps, "num_examples": n,
+            "batch_size": n if quick else 500, "checks": checks}
     if preset == "strong":
       spec["only_robust"] = True
-      if quick:
-        spec.update(preset="", attacks=quick_strong)
+    if quick:
+      spec.update(preset="", attacks=quick_attacks[preset])
     return spec
 
   # Evaluation outputs (W/eval/<name>/) of the final runs, in the order they run; the worst
   # case is per example over every output of one checkpoint. `attacks` run after the preset's.
   s.evals = ml_collections.ConfigDict({
-      "paper": output("paper", "best", grid),
+      "paper": output("paper", "best", grid, checks=True),  # the masking checks, once a run
       "strong": output("strong", "best", grid),
       "paper_last": output("paper", "last", (0.1, 0.2)),
       "strong_last": output("strong", "last", (0.1, 0.2)),
@@ -118,7 +127,7 @@ def get_config(arg=None):
   # Jacobians of the best checkpoints of these methods' final runs; the temperature control
   # matches AT's mean predictive entropy on the validation images to each regularized method's.
   s.jacobian = ml_collections.ConfigDict({
-      "methods": ADVERSARIAL,
+      "methods": ("at", "at_entm") if quick else ADVERSARIAL,
       "num_examples": 16 if quick else 500,
       "outputs": ("logits", "probs"),
       "norms": ("fro", "spectral"),

@@ -1,12 +1,16 @@
-"""The study pipeline end to end on real Fashion-MNIST: `launch/reproduce.sh --quick` (train six
-methods, evaluate with the paper and strong presets, compare input Jacobians, write the report),
-its rerun (every piece skipped), and the report rebuilt from its JSON alone."""
+"""The study pipeline end to end on real Fashion-MNIST: `launch/reproduce.sh --quick` (sweep,
+train six methods and an ablation variant, evaluate best and last checkpoints with the paper and
+strong presets, Jacobians with the temperature control, the report), its rerun (every piece
+skipped), the report rebuilt from its JSON alone and a partial report; the pilot's rule, the
+mask packing and the temperature matching."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO
@@ -21,39 +25,89 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
                          capture_output=True, text=True, timeout=900)
   assert first.returncode == 0, first.stderr[-3000:]
   report = (out / "REPORT.md").read_text()
-  for section in ("## Verdicts", "## Robust accuracy", "### Every attack at eps 0.2",
-                  "## Input-Jacobian norms", "## Training curves", "## Gradient-masking checks",
-                  "## Hyper-parameter sweep"):
+  for section in ("## Status", "## Verdicts", "## Robust overfitting",
+                  "## Best and last checkpoint", "## Differences to the baseline",
+                  "## Input-Jacobian norms", "## Ablation", "## Gradient-masking checks",
+                  "## Sweep"):
     assert section in report, section
+  labels = ("reproduced", "no gain, within margin", "not reproduced", "inconclusive",
+            "no reduction, within margin")
   for claim in range(1, 6):
-    assert f"**{claim}. " in report
-  for figure in ("accuracy_vs_eps", "jacobian_histograms", "training_curves"):
+    line = next(x for x in report.splitlines() if x.startswith(f"**{claim}. "))
+    verdict = line.split(":", 1)[1].split(".**")[0]
+    assert any(label in verdict for label in labels), line
+    assert "pending" not in verdict, line
+  for figure in ("differences_vs_eps", "robust_overfitting", "jacobian_vs_margin"):
     assert (out / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert "| AT+EntM | regularizer.beta | 0.3: " in report  # swept on the validation split
+  assert "| EntM | regularizer.beta | eval/clean_accuracy | 0.3: " in report
 
-  # The methods' signatures, from the JSON the report was built from.
-  run = lambda m: json.loads((out / "data" / "runs" / f"{m}_s0.json").read_text())
-  pgd = lambda m: run(m)["eval"]["paper"]["attacks"]["PGD-20"]["accuracy"]["0.2"]
-  assert pgd("at") > pgd("standard") + 0.1  # AT resists PGD where standard training has 0%
-  assert run("entm")["train"]["eval/mean_entropy"] > (
-      run("standard")["train"]["eval/mean_entropy"] + 0.1)
-  sweep = json.loads((root / "sweep.json").read_text())
-  assert sweep["at_entm"]["values"]["0.3"]["eval/num_examples"] == 100  # validation, not test
-  assert json.loads((root / "runs" / "at_s0" / "eval" / "paper" / "results.json").read_text())[
-      "split"] == "test"
+  # What the runs did, from the JSON the report was built from and the workdirs.
+  run = lambda name: json.loads((out / "data" / "runs" / f"{name}.json").read_text())
+  chosen = json.loads((root / "sweep.json").read_text())["entm"]["chosen"]
+  assert chosen in (0.3, 1.0)  # by clean validation accuracy, EntM's best-checkpoint metric
+  assert run(f"entm_beta{chosen:g}_s0")["train"]["eval/mean_entropy"] > (
+      run("standard_s0")["train"]["eval/mean_entropy"] + 0.1)
+  assert run("standard_s0")["best_metric"] == "eval/clean_accuracy"
+  assert run("at_s0")["train"]["eval/num_examples"] == 100  # training read validation only
+  assert run("at_s0")["evals"]["paper"]["checkpoint"] == "best"
+  assert run("at_s0")["evals"]["paper_last"]["checkpoint"] == "last"
+  results = json.loads((root / "runs" / "at_s0" / "eval" / "paper" / "results.json").read_text())
+  assert results["split"] == "test" and results["surrogate_workdir"].endswith("at_s1")
+  control = json.loads((root / "runs" / "at_s0" / "eval" / "jacobian_T_at_entm" /
+                        "summary.json").read_text())
+  assert control["temperature"] > 0 and control["matched"] == "at_entm"
+  assert len(run("at_s0")["jacobian_T_at_entm"]["norms"]["probs/fro"]) == 16
+  assert "jacobian_T_at_entm" not in run("at_s1")  # AT+EntM has no seed 1 to match
 
   # Rerunning skips every finished piece; the report rebuilt from data/ alone is the same.
-  again = subprocess.run(["bash", "launch/reproduce.sh", "--quick"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=900)
+  again = subprocess.run([sys.executable, "-m", "uat_jax.study",
+                          "--study=configs/fashion_mnist_study.py:quick", f"--root={root}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stderr.count("finished before") == 2 + 6 and "evaluated before" in again.stderr
-  assert "Jacobians compared before" in again.stderr
-  assert (out / "REPORT.md").read_text() == report
-  rebuilt = subprocess.run([env["PYTHON"], "-m", "uat_jax.report", "--from_data",
+  # 2 sweep runs, then 5 final runs (one is a sweep run) and 1 ablation run; 3 outputs per
+  # final run and 2 for the ablation run; Jacobians of the 3 adversarially trained final runs.
+  assert again.stderr.count("finished before") == 2 + 5 + 1
+  assert again.stderr.count("evaluated before") == 5 * 3 + 2
+  assert again.stderr.count("Jacobians before") == 3
+  rebuilt = subprocess.run([sys.executable, "-m", "uat_jax.report", "--from_data",
                             f"--out={out}"], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
   assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
   assert (out / "REPORT.md").read_text() == report
+
+  # An unfinished study reports what is missing as pending, never a verdict.
+  from uat_jax import config_lib, report as report_lib
+  os.remove(root / "runs" / "at_s0" / "eval" / "strong" / "results.json")
+  partial = tmp_path / "partial"
+  count = report_lib.collect(config_lib.from_file("configs/fashion_mnist_study.py", "quick"),
+                             str(root), str(partial / "data"))
+  assert count["missing"] == 1
+  text = report_lib.build(str(partial / "data"), str(partial))
+  claim1 = next(x for x in text.splitlines() if x.startswith("**1. "))
+  assert "AT+EntM: pending" in claim1
+
+
+def test_masks_pack_into_hex_and_back():
+  from uat_jax import report
+  rng = np.random.default_rng(0)
+  for n in (1, 3, 4, 5, 2000):
+    bits = "".join(rng.choice(["0", "1"], n))
+    packed = report.pack(bits)
+    assert len(packed) <= len(str(n)) + 1 + (n + 3) // 4
+    np.testing.assert_array_equal(report.unpack(packed), [int(b) for b in bits])
+
+
+def test_the_matching_temperature_equalizes_mean_entropy():
+  from uat_jax import study
+  logits = np.random.default_rng(0).normal(size=(200, 10)).astype(np.float32) * 4
+  for target in (0.3, 1.0, 2.0):
+    t = study.matching_temperature(logits, target)
+    # Bisection to 60 halvings of log T; entropy is evaluated in float32 (error ~1e-6).
+    assert study.mean_entropy(logits, t) == pytest.approx(target, abs=1e-4)
+  assert study.matching_temperature(logits, study.mean_entropy(logits, 1.0)) == pytest.approx(
+      1.0, rel=1e-4)
+  with pytest.raises(UatError, match="no temperature"):
+    study.matching_temperature(logits, math.log(10) + 0.1)  # above the uniform's entropy
 
 
 def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):

@@ -2,13 +2,15 @@ r"""The study's report: REPORT.md, its figures and the small JSON results it is 
 
   python -m uat_jax.report --study=configs/fashion_mnist_study.py --root=workdirs/study \
       --out=results/fashion_mnist
+  python -m uat_jax.report --from_data --out=results/fashion_mnist   # from the committed JSON
 
-`collect` copies from the study's workdirs into OUT/data/ only what the report needs (the sweep,
-per run the training result, both evaluations' results.json and the training curves; per method
-the Jacobian summary); `build` writes OUT/REPORT.md and OUT/figures/*.png from OUT/data alone, so
-the committed JSON reproduces the committed report (`--from_data` rebuilds without workdirs).
-The verdict on each of the paper's claims is computed from the numbers with the thresholds
-stated next to it.
+`collect` copies from the study's workdirs into OUT/data/ only what the report needs: per run
+its training curves, its best and last validation numbers, and per evaluation output the
+accuracies and the per-example masks (clean, PGD-20 and worst case, hex-packed) that the paired
+tests need; per Jacobian run the per-example norms. `build` writes OUT/REPORT.md and
+OUT/figures/*.png from OUT/data alone. The analysis, the tests and every verdict threshold are
+those of the pre-registered plan (docs/study_plan.md); the labels come from uat_jax.stats.
+Pieces the study has not finished yet are reported as pending, never guessed.
 """
 
 from __future__ import annotations
@@ -21,392 +23,740 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from uat_jax import cli, files
+from uat_jax import cli, files, stats
 from uat_jax.errors import UatError
 
 NAMES = {"standard": "Standard", "entm": "EntM", "ls": "LS", "at": "AT", "at_entm": "AT+EntM",
          "at_ls": "AT+LS"}
-JACOBIAN_COLUMNS = ("logits/fro", "logits/spectral", "probs/fro", "probs/spectral")
+MARGIN = 0.01  # the plan's Delta: 1.0 point
+JACOBIAN_PRIMARY = "probs/fro"
+WEAK = "PGD-20"
+PENDING = "pending (the study has not finished these runs)"
+
+
+# --------------------------------------------------------------------------------------------
+# Masks: per-example outcomes as '0'/'1' strings in results.json, hex-packed in data/.
+# --------------------------------------------------------------------------------------------
+
+def pack(bits: str) -> str:
+  """'0'/'1' string -> "<n>:<hex>" (4 examples per character)."""
+  n = len(bits)
+  padded = bits + "0" * (-n % 4)
+  return f"{n}:" + "".join(f"{int(padded[i:i + 4], 2):x}" for i in range(0, len(padded), 4))
+
+
+def unpack(packed: str) -> np.ndarray:
+  n, hexes = packed.split(":")
+  bits = "".join(f"{int(h, 16):04b}" for h in hexes)[: int(n)]
+  return np.frombuffer(bits.encode(), np.uint8) - ord("0")
+
+
+def _eps_key(table: dict[str, Any], eps: float) -> Optional[str]:
+  for k in table:
+    if abs(float(k) - eps) < 1e-9:
+      return k
+  return None
 
 
 # --------------------------------------------------------------------------------------------
 # Collecting the small results from the workdirs.
 # --------------------------------------------------------------------------------------------
 
-def collect(study, root: str, data_dir: str) -> None:
-  """Copies what the report needs from ROOT into DATA_DIR (small JSON files); writes nothing
-  unless every result is there."""
+CURVES = ("eval/pgd_accuracy", "eval/clean_accuracy", "eval/mean_entropy", "train/accuracy_adv",
+          "train/accuracy_clean", "train/learning_rate")
+
+
+def compact_eval(result: dict[str, Any]) -> dict[str, Any]:
+  """What the report needs of one results.json: accuracies per attack, the worst case, the
+  masking checks and the clean, PGD-20 and worst-case masks."""
+  masks: dict[str, Any] = {"clean": pack(result["clean_mask"]),
+                           "worst": {e: pack(m) for e, m in result["worst_case"]["mask"].items()}}
+  if WEAK in result["attacks"]:
+    masks[WEAK] = {e: pack(m) for e, m in result["attacks"][WEAK]["robust_mask"].items()}
+  return {
+      "checkpoint": result.get("checkpoint"), "checkpoint_step": result.get("checkpoint_step"),
+      "num_examples": result["num_examples"], "eps": result["eps"], "preset": result["preset"],
+      "clean_accuracy": result["clean_accuracy"], "only_robust": result["only_robust"],
+      "attacks": {name: {"accuracy": a.get("accuracy"), "cumulative": a["cumulative"]}
+                  for name, a in result["attacks"].items()},
+      "worst_case": result["worst_case"]["accuracy"],
+      "checks": [{"name": c["name"], "passed": c["passed"]} for c in result.get("checks", [])],
+      "masks": masks}
+
+
+def collect(study, root: str, data_dir: str) -> dict[str, int]:
+  """Copies what the report needs from ROOT into DATA_DIR (small JSON files), for every run of
+  the study that has results; returns {"found": n, "missing": m} pieces."""
   from uat_jax import study as study_lib
-  missing: list[str] = []
-
-  def read(path: str) -> Optional[dict[str, Any]]:  # without the machine-specific workdir
-    if not os.path.exists(path):
-      missing.append(path)
-      return None
-    result = files.read_json(path)
-    result.pop("workdir", None)
-    return result
-
-  runs, jacobians = [], {}
-  for method in study.methods:
-    for seed in study.seeds:
-      w = study_lib.run_dir(root, method, seed)
-      run = {"method": method, "seed": seed, "train": read(os.path.join(w, "train_result.json")),
-             "eval": {o: read(os.path.join(w, "eval", o, "results.json")) for o in study.evals}}
-      if os.path.exists(os.path.join(w, "config.json")):
-        run["train_eps"] = files.read_json(os.path.join(w, "config.json"))["attack"]["eps"]
-      metrics = os.path.join(w, "metrics.jsonl")
-      run["curves"] = (files.read_curves(metrics, ("eval/", "jacobian/"))
-                       if os.path.exists(metrics) else {})
-      runs.append(run)
-      if seed == study.seeds[0]:
-        jacobians[method] = read(os.path.join(w, "jacobian", "summary.json"))
-  sweep = read(os.path.join(root, "sweep.json"))
-  if missing:
-    raise UatError(f"the study in {root} is not finished ({len(missing)} results missing, e.g. "
-                   f"{missing[0]}): run `python -m uat_jax.study` (or launch/reproduce.sh) first")
-  for run in runs:
-    files.write_json(os.path.join(data_dir, "runs", f"{run['method']}_s{run['seed']}.json"), run,
-                     indent=1)
-  for method, summary in jacobians.items():
-    files.write_json(os.path.join(data_dir, "jacobian", f"{method}.json"), summary, indent=1)
-  files.write_json(os.path.join(data_dir, "sweep.json"), sweep, indent=1)
+  sweep_path = os.path.join(root, "sweep.json")
+  if not os.path.exists(sweep_path):
+    raise UatError(f"no sweep.json in {root}: run `python -m uat_jax.study` (or "
+                   "launch/reproduce.sh) first")
+  chosen = files.read_json(sweep_path)
+  finals = study_lib.final_runs(study, chosen)
+  ablation = study_lib.ablation_runs(study, chosen)
+  count = {"found": 0, "missing": 0}
+  for old in glob.glob(os.path.join(data_dir, "runs", "*.json")):  # from an earlier collection
+    os.remove(old)
+  for runs, specs in ((finals, study.evals), (ablation, study.ablation_evals)):
+    for run in runs:
+      w = study_lib.run_dir(root, run)
+      out: dict[str, Any] = {"name": run.name, "method": run.method, "seed": run.seed,
+                             "role": run.role, "variant": run.variant,
+                             "train_eps": run.config.attack.eps,
+                             "best_metric": run.config.best_checkpoint.metric,
+                             "boundaries": list(run.config.optimizer.boundaries), "evals": {}}
+      done = os.path.join(w, "train_result.json")
+      if os.path.exists(done):
+        out["train"] = {k: v for k, v in files.read_json(done).items() if k != "workdir"}
+        out["curves"] = files.read_curves(os.path.join(w, "metrics.jsonl"), CURVES)
+        count["found"] += 1
+      else:
+        count["missing"] += 1
+      for output in specs:
+        path = os.path.join(w, "eval", output, "results.json")
+        if os.path.exists(path):
+          out["evals"][output] = compact_eval(files.read_json(path))
+          count["found"] += 1
+        else:
+          count["missing"] += 1
+      for kind in ["jacobian"] + [f"jacobian_T_{m}" for m in study.jacobian.methods]:
+        path = os.path.join(w, "eval", kind, "norms.npz")
+        if os.path.exists(path):
+          with np.load(path) as z:
+            norms = {k: [float(f"{v:.5g}") for v in z[k]] for k in z.files}
+          out[kind] = {**files.read_json(os.path.join(w, "eval", kind, "summary.json")),
+                       "norms": norms}
+          out[kind].pop("mean", None)
+        elif kind == "jacobian" and run.role == "final" and run.method in study.jacobian.methods:
+          count["missing"] += 1
+      files.write_json(os.path.join(data_dir, "runs", f"{run.name}.json"), out, indent=1)
+  files.write_json(os.path.join(data_dir, "sweep.json"), chosen, indent=1)
   files.write_json(os.path.join(data_dir, "study.json"), study.to_dict(), indent=1)
+  return count
 
 
 # --------------------------------------------------------------------------------------------
-# Reading numbers.
+# Reading the collected data.
 # --------------------------------------------------------------------------------------------
 
-def _pgd_accuracy(train_result: dict[str, Any]) -> float:
-  """A training result's PGD accuracy at the training eps ("pgd_accuracy" in results written
-  before the evaluators logged it as "eval/pgd_accuracy")."""
-  return train_result.get("eval/pgd_accuracy", train_result.get("pgd_accuracy"))
-
-
-def _at_eps(table: dict[str, float], eps: float) -> Optional[float]:
-  for k, v in table.items():
-    if abs(float(k) - eps) < 1e-9:
-      return v
-  return None
+CHECKPOINTS = {"best": ("paper", "strong"), "last": ("paper_last", "strong_last")}
 
 
 class Results:
-  """The collected data: runs by method, Jacobian summaries, sweep, study settings."""
+  """The collected data: runs by role and method, sweep, study settings."""
 
   def __init__(self, data_dir: str):
     self.study = files.read_json(os.path.join(data_dir, "study.json"))
     self.sweep = files.read_json(os.path.join(data_dir, "sweep.json"))
-    self.runs: dict[str, list[dict]] = {}
-    for path in sorted(glob.glob(os.path.join(data_dir, "runs", "*.json"))):
-      run = files.read_json(path)
-      self.runs.setdefault(run["method"], []).append(run)
-    self.jacobian = {m: files.read_json(p) for m, p in (
-        (os.path.basename(p)[:-5], p) for p in glob.glob(os.path.join(data_dir, "jacobian", "*.json")))}
-    self.methods = [m for m in self.study["methods"] if m in self.runs]
-    any_run = self.runs[self.methods[0]][0]
-    self.eps = sorted({float(e) for ev in any_run["eval"].values() for e in ev["eps"]})
-    self.train_eps = any_run["train_eps"]
-    self.attacks = [(o, a) for o, ev in any_run["eval"].items() for a in ev["attacks"]]
+    self.runs = [files.read_json(p) for p in sorted(glob.glob(os.path.join(data_dir, "runs",
+                                                                           "*.json")))]
+    if not self.runs:
+      raise UatError(f"no runs in {data_dir}: collect them first (--study, --root)")
+    self.final = {m: sorted([r for r in self.runs if r["role"] == "final" and r["method"] == m],
+                            key=lambda r: r["seed"]) for m in NAMES}
+    self.ablation: dict[str, list] = {}
+    for r in self.runs:
+      if r["role"] == "ablation":
+        self.ablation.setdefault(r["variant"], []).append(r)
+    for v in self.ablation.values():
+      v.sort(key=lambda r: r["seed"])
+    self.methods = [m for m in self.study["methods"] if self.final[m]]
+    self.train_eps = self.runs[0]["train_eps"]
+    self.large = 2 * self.train_eps
+    evals = self.study["evals"]
+    self.grid = sorted({float(e) for spec in evals.values() if spec["checkpoint"] == "best"
+                        for e in spec["eps"]})
+    self.outputs = {kind: [o for o in evals if evals[o]["checkpoint"] == kind]
+                    for kind in ("best", "last")}
 
-  def values(self, method: str, fn) -> list[float]:
-    out = [fn(run) for run in self.runs[method]]
-    return [v for v in out if v is not None]
+  def present(self, *methods: str) -> list[str]:
+    """Those of `methods` the study has (a study may run a subset of them)."""
+    return [m for m in methods if m in self.study["methods"]]
 
-  def clean(self, method: str) -> list[float]:
-    return self.values(method, lambda r: r["eval"]["paper"]["clean_accuracy"])
+  # Per-example outcomes -------------------------------------------------------------------
 
-  def attack(self, method: str, output: str, name: str, eps: float) -> list[float]:
-    """Accuracy under one attack; for attacks run only on the points earlier ones missed
-    (only_robust, AutoAttack order) the cumulative accuracy after it."""
-    def one(run):
-      entry = run["eval"][output]["attacks"].get(name)
-      if entry is None:
-        return None
-      return _at_eps(entry.get("accuracy", entry["cumulative"]), eps)
-    return self.values(method, one)
+  def mask(self, run: dict, what: str, eps: Optional[float], checkpoint: str = "best",
+           outputs: Optional[list[str]] = None) -> Optional[np.ndarray]:
+    """A run's per-example outcome at one checkpoint: "clean" (correct), "PGD-20" (robust to
+    PGD-20 at eps) or "worst" (robust to every attack of every output of that checkpoint at eps:
+    the AND of the outputs' worst-case masks). None when an output it needs is missing."""
+    outputs = outputs or (self.outputs[checkpoint] if run["role"] == "final"
+                          else list(self.study["ablation_evals"]))
+    found = [run["evals"].get(o) for o in outputs]
+    if what == "clean":
+      return unpack(found[0]["masks"]["clean"]) if found[0] else None
+    if what == WEAK:
+      ev = next((e for e in found if e and WEAK in e["masks"]), None)
+      key = ev and _eps_key(ev["masks"][WEAK], eps)
+      return unpack(ev["masks"][WEAK][key]) if key else None
+    if any(e is None for e in found):
+      return None
+    keys = [_eps_key(e["masks"]["worst"], eps) for e in found]
+    if any(k is None for k in keys):
+      return None
+    return np.logical_and.reduce([unpack(e["masks"]["worst"][k]) for e, k in zip(found, keys)]
+                                 ).astype(np.uint8)
 
-  def is_cumulative(self, output: str, name: str) -> bool:
-    entry = self.runs[self.methods[0]][0]["eval"][output]["attacks"][name]
-    return "accuracy" not in entry
+  def masks(self, runs: list[dict], what: str, eps: Optional[float],
+            checkpoint: str = "best") -> Optional[np.ndarray]:
+    """[S, N] outcomes of several runs, or None if any is missing."""
+    out = [self.mask(r, what, eps, checkpoint) for r in runs]
+    return None if not out or any(m is None for m in out) else np.stack(out)
 
-  def worst(self, method: str, eps: float) -> list[float]:
-    """Worst case over every attack of every evaluation: the lowest per-evaluation worst case
-    (each is per example over its attacks; across evaluations only the minimum is known)."""
-    def one(run):
-      found = [_at_eps(ev["worst_case"]["accuracy"], eps) for ev in run["eval"].values()]
-      found = [v for v in found if v is not None]
-      return min(found) if found else None
-    return self.values(method, one)
+  def paired(self, m_runs: list[dict], b_runs: list[dict], what: str, eps: Optional[float],
+             checkpoint: str = "best") -> Optional[dict[str, Any]]:
+    """Mean over paired seeds of (M - B) with the hierarchical bootstrap interval and each
+    seed's exact McNemar p-value; None when a result is missing."""
+    seeds = sorted({r["seed"] for r in m_runs} & {r["seed"] for r in b_runs})
+    m = self.masks([r for r in m_runs if r["seed"] in seeds], what, eps, checkpoint)
+    b = self.masks([r for r in b_runs if r["seed"] in seeds], what, eps, checkpoint)
+    if m is None or b is None or not seeds:
+      return None
+    interval = stats.paired_difference(m, b)
+    return {"interval": interval, "seeds": seeds,
+            "per_seed": list((m.mean(1) - b.mean(1)).astype(float)),
+            "mcnemar": [stats.mcnemar_exact(mi, bi) for mi, bi in zip(m, b)]}
 
-  def jac(self, method: str, quantity: str, points: str = "clean") -> Optional[float]:
-    s = self.jacobian.get(method, {}).get("summary", {}).get(points, {}).get(quantity)
-    return None if s is None else s["mean"]
+  def accuracy(self, runs: list[dict], what: str, eps: Optional[float],
+               checkpoint: str = "best") -> Optional[np.ndarray]:
+    m = self.masks(runs, what, eps, checkpoint)
+    return None if m is None else m.mean(1)
 
+  # Validation curves ------------------------------------------------------------------------
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-  if not values:
-    return float("nan"), float("nan")
-  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  @staticmethod
+  def best_and_last(run: dict) -> Optional[tuple[float, float]]:
+    """(best, last) logged validation value of the run's best-checkpoint metric."""
+    curve = run.get("curves", {}).get(run["best_metric"])
+    if not curve:
+      return None
+    return max(v for _, v in curve), curve[-1][1]
 
+  # Jacobians -------------------------------------------------------------------------------
 
-def fmt(values: list[float]) -> str:
-  if not values:
-    return "-"
-  m, s = mean_std(values)
-  return f"{100 * m:.1f} ± {100 * s:.1f}" if len(values) > 1 else f"{100 * m:.1f}"
-
-
-# --------------------------------------------------------------------------------------------
-# Figures.
-# --------------------------------------------------------------------------------------------
-
-def plot_accuracy_vs_eps(r: Results, path: str) -> None:
-  plt = files.pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120, sharey=True)
-  for ax, (title, fn) in zip(axes, (("PGD-20 (a weak attack)",
-                                     lambda m, e: r.attack(m, "paper", "PGD-20", e)),
-                                    ("worst case over all attacks", r.worst))):
-    for m in r.methods:
-      xs = [0.0] + r.eps
-      ms = [mean_std(r.clean(m))[0]] + [mean_std(fn(m, e))[0] for e in r.eps]
-      ax.plot(xs, ms, marker="o", label=NAMES.get(m, m),
-              linestyle="-" if m.startswith("at") else "--")
-    ax.axvline(r.train_eps, color="grey", lw=0.8, ls=":")
-    ax.set_title(title)
-    ax.set_xlabel("L-inf eps")
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("accuracy (mean over seeds)")
-  axes[1].legend(fontsize=8)
-  files.save_figure(fig, path)
-
-
-def plot_jacobian_histograms(r: Results, path: str) -> None:
-  plt = files.pyplot()
-  quantities = ("logits/fro", "probs/fro")
-  fig, axes = plt.subplots(1, len(quantities), figsize=(10, 3.6), dpi=120)
-  for ax, q in zip(axes, quantities):
-    for m in r.methods:
-      s = r.jacobian.get(m, {}).get("summary", {}).get("clean", {}).get(q)
-      if s is None or "histogram" not in s:
-        continue
-      edges, counts = np.asarray(s["histogram"]["edges"]), np.asarray(s["histogram"]["counts"])
-      centers = np.sqrt(edges[:-1] * edges[1:]) if np.all(edges > 0) else 0.5 * (
-          edges[:-1] + edges[1:])
-      ax.plot(centers, counts / max(counts.sum(), 1), label=NAMES.get(m, m))
-    ax.set_xscale("log")
-    ax.set_title(f"|J| {q} on clean test points")
-    ax.set_xlabel("norm (log scale)")
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("fraction of examples")
-  axes[-1].legend(fontsize=8)
-  files.save_figure(fig, path)
-
-
-def plot_training_curves(r: Results, path: str) -> None:
-  plt = files.pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
-  for ax, key, label in ((axes[0], "eval/pgd_accuracy", "PGD accuracy at the training eps"),
-                         (axes[1], "jacobian/logits/fro", "mean |J| logits/fro")):
-    for m in r.methods:
-      curve = r.runs[m][0]["curves"].get(key)
-      if curve:
-        steps, values = zip(*curve)
-        ax.plot(steps, values, marker=".", label=NAMES.get(m, m))
-    ax.set_title(f"{label} (seed {r.runs[r.methods[0]][0]['seed']})")
-    ax.set_xlabel("training step")
-    ax.grid(alpha=0.3)
-  axes[1].set_yscale("log")
-  axes[0].legend(fontsize=8)
-  files.save_figure(fig, path)
+  @staticmethod
+  def norms(runs: list[dict], quantity: str, kind: str = "jacobian") -> Optional[np.ndarray]:
+    out = [r.get(kind, {}).get("norms", {}).get(quantity) for r in runs]
+    return None if not out or any(v is None for v in out) else np.asarray(out)
 
 
 # --------------------------------------------------------------------------------------------
-# The claims.
+# Formatting.
 # --------------------------------------------------------------------------------------------
 
-def _gain(r: Results, method: str, other: str, fn) -> tuple[float, float]:
-  """(mean difference, its standard error from the seeds' spread; 0 with one seed)."""
-  a, b = fn(method), fn(other)
-  if not a or not b:
-    return float("nan"), float("nan")
-  se = np.sqrt((np.var(a, ddof=1) / len(a) if len(a) > 1 else 0.0)
-               + (np.var(b, ddof=1) / len(b) if len(b) > 1 else 0.0))
-  return float(np.mean(a) - np.mean(b)), float(se)
+def pts(x: float) -> str:
+  return f"{100 * x:+.1f}"
 
 
-def _pts(x: float) -> str:
-  return f"{100 * x:+.1f} points"
+def ci(interval: stats.Interval) -> str:
+  return f"{pts(interval.estimate)} [{pts(interval.low)}, {pts(interval.high)}]"
 
 
-def claims(r: Results) -> list[tuple[str, str, str]]:
-  """(claim, verdict, paragraph) for each of the paper's five claims."""
-  large, small = 2 * r.train_eps, min(r.eps)
-  base = r.study.get("baseline", "at")
-  out = []
-  seeds = len(r.study["seeds"])
-  noise = "" if seeds > 1 else " (one seed: no error bars)"
+def mean_ci(values: Optional[np.ndarray]) -> str:
+  """Mean over seeds in % with the seed-bootstrap interval (one seed: the value alone)."""
+  if values is None or not len(values):
+    return "pending"
+  if len(values) == 1:
+    return f"{100 * values[0]:.1f}"
+  i = stats.seed_mean(values)
+  return f"{100 * i.estimate:.1f} [{100 * i.low:.1f}, {100 * i.high:.1f}]"
 
-  # 1. AT+EntM / AT+LS beat AT at twice the training eps.
-  parts, gains = [], []
-  for m in ("at_entm", "at_ls"):
-    if m in r.runs and base in r.runs:
-      g, se = _gain(r, m, base, lambda x: r.worst(x, large))
-      weak, _ = _gain(r, m, base, lambda x: r.attack(x, "paper", "PGD-20", large))
-      gains.append((g, se))
-      parts.append(f"{NAMES[m]} vs AT at eps {large:g}, worst case: {_pts(g)} (± {100 * se:.1f}; "
-                   f"PGD-20 alone: {_pts(weak)})")
-  clear = [g for g, se in gains if g > max(2 * se, 0.01)]
-  verdict = ("reproduced" if clear and max(clear) >= 0.05 else
-             "partly" if clear else "not reproduced")
-  out.append(("1. Uncertainty promotion + AT beats AT at twice the training eps (paper: ~9 points)",
-              verdict, "; ".join(parts) + f"{noise}. Judged on the worst case over every attack. "
-              "Reproduced: a gain above 2 standard errors and at least 5 points; partly: above 2 "
-              "standard errors and 1 point; else not."))
-
-  # 2. Clean accuracy at least AT's.
-  parts, ok = [], []
-  for m in ("at_entm", "at_ls"):
-    if m in r.runs and base in r.runs:
-      g, se = _gain(r, m, base, r.clean)
-      ok.append(g >= -max(2 * se, 0.01))
-      parts.append(f"{NAMES[m]} clean accuracy vs AT: {_pts(g)}")
-  verdict = "reproduced" if ok and all(ok) else "partly" if any(ok) else "not reproduced"
-  out.append(("2. Clean accuracy at least as high as AT's", verdict,
-              "; ".join(parts) + f"{noise}. Reproduced: no drop larger than 1 point (or 2 "
-              "standard errors) for both."))
-
-  # 3. EntM shrinks the input-Jacobian norm ~10x relative to AT.
-  ratios = {}
-  for q in JACOBIAN_COLUMNS:
-    a, e = r.jac(base, q), r.jac("at_entm", q)
-    if a and e:
-      ratios[q] = a / e
-  if ratios:
-    best = max(ratios.values())
-    verdict = "reproduced" if best >= 5 else "partly" if best >= 1.5 else "not reproduced"
-    text = ", ".join(f"{q} {v:.2f}x" for q, v in ratios.items())
-    out.append(("3. EntM shrinks the input-Jacobian norm ~10x relative to AT", verdict,
-                f"Ratio of mean norms AT / AT+EntM on clean test points: {text}. Reproduced: a "
-                "ratio of 5x or more (the paper's order of magnitude); partly: 1.5-5x; else not."))
-
-  # 4 and 5. EntM / LS alone: gains under weak attacks at small eps that strong attacks remove.
-  parts4, parts5, v4, v5 = [], [], [], []
-  for m in ("entm", "ls"):
-    if m not in r.runs or "standard" not in r.runs:
-      continue
-    weak_small, _ = _gain(r, m, "standard", lambda x: r.attack(x, "paper", "PGD-20", small))
-    strong_small, _ = _gain(r, m, "standard", lambda x: r.worst(x, small))
-    strong_large = mean_std(r.worst(m, large))[0]
-    parts4.append(f"{NAMES[m]} vs standard at eps {small:g}: PGD-20 {_pts(weak_small)}, worst "
-                  f"case {_pts(strong_small)}; worst-case accuracy at eps {large:g}: "
-                  f"{100 * strong_large:.1f}%")
-    v4.append((weak_small > 0.02, strong_large <= 0.10 or strong_small <= 0.02))
-    weak_train, _ = _gain(r, m, "standard", lambda x: r.attack(x, "paper", "PGD-20", r.train_eps))
-    strong_train, _ = _gain(r, m, "standard", lambda x: r.worst(x, r.train_eps))
-    parts5.append(f"{NAMES[m]} at eps {r.train_eps:g}: gain over standard {_pts(weak_train)} "
-                  f"under PGD-20, {_pts(strong_train)} in the worst case")
-    v5.append(weak_train > 0.02 and strong_train < weak_train / 2)
-  if v4:
-    both = [a and b for a, b in v4]
-    verdict = ("reproduced" if all(both) else
-               "partly" if any(a or b for a, b in v4) else "not reproduced")
-    out.append(("4. EntM / LS alone are robust only at small eps and fall under strong "
-                "attacks", verdict, "; ".join(parts4) + f"{noise}. Reproduced, for both: a "
-                "gain above 2 points over standard under PGD-20 at the small eps, and under the "
-                "worst case either at most 10% accuracy at the large eps or no gain (2 points) "
-                "at the small eps; partly: one of the two."))
-  if v5:
-    verdict = "reproduced" if all(v5) else "partly" if any(v5) else "not reproduced"
-    out.append(("5. Gains seen under weak attacks vanish under strong ones", verdict,
-                "; ".join(parts5) + f"{noise}. Reproduced: a gain above 2 points under PGD-20 "
-                "that shrinks to less than half under the worst case."))
-  return out
-
-
-# --------------------------------------------------------------------------------------------
-# REPORT.md
-# --------------------------------------------------------------------------------------------
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _p(values: list[float]) -> str:
+  return ", ".join(f"{p:.2g}" for p in values)
+
+
+# --------------------------------------------------------------------------------------------
+# The claims (docs/study_plan.md, "Outcomes and tests").
+# --------------------------------------------------------------------------------------------
+
+def robust_overfitting(r: Results) -> dict[str, Any]:
+  """Last minus best validation PGD accuracy over the baseline's seeds (the plan: it occurred
+  if the mean is below -1 point and its seed-bootstrap interval lies below 0)."""
+  base = r.study["baseline"]
+  drops = [bl[1] - bl[0] for bl in (r.best_and_last(x) for x in r.final[base]) if bl]
+  if not drops:
+    return {"label": PENDING}
+  i = stats.seed_mean(drops)
+  occurred = i.estimate < -MARGIN and i.high < 0
+  return {"interval": i, "drops": drops, "occurred": occurred,
+          "label": "occurred" if occurred else "did not occur (by the plan's rule)"}
+
+
+def claim_rows(r: Results) -> list[dict[str, Any]]:
+  """One entry per claim: {"claim", "label", "text"}."""
+  base, std = r.study["baseline"], r.study["standard_baseline"]
+  out = []
+
+  # 1. AT+EntM / AT+LS vs AT, worst case at twice the training eps (primary: best checkpoint).
+  parts, labels = [], []
+  for m in r.present("at_entm", "at_ls"):
+    for checkpoint, eps, primary in (("best", r.large, True), ("last", r.large, False),
+                                     ("best", r.train_eps, False)):
+      d = r.paired(r.final[m], r.final[base], "worst", eps, checkpoint)
+      if d is None:
+        parts.append(f"{NAMES[m]} - AT, {checkpoint} checkpoint, eps {eps:g}: {PENDING}")
+        if primary:
+          labels.append(f"{NAMES[m]}: pending")
+        continue
+      label = stats.gain_label(d["interval"], MARGIN)
+      weak = r.paired(r.final[m], r.final[base], WEAK, eps, checkpoint)
+      parts.append(f"{NAMES[m]} - AT, {checkpoint} checkpoint, eps {eps:g}: {ci(d['interval'])} "
+                   f"points, {label}{' (primary)' if primary else ''}; PGD-20 alone "
+                   f"{ci(weak['interval']) if weak else 'pending'}; McNemar p per seed "
+                   f"{_p(d['mcnemar'])}")
+      if primary:
+        labels.append(f"{NAMES[m]}: {label}")
+  ro = robust_overfitting(r)
+  ro_text = ("Robust overfitting in the final AT runs (last minus best validation PGD-20 "
+             f"accuracy): {ci(ro['interval'])} points, {ro['label']}." if "interval" in ro
+             else f"Robust overfitting: {PENDING}.")
+  out.append({"claim": "1. AT+EntM and AT+LS beat AT at twice the training eps (worst case)",
+              "label": "; ".join(labels), "text": "; ".join(parts) + ". " + ro_text})
+
+  # 2. Clean accuracy kept or improved.
+  parts, labels = [], []
+  for m in r.present("at_entm", "at_ls"):
+    d = r.paired(r.final[m], r.final[base], "clean", None)
+    if d is None:
+      parts.append(f"{NAMES[m]}: {PENDING}")
+      labels.append(f"{NAMES[m]}: pending")
+      continue
+    label = stats.gain_label(d["interval"], MARGIN)
+    parts.append(f"{NAMES[m]} - AT clean accuracy: {ci(d['interval'])} points, {label}")
+    labels.append(f"{NAMES[m]}: {label}")
+  out.append({"claim": "2. AT+EntM and AT+LS keep or improve AT's clean accuracy",
+              "label": "; ".join(labels),
+              "text": "; ".join(parts) + ". \"No gain, within margin\" is consistent with "
+                      "keeping it."})
+
+  # 3. The Jacobian, primary measure probs/fro; controls beside it.
+  out.append(jacobian_claim(r))
+
+  # 4. EntM and LS alone vs standard at the smallest eps.
+  small = min(r.grid)
+  parts, labels = [], []
+  for m in r.present("entm", "ls"):
+    weak = r.paired(r.final[m], r.final[std], WEAK, small)
+    worst = r.paired(r.final[m], r.final[std], "worst", small)
+    if weak is None or worst is None:
+      parts.append(f"{NAMES[m]}: {PENDING}")
+      labels.append(f"{NAMES[m]}: pending")
+      continue
+    if weak["interval"].low <= 0:
+      label = stats.INCONCLUSIVE + " (precondition not met: no PGD-20 gain)"
+    elif worst["interval"].high < MARGIN:
+      label = "reproduced (gains vanish)"
+    elif worst["interval"].low > MARGIN:
+      label = "not reproduced (gains persist)"
+    else:
+      label = stats.INCONCLUSIVE
+    parts.append(f"{NAMES[m]} - standard at eps {small:g}: PGD-20 {ci(weak['interval'])}, worst "
+                 f"case {ci(worst['interval'])} points: {label}")
+    labels.append(f"{NAMES[m]}: {label}")
+  out.append({"claim": "4. EntM and LS alone: small-eps gains under PGD-20 vanish under strong "
+                       "attacks", "label": "; ".join(labels), "text": "; ".join(parts) + "."})
+
+  # 5. Weak attacks overestimate the uncertainty-promoting models.
+  parts, with_gain, pending = [], [], False
+  for m, b in (("entm", std), ("ls", std), ("at_entm", base), ("at_ls", base)):
+    if m not in r.present(m):
+      continue
+    for eps in (r.train_eps, r.large):
+      weak = r.paired(r.final[m], r.final[b], WEAK, eps)
+      over = overestimate(r, r.final[m], r.final[b], eps)
+      if weak is None or over is None:
+        pending = True
+        continue
+      if weak["interval"].low > 0:
+        with_gain.append(over)
+      parts.append(f"{NAMES[m]} at eps {eps:g}: PGD-20 gain {ci(weak['interval'])}, "
+                   f"overestimate {ci(over)}")
+  if pending and not parts:
+    label = "pending"
+  elif not with_gain:
+    label = stats.INCONCLUSIVE + " (precondition not met: no PGD-20 gain to vanish)"
+  elif any(o.low > MARGIN for o in with_gain):
+    label = "reproduced"
+  elif all(o.high < MARGIN for o in with_gain):
+    label = "not reproduced"
+  else:
+    label = stats.INCONCLUSIVE
+  out.append({"claim": "5. Weak attacks overestimate uncertainty-promoting models", "label":
+              label + (" (some results pending)" if pending and parts else ""),
+              "text": "; ".join(parts) + ". Overestimate = gain under PGD-20 minus gain in the "
+                      "worst case (points)."})
+  return out
+
+
+def overestimate(r: Results, m_runs, b_runs, eps) -> Optional[stats.Interval]:
+  """Gain under PGD-20 minus gain in the worst case, paired by seed: per image, M's (PGD-20
+  robust and not worst-case robust) minus B's, each in {0, 1}."""
+  seeds = sorted({x["seed"] for x in m_runs} & {x["seed"] for x in b_runs})
+  parts = []
+  for runs in (m_runs, b_runs):
+    runs = [x for x in runs if x["seed"] in seeds]
+    weak, worst = r.masks(runs, WEAK, eps), r.masks(runs, "worst", eps)
+    if weak is None or worst is None:
+      return None
+    parts.append((weak & (1 - worst)).astype(np.uint8))
+  return stats.paired_difference(*parts)
+
+
+def jacobian_claim(r: Results) -> dict[str, Any]:
+  base = r.study["baseline"]
+  claim = "3. EntM shrinks the input-Jacobian norm relative to AT (paper: about 10x)"
+  seeds = sorted({x["seed"] for x in r.final[base]} & {x["seed"] for x in r.final["at_entm"]})
+  at = [x for x in r.final[base] if x["seed"] in seeds]
+  entm = [x for x in r.final["at_entm"] if x["seed"] in seeds]
+  b, m = Results.norms(at, JACOBIAN_PRIMARY), Results.norms(entm, JACOBIAN_PRIMARY)
+  if b is None or m is None:
+    return {"claim": claim, "label": "pending", "text": PENDING + "."}
+  ratio = stats.log_ratio_of_means(b, m)
+  label = stats.reduction_label(ratio)
+  text = [f"AT / AT+EntM mean {JACOBIAN_PRIMARY} (primary): {ratio.estimate:.2f}x "
+          f"[{ratio.low:.2f}, {ratio.high:.2f}], {label}"]
+  bl, ml = Results.norms(at, "logits/fro"), Results.norms(entm, "logits/fro")
+  if bl is not None and ml is not None:
+    lr = stats.log_ratio_of_means(bl, ml)
+    text.append(f"logit Jacobian (control, scale-confounded): {lr.estimate:.2f}x "
+                f"[{lr.low:.2f}, {lr.high:.2f}]")
+  t = Results.norms(at, JACOBIAN_PRIMARY, "jacobian_T_at_entm")
+  if t is not None:
+    tr = stats.log_ratio_of_means(b, t)
+    temps = [x["jacobian_T_at_entm"]["temperature"] for x in at]
+    text.append(f"AT / temperature-matched AT (T = {np.mean(temps):.2f} on average): "
+                f"{tr.estimate:.2f}x [{tr.low:.2f}, {tr.high:.2f}], the part logit scale alone "
+                "explains")
+  return {"claim": claim, "label": label, "text": "; ".join(text) + "."}
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness margin per image and its relation to the Jacobian norm.
+# --------------------------------------------------------------------------------------------
+
+def margins(r: Results, run: dict) -> Optional[np.ndarray]:
+  """Per test image the smallest eps of the grid at which it is broken in the worst case (0
+  when misclassified clean; 1.5 x the largest eps when never broken)."""
+  clean = r.mask(run, "clean", None)
+  worst = [r.mask(run, "worst", e) for e in r.grid]
+  if clean is None or any(w is None for w in worst):
+    return None
+  out = np.full(len(clean), 1.5 * max(r.grid))
+  for e, w in sorted(zip(r.grid, worst), reverse=True):
+    out[w == 0] = e
+  out[clean == 0] = 0.0
+  return out
+
+
+def spearman(r: Results, method: str) -> Optional[tuple[float, list[float]]]:
+  """Mean over seeds of Spearman's rho between the primary Jacobian norm and the margin, on
+  the images both cover."""
+  from scipy import stats as scipy_stats  # deferred: only the report needs scipy
+  rhos = []
+  for run in r.final[method]:
+    norms = run.get("jacobian", {}).get("norms", {}).get(JACOBIAN_PRIMARY)
+    m = margins(r, run)
+    if norms is None or m is None:
+      continue
+    n = min(len(norms), len(m))
+    rhos.append(float(scipy_stats.spearmanr(norms[:n], m[:n]).statistic))
+  return (float(np.mean(rhos)), rhos) if rhos else None
+
+
+# --------------------------------------------------------------------------------------------
+# Figures.
+# --------------------------------------------------------------------------------------------
+
+def plot_differences(r: Results, path: str) -> None:
+  """Each method minus its baseline against eps (worst case, best checkpoint): per-seed dots,
+  the mean and the bootstrap band."""
+  plt = files.pyplot()
+  base, std = r.study["baseline"], r.study["standard_baseline"]
+  panels = ([(m, base) for m in r.present("at_entm", "at_ls")],
+            [(m, std) for m in r.present("entm", "ls")])
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+  for ax, pairs in zip(axes, panels):
+    for k, (m, b) in enumerate(pairs):
+      xs, est, low, high = [], [], [], []
+      for e in r.grid:
+        d = r.paired(r.final[m], r.final[b], "worst", e)
+        if d is None:
+          continue
+        xs.append(e)
+        est.append(100 * d["interval"].estimate)
+        low.append(100 * d["interval"].low)
+        high.append(100 * d["interval"].high)
+        jitter = (k - 0.5) * 0.004
+        ax.scatter([e + jitter] * len(d["per_seed"]), [100 * v for v in d["per_seed"]], s=10,
+                   color=f"C{k}", alpha=0.6)
+      if xs:
+        ax.plot(xs, est, marker="o", color=f"C{k}", label=f"{NAMES[m]} - {NAMES[b]}")
+        ax.fill_between(xs, low, high, color=f"C{k}", alpha=0.2)
+    ax.axhline(0, color="black", lw=0.8)
+    for y in (-100 * MARGIN, 100 * MARGIN):
+      ax.axhline(y, color="grey", lw=0.6, ls=":")
+    ax.axvline(r.train_eps, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("L-inf eps")
+    ax.set_ylabel("worst-case robust accuracy difference (points)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  axes[0].set_title("vs AT (best checkpoints)")
+  axes[1].set_title("vs standard training (best checkpoints)")
+  files.save_figure(fig, path)
+
+
+def plot_overfitting(r: Results, path: str) -> None:
+  """Train (PGD-10 on the training batches) and validation (PGD-20) robust accuracy of every
+  seed of the adversarially trained methods, learning-rate decays marked."""
+  plt = files.pyplot()
+  methods = [m for m in ("at", "at_entm", "at_ls") if r.final.get(m)]
+  fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(5 * max(len(methods), 1), 3.8),
+                           dpi=120, sharey=True, squeeze=False)
+  for ax, m in zip(axes[0], methods):
+    for k, run in enumerate(r.final[m]):
+      curves = run.get("curves", {})
+      for key, style, label in (("train/accuracy_adv", "--", "train (PGD-10)"),
+                                ("eval/pgd_accuracy", "-", "validation (PGD-20)")):
+        if curves.get(key):
+          s, v = zip(*curves[key])
+          ax.plot(s, v, style, color=f"C{k}", lw=0.9,
+                  label=f"seed {run['seed']} {label}" if k == 0 or key.startswith("eval") else
+                  None)
+      if curves.get("eval/pgd_accuracy") and k == 0:
+        last = curves["eval/pgd_accuracy"][-1][0]
+        for bnd in run["boundaries"]:
+          ax.axvline(bnd * last, color="grey", lw=0.8, ls=":")
+    ax.set_title(f"{NAMES[m]}: robust accuracy at eps {r.train_eps:g}")
+    ax.set_xlabel("training step (dotted: learning-rate decays)")
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("robust accuracy")
+  if axes[0][0].get_legend_handles_labels()[0]:
+    axes[0][0].legend(fontsize=6)
+  files.save_figure(fig, path)
+
+
+def plot_jacobian_margin(r: Results, path: str) -> None:
+  """Primary Jacobian norm against the worst-case robustness margin per test image."""
+  plt = files.pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  for k, m in enumerate(r.study["jacobian"]["methods"]):
+    xs, ys = [], []  # (k - 1) * 0.004: methods side by side at each margin
+    for run in r.final.get(m, []):
+      norms = run.get("jacobian", {}).get("norms", {}).get(JACOBIAN_PRIMARY)
+      mg = margins(r, run)
+      if norms is None or mg is None:
+        continue
+      n = min(len(norms), len(mg))
+      xs += list(mg[:n] + (k - 1) * 0.004)
+      ys += norms[:n]
+    if xs:
+      ax.scatter(xs, ys, s=3, alpha=0.3, color=f"C{k}", label=NAMES[m])
+  ax.set_yscale("log")
+  ax.set_xlabel("robustness margin: smallest eps broken in the worst case (0: misclassified)")
+  ax.set_ylabel(f"|J| {JACOBIAN_PRIMARY}")
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8, markerscale=4)
+  files.save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# REPORT.md
+# --------------------------------------------------------------------------------------------
+
+def status(r: Results) -> list[str]:
+  rows = []
+  for m in r.methods + [v for v in r.ablation]:
+    runs = r.final.get(m) or r.ablation.get(m, [])
+    trained = sum("train" in x for x in runs)
+    evaluated = {o: sum(o in x["evals"] for x in runs) for o in
+                 (r.study["evals"] if m in r.final else r.study["ablation_evals"])}
+    rows.append([NAMES.get(m, m), f"{trained}/{len(runs)}"] +
+                [", ".join(f"{o} {n}/{len(runs)}" for o, n in evaluated.items())])
+  return [_table(["runs", "trained", "evaluated"], rows)]
+
+
 def markdown(r: Results) -> str:
   s = r.study
-  seeds = s["seeds"]
-  large = 2 * r.train_eps
-  lines = [f"# Reproducing \"Rethinking Uncertainty in Deep Learning\" on {r.runs[r.methods[0]][0]['eval']['paper']['dataset']}",
-           "",
-           f"Built by `uat_jax/report.py` from the JSON in `data/`. Training config "
-           f"`{s['config']}` with the study's overrides (`configs/fashion_mnist_study.py`); "
-           f"seeds {list(seeds)}; training eps {r.train_eps:g}, large eps {large:g}. Accuracies "
-           "in %, mean ± sample std over seeds. Evaluation on the first "
-           f"{r.runs[r.methods[0]][0]['eval']['paper']['num_examples']} test images.",
-           "", "## Verdicts", ""]
-  for claim, verdict, text in claims(r):
-    lines += [f"**{claim}: {verdict}.** {text}", ""]
-
-  lines += ["## Robust accuracy", "",
-            "Clean, PGD-20 (weak) and worst case over every attack (paper and strong presets) "
-            "at each eps:", ""]
-  header = ["method", "clean"] + [f"PGD-20 @{e:g}" for e in r.eps] + [f"worst @{e:g}" for e in r.eps]
-  rows = [[NAMES.get(m, m), fmt(r.clean(m))]
-          + [fmt(r.attack(m, "paper", "PGD-20", e)) for e in r.eps]
-          + [fmt(r.worst(m, e)) for e in r.eps] for m in r.methods]
-  lines += [_table(header, rows), "", "![accuracy vs eps](figures/accuracy_vs_eps.png)", ""]
-  for e in r.eps:
-    cols = [(o, a) for o, a in r.attacks if any(r.attack(m, o, a, e) for m in r.methods)]
-    header = ["method"] + [f"{a} (cumulative)" if r.is_cumulative(o, a) else a for o, a in cols]
-    rows = [[NAMES.get(m, m)] + [fmt(r.attack(m, o, a, e)) for o, a in cols] for m in r.methods]
-    lines += [f"### Every attack at eps {e:g}", "", _table(header, rows), ""]
-
-  lines += ["## Input-Jacobian norms", "",
-            f"Mean over {next(iter(r.jacobian.values()))['num_examples'] if r.jacobian else 0} "
-            f"clean test points (seed {seeds[0]}); ratio = {NAMES.get(s['baseline'])} / method.",
-            ""]
   base = s["baseline"]
-  header = ["method"] + list(JACOBIAN_COLUMNS) + [f"ratio {q}" for q in ("logits/fro", "probs/fro")]
-  rows = []
-  for m in r.methods:
-    vals = [r.jac(m, q) for q in JACOBIAN_COLUMNS]
-    ratios = [(r.jac(base, q) / r.jac(m, q)) if r.jac(m, q) and r.jac(base, q) else None
-              for q in ("logits/fro", "probs/fro")]
-    rows.append([NAMES.get(m, m)] + ["-" if v is None else f"{v:.4g}" for v in vals]
-                + ["-" if v is None else f"{v:.2f}x" for v in ratios])
-  lines += [_table(header, rows), "", "![Jacobian norms](figures/jacobian_histograms.png)", "",
-            "## Training curves", "", "![training curves](figures/training_curves.png)", ""]
+  first = next(x for x in r.runs if x["evals"]) if any(x["evals"] for x in r.runs) else None
+  n = first["evals"][next(iter(first["evals"]))]["num_examples"] if first else 0
+  lines = ["# Whether and how uncertainty promotion improves robustness: Fashion-MNIST", "",
+           "Built by `python -m uat_jax.report` from the JSON in `data/` under the "
+           "pre-registered plan (`docs/study_plan.md`, committed before the runs). Training eps "
+           f"{r.train_eps:g}; the paper's larger eps is {r.large:g}. Differences are in "
+           "accuracy points, mean over paired seeds with a 95% hierarchical bootstrap interval "
+           "(seeds, then test images) in brackets; the margin is 1 point. The worst case is per "
+           "test image over every attack of both presets (`paper` and `strong`) of one "
+           f"checkpoint. Evaluation on the first {n} test images.", "",
+           "## Status", ""] + status(r) + ["", "## Verdicts", ""]
+  for c in claim_rows(r):
+    lines += [f"**{c['claim']}: {c['label']}.** {c['text']}", ""]
 
-  lines += ["## Gradient-masking checks", "",
-            "Failed checks per run (the paper preset's checks; `uat_jax/evaluate/checks.py`):", ""]
+  lines += ["## Robust overfitting", "",
+            "Validation numbers of every final run (the best-checkpoint metric: PGD-20 "
+            "accuracy at the training eps for the adversarially trained methods, clean accuracy "
+            "for the others), best over training and at the end:", ""]
   rows = []
   for m in r.methods:
-    for run in r.runs[m]:
-      checks = run["eval"]["paper"].get("checks", [])
-      failed = [c["name"] for c in checks if not c["passed"]]
-      rows.append([NAMES.get(m, m), str(run["seed"]), f"{len(checks) - len(failed)}/{len(checks)}",
+    for run in r.final[m]:
+      bl = r.best_and_last(run)
+      rows.append([NAMES[m], str(run["seed"]), run["best_metric"],
+                   "pending" if not bl else f"{100 * bl[0]:.1f}",
+                   "pending" if not bl else f"{100 * bl[1]:.1f}",
+                   "pending" if not bl else pts(bl[1] - bl[0])])
+  lines += [_table(["method", "seed", "metric", "best", "last", "last - best"], rows), "",
+            "![train vs validation robust accuracy](figures/robust_overfitting.png)", ""]
+
+  lines += ["## Best and last checkpoint", "",
+            "Accuracy (%), mean over seeds with the seed-bootstrap interval:", ""]
+  header = ["method", "checkpoint", "clean"] + [f"PGD-20 @{e:g}" for e in (r.train_eps, r.large)] \
+      + [f"worst @{e:g}" for e in (r.train_eps, r.large)]
+  rows = []
+  for m in r.methods:
+    for cp in ("best", "last"):
+      rows.append([NAMES[m], cp, mean_ci(r.accuracy(r.final[m], "clean", None, cp))]
+                  + [mean_ci(r.accuracy(r.final[m], WEAK, e, cp)) for e in (r.train_eps, r.large)]
+                  + [mean_ci(r.accuracy(r.final[m], "worst", e, cp))
+                     for e in (r.train_eps, r.large)])
+  lines += [_table(header, rows), ""]
+
+  lines += ["## Differences to the baseline", "",
+            "Worst case, best checkpoint, per eps (AT+EntM and AT+LS against AT; EntM and LS "
+            "against standard):", ""]
+  header = ["method"] + [f"eps {e:g}" for e in r.grid]
+  rows = []
+  for m in r.methods:
+    b = base if m.startswith("at_") else s["standard_baseline"] if m in ("entm", "ls") else None
+    if b is None:
+      continue
+    cells = []
+    for e in r.grid:
+      d = r.paired(r.final[m], r.final[b], "worst", e)
+      cells.append("pending" if d is None else ci(d["interval"]))
+    rows.append([f"{NAMES[m]} - {NAMES[b]}"] + cells)
+  lines += [_table(header, rows), "", "![differences](figures/differences_vs_eps.png)", "",
+            "Accuracy per eps (%, best checkpoint; PGD-20 / worst case):", ""]
+  rows = [[NAMES[m], mean_ci(r.accuracy(r.final[m], "clean", None))]
+          + [f"{mean_ci(r.accuracy(r.final[m], WEAK, e))} / "
+             f"{mean_ci(r.accuracy(r.final[m], 'worst', e))}" for e in r.grid]
+          for m in r.methods]
+  lines += [_table(["method", "clean"] + [f"eps {e:g}" for e in r.grid], rows), ""]
+
+  lines += jacobian_section(r) + ablation_section(r) + checks_section(r) + sweep_section(r)
+  return "\n".join(lines)
+
+
+def jacobian_section(r: Results) -> list[str]:
+  base = r.study["baseline"]
+  lines = ["## Input-Jacobian norms", "",
+           f"Per test image on the first {r.study['jacobian']['num_examples']} test images, best "
+           "checkpoints; ratios are AT / method (geometric mean over seeds of the ratio of mean "
+           "norms, hierarchical bootstrap interval). `T-matched AT` is AT with its logits "
+           "divided by the temperature at which its mean predictive entropy on validation "
+           "images equals the method's.", ""]
+  rows = []
+  for m in r.study["jacobian"]["methods"]:
+    if m == base or not r.final.get(m):
+      continue
+    seeds = sorted({x["seed"] for x in r.final[base]} & {x["seed"] for x in r.final[m]})
+    at = [x for x in r.final[base] if x["seed"] in seeds]
+    other = [x for x in r.final[m] if x["seed"] in seeds]
+    cells = []
+    for q in ("probs/fro", "logits/fro", "probs/spectral"):
+      b, v = Results.norms(at, q), Results.norms(other, q)
+      if b is None or v is None:
+        cells.append("pending")
+        continue
+      i = stats.log_ratio_of_means(b, v)
+      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}]")
+    t = Results.norms(at, JACOBIAN_PRIMARY, f"jacobian_T_{m}")
+    b = Results.norms(at, JACOBIAN_PRIMARY)
+    if t is None or b is None:
+      cells.append("pending")
+    else:
+      i = stats.log_ratio_of_means(b, t)
+      temps = np.mean([x[f"jacobian_T_{m}"]["temperature"] for x in at])
+      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}] (T {temps:.2f})")
+    rows.append([NAMES[m]] + cells)
+  lines += [_table(["method", "AT / method probs/fro", "logits/fro", "probs/spectral",
+                    "AT / T-matched AT probs/fro"], rows), ""]
+  rows = []
+  for m in r.study["jacobian"]["methods"]:
+    sp = spearman(r, m)
+    rows.append([NAMES[m], "pending" if sp is None else
+                 f"{sp[0]:+.2f} ({', '.join(f'{x:+.2f}' for x in sp[1])})"])
+  lines += ["Spearman correlation per test image between the primary norm and the worst-case "
+            "robustness margin (mean over seeds; per seed in brackets):", "",
+            _table(["method", "rho"], rows), "",
+            "![Jacobian norm vs margin](figures/jacobian_vs_margin.png)", ""]
+  return lines
+
+
+def ablation_section(r: Results) -> list[str]:
+  base = r.study["baseline"]
+  ab = r.study["ablation"]
+  lines = ["## Ablation (exploratory, no verdicts)", "",
+           f"{NAMES[ab['method']]} variants minus AT on the same seeds ({list(ab['seeds'])}), "
+           "best checkpoints, worst case over both presets at each eps; points with 95% "
+           "intervals. The final runs use `regularizer.on=adversarial` and `attack.loss=ce`.", ""]
+  variants = [("adversarial, ce (final runs)",
+               [x for x in r.final.get(ab["method"], []) if x["seed"] in ab["seeds"]])]
+  variants += [(v, r.ablation[v]) for v in ab["variants"] if v in r.ablation]
+  rows = []
+  for name, runs in variants:
+    at = [x for x in r.final[base] if x["seed"] in ab["seeds"]]
+    cells = []
+    for what, eps in (("clean", None), ("worst", r.train_eps), ("worst", r.large)):
+      d = r.paired(runs, at, what, eps)  # an ablation run's mask: its own outputs
+      cells.append("pending" if d is None else ci(d["interval"]))
+    rows.append([name] + cells)
+  lines += [_table(["variant", "clean", f"worst @{r.train_eps:g}", f"worst @{r.large:g}"], rows),
+            ""]
+  return lines
+
+
+def checks_section(r: Results) -> list[str]:
+  rows = []
+  for m in r.methods:
+    for run in r.final[m]:
+      ev = run["evals"].get("paper")
+      if not ev:
+        continue
+      failed = [c["name"] for c in ev["checks"] if not c["passed"]]
+      rows.append([NAMES[m], str(run["seed"]),
+                   f"{len(ev['checks']) - len(failed)}/{len(ev['checks'])}",
                    "; ".join(failed) or "none"])
-  lines += [_table(["method", "seed", "passed", "failed"], rows), ""]
+  return ["## Gradient-masking checks", "", "The paper preset's checks on the best checkpoints "
+          "(`uat_jax/evaluate/checks.py`):", "",
+          _table(["method", "seed", "passed", "failed"], rows), ""]
 
-  lines += ["## Hyper-parameter sweep (validation split, never the test split)", ""]
+
+def sweep_section(r: Results) -> list[str]:
   rows = []
   for m, sw in r.sweep.items():
-    scored = ", ".join(f"{v}: {100 * _pgd_accuracy(res):.1f}" for v, res in sw["values"].items())
-    rows.append([NAMES.get(m, m), sw["key"], scored or "(one value, not swept)", str(sw["chosen"])])
-  lines += [_table(["method", "parameter", "PGD accuracy at the training eps (%) per value",
-                    "chosen"], rows), ""]
-  return "\n".join(lines)
+    scored = ", ".join(f"{v}: {100 * x:.1f}" for v, x in sw["values"].items())
+    rows.append([NAMES.get(m, m), sw["key"], sw.get("metric", ""),
+                 scored or "(one value, not swept)", str(sw["chosen"])])
+  return ["## Sweep (validation split, final schedule, first seed)", "",
+          _table(["method", "parameter", "score (best logged, %)", "per value", "chosen"], rows),
+          ""]
 
 
 def build(data_dir: str, out_dir: str) -> str:
   r = Results(data_dir)
-  if not r.methods:
-    raise UatError(f"no runs in {data_dir}")
   figures = os.path.join(out_dir, "figures")
-  plot_accuracy_vs_eps(r, os.path.join(figures, "accuracy_vs_eps.png"))
-  plot_jacobian_histograms(r, os.path.join(figures, "jacobian_histograms.png"))
-  plot_training_curves(r, os.path.join(figures, "training_curves.png"))
+  plot_differences(r, os.path.join(figures, "differences_vs_eps.png"))
+  plot_overfitting(r, os.path.join(figures, "robust_overfitting.png"))
+  plot_jacobian_margin(r, os.path.join(figures, "jacobian_vs_margin.png"))
   text = markdown(r)
   files.write_atomic(os.path.join(out_dir, "REPORT.md"), text + "\n")
   return text
@@ -429,7 +779,8 @@ def main():
   if not FLAGS.from_data:
     if FLAGS.study is None or FLAGS.root is None:
       raise UatError("pass --study and --root (or --from_data to rebuild from OUT/data)")
-    collect(FLAGS.study, FLAGS.root, data_dir)
+    count = collect(FLAGS.study, FLAGS.root, data_dir)
+    print(f"collected {count['found']} results ({count['missing']} pending)")
   build(data_dir, FLAGS.out)
   print(f"wrote {os.path.join(FLAGS.out, 'REPORT.md')}")
 

@@ -191,8 +191,9 @@ def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collect
   s.preset = spec["preset"]
   s.eps = tuple(spec["eps"])
   s.num_examples = spec["num_examples"]
+  s.batch_size = spec.get("batch_size", s.batch_size)
   s.only_robust = spec.get("only_robust")
-  s.checks = spec["preset"] == "paper"  # the masking checks with the paper preset
+  s.checks = spec["checks"]
   s.surrogate_workdir = surrogate
   for name, entry in spec.get("attacks", {}).items():  # after the preset's, by name order
     s.attacks[name] = ml_collections.ConfigDict(entry.to_dict())
