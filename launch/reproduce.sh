@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The paper's study at CPU scale on the embedded Fashion-MNIST, end to end and resumable:
-#   sweep (validation split) -> train 6 methods x seeds -> evaluate (paper, strong presets)
-#   -> input-Jacobian norms -> results/fashion_mnist/REPORT.md (tables, figures, claim verdicts).
-# Rerunning skips finished pieces. About 5-5.5 hours on 2 CPU cores, measured
-# (configs/fashion_mnist_study.py).
+# The paper's study at CPU scale on the embedded Fashion-MNIST under the pre-registered plan
+# (docs/study_plan.md), end to end and resumable: sweeps (validation split) -> train 6 methods x
+# seeds and the ablation -> evaluate best and last checkpoints (paper, strong presets) ->
+# input-Jacobian norms with the temperature control -> results/fashion_mnist/REPORT.md (paired
+# tests, figures, claim verdicts). Rerunning skips finished pieces. About 9 hours of training on
+# 2 CPU cores (from the pilot), then the evaluations (configs/fashion_mnist_study.py).
 #
 #   launch/reproduce.sh                 # the study: workdirs/study, results/fashion_mnist
 #   launch/reproduce.sh --quick         # the same pipeline on a tiny budget (minutes; CI runs it):
