@@ -258,6 +258,8 @@ def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
   for c, message in (
       (config(**{"evals.suite.preset": "strongest"}), "unknown evaluation preset"),
       (config(**{"evals.suite.eps": (0.1, 1.5)}), "eps=1.5 is outside \\[0, 1\\]"),
+      (config(**{"evals.split": "train"}), "evals.split='train': choose test or validation"),
+      (config(**{"evals.split": "validation"}), "evals.split=validation needs held-out"),
       (config(), "no checkpoint in")):
     with pytest.raises(UatError, match=message):
       evaluators.evaluate_workdir(c, str(workdir))
