@@ -348,6 +348,20 @@ def eps_grid(eps) -> tuple[float, ...]:
   return tuple(float(e) for e in values)
 
 
+def _eta(rate: Optional[float], later_eps, worst, only_robust: bool, n: int,
+         later_attacks: int) -> str:
+  """The time left, from this attack's measured seconds per attacked point: its remaining eps
+  (at most the points still robust there, under only_robust) and the attacks after it, which are
+  timed once they run (their cost per point differs by orders of magnitude: FGSM vs Square)."""
+  parts = []
+  if later_eps and rate is not None:
+    points = sum(int(worst[e].sum()) if only_robust else n for e in later_eps)
+    parts.append(f"ETA ~{rate * points:.0f}s for this attack")
+  if later_attacks:
+    parts.append(f"then {later_attacks} attack{'s' if later_attacks > 1 else ''} not yet timed")
+  return "; " + ", ".join(parts) if parts else ""
+
+
 def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "quick",
               key: Optional[jax.Array] = None, *, eps: Union[float, Sequence[float]],
               batch_size: int = 500, checks: bool = True, only_robust: Optional[bool] = None,
@@ -391,13 +405,14 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
     runnable.append((e, make_attack(logits_fn, e, surrogates=surrogates, objective=objective,
                                     mesh=mesh)))
 
-  total, done, t0 = len(runnable) * len(grid), 0, time.time()
+  total, done = len(runnable) * len(grid), 0
   history: list[dict] = []  # earlier entries: under only_robust, a result depends on them
   for i, (e, attack_fn) in enumerate(runnable):
     r = AttackResult(name=e["name"], config=e, kind=e["kind"], robust={}, cumulative={},
                      attacked={}, adversarial={} if return_adversarial else None)
     own = {}
     t_attack = time.time()
+    rate = None  # seconds per attacked point of this attack, measured on its computed pieces
     for j, eps_value in enumerate(grid):
       idx = np.flatnonzero(result.worst[eps_value]) if only_robust else np.arange(n)
       store_key = {"entry": e, "eps": str(eps_value), "only_robust": only_robust,
@@ -408,8 +423,11 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
         return _correct(predict, attack_fn, batches, idx, jax.random.fold_in(key, 1000 * i + j),
                         eps_value, f"{e['name']} eps={eps_value:.4g}", keep)
 
+      t_piece = time.time()
       robust = (compute() if return_adversarial else
                 cached(store, f"{e['name']}-eps{eps_value}", store_key, compute)).astype(bool)
+      if len(idx) and time.time() - t_piece > 0.05:  # computed, not loaded from the store
+        rate = (time.time() - t_piece) / len(idx)
       if keep is not None:
         r.adversarial[eps_value] = keep
       if not only_robust or i == 0:
@@ -419,11 +437,12 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
       r.cumulative[eps_value] = float(result.worst[eps_value].mean())
       r.attacked[eps_value] = int(len(idx))
       done += 1
-      eta = (time.time() - t0) / done * (total - done)
-      logging.info("%s eps=%.4g: %s%d points attacked, worst case so far %.4f [%d/%d, ETA %.0fs]",
+      logging.info("%s eps=%.4g: %s%d points attacked, worst case so far %.4f [%d/%d done%s]",
                    e["name"], eps_value,
                    f"accuracy {own[eps_value]:.4f}, " if eps_value in own else "", len(idx),
-                   r.cumulative[eps_value], done, total, eta)
+                   r.cumulative[eps_value], done, total,
+                   _eta(rate, grid[j + 1:], result.worst, only_robust, n,
+                        len(runnable) - i - 1))
     r.accuracy = own or None
     r.seconds = round(time.time() - t_attack, 2)
     result.attacks[e["name"]] = r
