@@ -5,9 +5,11 @@ tests/test_main.py."""
 import contextlib
 import glob
 import logging
+import math
 import os
 import shutil
 
+import hypothesis
 import pytest
 
 import uat_jax
@@ -196,3 +198,126 @@ def test_the_best_checkpoint_is_the_best_logged_and_survives_a_resume(tmp_path):
   best = uat_jax.load(workdir, step="best")
   assert logged[best.step] == max(logged.values())
   assert uat_jax.load(workdir).step == 8
+
+
+def test_one_writer_per_workdir_and_a_dead_holder_is_taken_over(tmp_path):
+  """Two real processes: while one holds a workdir's lock, training there refuses with one line
+  naming the holder and writes nothing; after the holder is SIGKILLed (the kernel drops its
+  POSIX lock) the next writer takes the lock over and logs whom it replaced."""
+  import json
+  import socket
+  import subprocess
+  import sys
+  from uat_jax import lock
+  w = tmp_path / "w"
+  w.mkdir()
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys\nfrom uat_jax import lock\n"
+       "with lock.lock(sys.argv[1], 'training'):\n  print('locked', flush=True)\n"
+       "  sys.stdin.read()\n", str(w)],
+      cwd=helpers.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    before = snapshot(str(w))
+    proc = helpers.run_cli("--config=configs/fashion_mnist.py:standard,runlocal",
+                           f"--workdir={w}", timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith(f"error: {w} is in use by pid {holder.pid} on "
+                           f"{socket.gethostname()} (training since "), last
+    assert snapshot(str(w)) == before  # nothing touched
+  finally:
+    holder.kill()  # SIGKILL: no release, the holder's description stays in the file
+    holder.wait()
+  with contextlib.ExitStack() as stack:
+    records = stack.enter_context(_absl_warnings())
+    stack.enter_context(lock.lock(str(w), "evaluation"))
+    assert json.loads((w / lock.LOCK_FILE).read_text())["pid"] == os.getpid()
+    with pytest.raises(UatError, match=f"in use by pid {os.getpid()} .*evaluation since"):
+      with lock.lock(str(w), "training"):  # the same process: refused too
+        pass
+    assert json.loads((w / lock.LOCK_FILE).read_text())["pid"] == os.getpid()  # still held
+  assert any(f"took over the lock of pid {holder.pid}" in r for r in records)
+  assert (w / lock.LOCK_FILE).read_text() == ""  # released normally: nothing to take over
+
+
+@contextlib.contextmanager
+def _absl_warnings():
+  records: list[str] = []
+
+  class Keep(logging.Handler):
+    def emit(self, record):
+      records.append(record.getMessage())
+
+  handler = Keep(level=logging.WARNING)
+  logging.getLogger("absl").addHandler(handler)
+  try:
+    yield records
+  finally:
+    logging.getLogger("absl").removeHandler(handler)
+
+
+def test_results_go_elsewhere_and_a_read_only_workdir_says_how(trained, tmp_path, monkeypatch):
+  """--mode=evaluate / jacobian with evals.output_dir write nothing into the workdir; without
+  one, a workdir that cannot be written gets one line naming the fix before any attack runs."""
+  import errno
+  from uat_jax import evaluators, jacobian_compare
+  src, _ = trained
+  before = snapshot(src)
+  out = tmp_path / "results"
+  c = tiny_config(**{"evals.output_dir": str(out), "evals.suite.preset": "quick",
+                     "evals.suite.num_examples": 20, "evals.suite.eps": (0.1,),
+                     "evals.suite.checks": False, "evals.jacobian.num_examples": 4,
+                     "evals.jacobian.power_iters": 2, "evals.jacobian.adversarial": False})
+  evaluators.evaluate_workdir(c, src)
+  jacobian_compare.analyze_workdirs(c, [src])
+  assert snapshot(src) == before
+  assert (out / "eval" / "results.json").exists()
+  assert (out / "jacobian" / "w" / "norms.npz").exists()
+  assert (out / "jacobian" / "comparison.md").exists()
+
+  # A read-only filesystem (running as root, permissions cannot make one: the OS error the
+  # kernel gives for a read-only mount is raised for every open inside the workdir instead).
+  real_open = os.open
+
+  def read_only(path, flags, *args):
+    if str(path).startswith(src) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(os, "open", read_only)
+  c = tiny_config(**{"evals.suite.preset": "quick", "evals.suite.num_examples": 20})
+  for run in (lambda: evaluators.evaluate_workdir(c, src),
+              lambda: jacobian_compare.analyze_workdirs(c, [src])):
+    with pytest.raises(UatError, match=r"cannot write in .*\(Read-only file system\): write the "
+                                       r"results elsewhere with --config.evals.output_dir=DIR"):
+      run()
+  assert snapshot(src) == before
+
+
+def _numeric_fields(node, prefix=""):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from _numeric_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{key}"
+
+
+FLOAT_FIELDS = sorted(_numeric_fields(load_config("at_entm,runlocal")))
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(field=hypothesis.strategies.sampled_from(FLOAT_FIELDS),
+                  value=hypothesis.strategies.sampled_from([math.nan, math.inf, -math.inf]))
+def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
+  """The validator (what the CLI runs before touching the workdir; the CLI's exit status and
+  nothing-written are checked in tests/test_main.py) refuses nan and +-inf in every float field
+  with one line naming the field."""
+  from uat_jax import config_lib
+  c = load_config("at_entm,runlocal")
+  section, _, name = field.rpartition(".")
+  (c[section] if section else c)[name] = value
+  with pytest.raises(UatError) as e:
+    config_lib.validate(c)
+  message = str(e.value)
+  assert "\n" not in message and field.split(".")[-1] in message, message

@@ -32,7 +32,8 @@ def run_app(main, flags_parser=None):
   status 143 (the checkpoint is saved; rerunning resumes)."""
   def wrapped(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      raise UatError(f"unexpected arguments {argv[1:]}: every setting is a flag "
+                     "(--name=value, e.g. --config.seed=1)")
     logging.get_absl_handler().addFilter(OwnInfoOnly())
     main()
 

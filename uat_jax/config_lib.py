@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (float64 with dtype float64).
   c.dtype = "float32"
   c.num_epochs = 20.0
-  c.num_train_steps = -1  # > 0 overrides num_epochs
+  c.num_train_steps = -1  # > 0: train that many steps; <= 0: num_epochs decides
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"
@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
   # held-out train examples). During training the evaluators read the validation examples when
   # data.validation_size > 0 (model selection), else the test split.
   c.evals.split = "test"
+  # Where --mode=evaluate / jacobian write: "" = into the workdir (W/eval/<output>/,
+  # W/jacobian/); a directory = there instead (DIR/eval/<output>/, DIR/jacobian/<workdir name>/),
+  # e.g. for a read-only or shared model directory.
+  c.evals.output_dir = ""
 
   # pgd: clean accuracy, PGD accuracy at the training eps (attack.eps) and mean predictive
   # entropy, logged as eval/clean_accuracy, eval/pgd_accuracy, eval/mean_entropy.
@@ -233,9 +237,24 @@ def _require(ok: bool, message: str) -> None:
     raise UatError(message)
 
 
+def _check_finite(node, prefix: str = "") -> None:
+  """Every number of the config is finite (nan and inf pass most range checks)."""
+  for key, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, f"{prefix}{key}.")
+    elif isinstance(value, (tuple, list)):
+      for v in value:
+        _require(not isinstance(v, float) or math.isfinite(v),
+                 f"{prefix}{key}={tuple(value)} must hold finite numbers")
+    elif isinstance(value, float):
+      _require(math.isfinite(value), f"{prefix}{key}={value} must be a finite number")
+
+
 def validate(c, num_devices: int = 1) -> None:
   """Checks values (types and key names are checked by the locked ConfigDict)."""
+  _check_finite(c)
   adversarial, _ = losses.method_parts(c.method)
+  _require(0 <= c.seed < 2 ** 32, f"seed={c.seed} must be in [0, 2**32) (--config.seed)")
   data.get_spec(c.data.name)
   _require(c.model.name in models.MODELS,
            f"unknown model {c.model.name!r}: choose one of {sorted(models.MODELS)} "
@@ -258,6 +277,8 @@ def validate(c, num_devices: int = 1) -> None:
            f"unknown parallelism {c.parallelism!r}: choose jit or pmap (--config.parallelism)")
   _require(c.num_train_steps > 0 or c.num_epochs > 0,
            "set a positive --config.num_train_steps or --config.num_epochs")
+  _require(c.num_train_steps <= 0 or c.num_train_steps < 2 ** 31,
+           f"num_train_steps={c.num_train_steps} must be below 2**31")
   attacks.check_eps(c.attack.eps)
   _require(c.attack.step_size >= 0 and math.isfinite(c.attack.step_size),
            f"attack.step_size={c.attack.step_size} must be >= 0")
@@ -278,6 +299,9 @@ def validate(c, num_devices: int = 1) -> None:
            f"unknown optimizer.schedule {o.schedule!r}: choose one of {SCHEDULES}")
   _require(o.learning_rate > 0, f"optimizer.learning_rate={o.learning_rate} must be > 0")
   _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+  _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
+  _require(o.decay_factor > 0, f"optimizer.decay_factor={o.decay_factor} must be > 0")
+  _require(o.warmup_steps >= 0, f"optimizer.warmup_steps={o.warmup_steps} must be >= 0")
   _require(all(0 < b < 1 for b in o.boundaries),
            f"optimizer.boundaries={tuple(o.boundaries)} must be fractions of training in (0, 1)")
   for name in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints"):

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, losses,
-                     sharding)
+from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, lock,
+                     losses, sharding)
 from uat_jax.batching import Batches
 
 
@@ -223,8 +223,8 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
                      step: classifier.Step = None) -> dict[str, Any]:
   """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir`
   (config.evals.checkpoint: last, best or a step; `step` overrides it) on config.evals.split
-  (the test split by default) and writes into
-  <workdir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
+  (the test split by default) and writes, holding the lock of the directory it writes to
+  (uat_jax.lock), into <workdir or evals.output_dir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
   masking_checks.md and accuracy_vs_eps.png (finished (attack, eps) results are kept under
   state/, so a rerun after a kill resumes), and <name>.json with the scalars of every other
   evaluator. Returns {"suite": the suite's results
@@ -232,9 +232,15 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   step = config_lib.evaluated_step(config) if step is None else step
-  clf = classifier.load(workdir, step, config, mesh)
+  clf = classifier.load(workdir, step, config, mesh)  # reads only: a bad workdir stays as is
+  base = config.evals.output_dir or workdir
+  with lock.lock(base, "evaluation", fix=lock.OUTPUT_DIR_FIX):  # fails before any attack
+    return _evaluate_locked(config, workdir, base, mesh, step, clf)
+
+
+def _evaluate_locked(config, workdir: str, base: str, mesh, step, clf) -> dict[str, Any]:
   found = clf.step
-  out_dir = os.path.join(workdir, "eval", config.evals.suite.output)
+  out_dir = os.path.join(base, "eval", config.evals.suite.output)
   names = config_lib.on_evaluate(config)
   logging.info("Evaluating %s (step %d, %s) with %s", workdir, found, config.method, names)
   out: dict[str, Any] = {"scalars": {}}

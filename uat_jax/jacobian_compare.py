@@ -9,6 +9,7 @@ uat_jax.jacobian.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from typing import Any, Optional, Sequence
@@ -17,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from uat_jax import classifier, config_lib, data, files, jacobian, sharding
+from uat_jax import classifier, config_lib, data, files, jacobian, lock, sharding
 from uat_jax.errors import UatError
 
 def _label(result: dict[str, Any]) -> str:
@@ -29,7 +30,9 @@ def analyze_workdirs(config, workdirs: Sequence[str],
   """Norms for the newest checkpoint of each workdir on the same evaluation points
   (config.evals.jacobian; each workdir's model from its own config.json, the first one's from
   `config`). Writes, per workdir, W/jacobian/norms.npz and summary.json, and into the first
-  workdir's jacobian/ folder the comparison (comparison.md, comparison.csv, ratios to the baseline) and histogram.png."""
+  workdir's jacobian/ folder the comparison (comparison.md, comparison.csv, ratios to the
+  baseline) and histogram.png; with config.evals.output_dir, DIR/jacobian/<workdir name>/ and
+  DIR/jacobian/ instead."""
   mesh = sharding.make_mesh(num_devices)
   config_lib.validate(config, mesh.devices.size)
   jc = config.evals.jacobian
@@ -43,12 +46,24 @@ def analyze_workdirs(config, workdirs: Sequence[str],
       raise UatError(f"{w} was trained on {c.data.name}, {workdirs[0]} on {config.data.name}: "
                      "compare workdirs of one dataset")
   x, y = data.images(config.data, config.evals.split, jc.num_examples)
-  n = len(y)
   adversarial = ({"eps": config.attack.eps, "steps": config.evals.pgd.steps,
                   "step_size": config.evals.pgd.step_size} if jc.adversarial else None)
+  # Read every checkpoint first (a bad workdir stays as it is), then hold the lock of every
+  # directory written to (one writer each).
+  clfs = [classifier.load(w, config_lib.evaluated_step(config), config=c, mesh=mesh)
+          for w, c in zip(workdirs, configs)]
+  out = config.evals.output_dir
+  with contextlib.ExitStack() as stack:
+    for d in sorted({os.path.abspath(d) for d in ([out] if out else workdirs)}):
+      stack.enter_context(lock.lock(d, "Jacobian analysis", fix=lock.OUTPUT_DIR_FIX))
+    return _analyze_locked(config, workdirs, configs, clfs, baseline, x, y, adversarial, mesh)
+
+
+def _analyze_locked(config, workdirs, configs, clfs, baseline, x, y, adversarial,
+                    mesh) -> dict[str, Any]:
+  jc, n, out = config.evals.jacobian, len(y), config.evals.output_dir
   results = []
-  for w, c in zip(workdirs, configs):
-    clf = classifier.load(w, config_lib.evaluated_step(config), config=c, mesh=mesh)
+  for w, c, clf in zip(workdirs, configs, clfs):
     step = clf.step
     logging.info("Jacobian analysis of %s (%s, step %d) on %d %s examples", w, c.method, step, n,
                  config.evals.split)
@@ -56,7 +71,8 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                              norms=tuple(jc.norms), chunk_size=jc.chunk_size,
                              power_iters=jc.power_iters, adversarial=adversarial,
                              key=jax.random.PRNGKey(jc.seed), mesh=mesh)
-    out_dir = os.path.join(w, "jacobian")
+    out_dir = (os.path.join(out, "jacobian", os.path.basename(os.path.normpath(w))) if out
+               else os.path.join(w, "jacobian"))
     if sharding.is_chief():
       os.makedirs(out_dir, exist_ok=True)
     buf = io.BytesIO()
@@ -70,7 +86,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
     r["norms"] = norms
     results.append(r)
   comparison = {"baseline": os.path.abspath(baseline), "workdirs": results}
-  out_dir = os.path.join(workdirs[0], "jacobian")
+  out_dir = os.path.join(out or workdirs[0], "jacobian")
   files.write_atomic(os.path.join(out_dir, "comparison.md"), format_comparison(comparison))
   files.write_atomic(os.path.join(out_dir, "comparison.csv"), comparison_csv(comparison))
   plot_histograms(comparison, os.path.join(out_dir, "histogram.png"))

@@ -56,7 +56,8 @@ def main():
     comparison = jacobian_compare.analyze_workdirs(config, workdirs)
     if chief:
       print(jacobian_compare.format_comparison(comparison), flush=True)
-      print(f"wrote {os.path.join(workdirs[0], 'jacobian')}", flush=True)
+      print(f"wrote {os.path.join(config.evals.output_dir or workdirs[0], 'jacobian')}",
+            flush=True)
     return
   if len(workdirs) != 1:
     raise UatError(f"--mode={FLAGS.mode} takes one --workdir, got {len(workdirs)}")
@@ -68,7 +69,8 @@ def main():
       for name, value in out["scalars"].items():
         if not name.startswith("suite/"):
           print(f"{name}: {value:.6g}", flush=True)
-      print(f"wrote {os.path.join(workdirs[0], 'eval', config.evals.suite.output)}", flush=True)
+      print(f"wrote {os.path.join(config.evals.output_dir or workdirs[0], 'eval', config.evals.suite.output)}",
+            flush=True)
     return
   results = train.train_and_evaluate(config, workdirs[0],
                                      evaluators=evaluators.for_training(config))

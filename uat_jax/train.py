@@ -27,7 +27,7 @@ from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 from flax.training import train_state
 
-from uat_jax import attacks, checkpoints, config_lib, data, losses, models, sharding
+from uat_jax import attacks, checkpoints, config_lib, data, lock, losses, models, sharding
 from uat_jax.errors import Preempted, UatError
 
 
@@ -328,7 +328,7 @@ def _check_workdir(workdir: str) -> None:
 def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # unique: two starts may race
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -366,6 +366,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_split = data.train_split(config.data)
   # Only now touch the workdir: bad config or missing data leave it as it was.
   _prepare_workdir(workdir)
+  with lock.lock(workdir, "training"):  # one writer per workdir
+    return _train_locked(config, workdir, evaluators, mesh, spec, train_split)
+
+
+def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[str, Any]:
   is_chief = sharding.is_chief()
   num_steps = total_steps(config, len(train_split))
 
