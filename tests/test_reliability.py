@@ -114,6 +114,36 @@ def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_
   helpers.assert_states_equal(resumed, expected)
 
 
+def test_a_flipped_bit_is_caught_by_the_checksums_and_old_checkpoints_still_restore(
+    trained, tmp_path):
+  """One flipped bit in an array data file still decodes (orbax would restore other parameter
+  values); the checksums recorded at save time catch it. Without checksums (checkpoints saved
+  before they were kept) the same checkpoint restores, with one warning."""
+  src, config = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  data_files = sorted(glob.glob(os.path.join(workdir, "checkpoints", "4", "**", "d", "*"),
+                                recursive=True), key=os.path.getsize)
+  path = data_files[-1]  # the largest: array bytes
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x10]))
+  with absl_log() as lines:
+    step = uat_jax.load(workdir, config=config).step
+  text = "\n".join(lines)
+  assert step == 2, text
+  assert "checkpoint at step 4" in text and "does not match the checksum" in text
+  assert "Traceback" not in text
+
+  shutil.rmtree(os.path.join(workdir, checkpoints.CHECKSUM_DIR))
+  with absl_log() as lines:
+    assert uat_jax.load(workdir, config=config).step == 4  # unverified: the bit goes through
+    uat_jax.load(workdir, config=config)
+  assert sum("have no checksums" in line for line in lines) <= 1  # once per directory
+
+
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(trained, tmp_path):
   src, config = trained
   workdir = str(tmp_path / "w")
@@ -319,3 +349,38 @@ def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
     config_lib.validate(c)
   message = str(e.value)
   assert "\n" not in message and field.split(".")[-1] in message, message
+
+
+def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
+  """Training on a real 3 MiB filesystem: the checkpoint write that fills it ends the run with
+  one `error:` line (exit 2), the complete checkpoint before it still restores, and the next
+  start removes the unfinished checkpoint's temporary folder."""
+  import subprocess
+  mnt = tmp_path / "small"
+  mnt.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a small tmpfs here (root needed): {mounted.stderr.strip()}")
+  try:
+    w = str(mnt / "w")
+    flags = ["--config=configs/fashion_mnist.py:at,runlocal", f"--workdir={w}",
+             "--config.checkpoint_every_steps=2", "--config.evals.pgd.every_steps=1000",
+             "--config.attack.steps=1"]
+    full = helpers.run_cli(*flags, "--config.num_train_steps=12", timeout=300)
+    last = full.stderr.strip().splitlines()[-1]
+    assert full.returncode == 2, full.stderr[-2000:]
+    assert last.startswith("error: ") and "o space left on device while writing" in last, last
+    done = sorted(int(s) for s in os.listdir(os.path.join(w, "checkpoints")) if s.isdigit())
+    assert done and glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
+    assert uat_jax.load(w).step == done[-1]  # the last complete checkpoint is intact
+
+    c = load_config("at,runlocal")
+    c.num_train_steps, c.checkpoint_every_steps, c.attack.steps = done[-1], 2, 1
+    c.evals.pgd.every_steps, c.evals.pgd.num_examples = 1000, 100
+    with absl_log() as lines:
+      train.train_and_evaluate(c, w)
+    assert any("a checkpoint whose writing did not finish" in line for line in lines)
+    assert not glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
+  finally:
+    subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -6,10 +6,20 @@ killed mid-save leaves no checkpoint that would be restored. A finished checkpoi
 (a copy cut short, a truncated file) fails to read: it is reported, moved to
 `W/corrupt_checkpoints/<step>` when training (kept for inspection, never deleted), and the next
 older one is used. Orbax stores arrays with tensorstore and metadata as JSON: nothing is unpickled.
+
+Silent corruption (a flipped bit that still decodes) is caught by checksums: once a save is
+complete, W/checksums/<checkpoints or checkpoints_best>/<step>.json records the sha256 of every
+file of that step; a restore verifies them first, and a mismatch is handled like any damaged
+checkpoint. Checkpoints written before checksums were kept restore unverified, with one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -24,6 +34,131 @@ from uat_jax.errors import UatError
 
 CORRUPT_DIR = "corrupt_checkpoints"
 BEST_DIR = "checkpoints_best"
+CHECKSUM_DIR = "checksums"
+
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written
+# What storage failures look like: OSError numbers, and the texts of the errors that orbax and
+# tensorstore raise for them (not OSError subclasses).
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EIO: "input/output error"}
+_STORAGE_TEXTS = {"No space left on device": "no space left on device",
+                  "RESOURCE_EXHAUSTED": "no space left on device",
+                  "Disk quota exceeded": "disk quota exceeded",
+                  "Read-only file system": "read-only file system",
+                  "Input/output error": "input/output error"}
+
+
+def storage_error(e: BaseException, what: str) -> Optional[UatError]:
+  """A one-line UatError for a storage failure (disk full, quota, read-only, I/O error) found in
+  `e` or the exceptions it was raised from; None for anything else."""
+  seen = e
+  while seen is not None:
+    cause = None
+    if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS:
+      cause = _STORAGE_ERRNOS[seen.errno]
+    else:
+      cause = next((c for t, c in _STORAGE_TEXTS.items() if t in str(seen)), None)
+    if cause:
+      return UatError(f"{cause} while {what}; the last complete checkpoint is kept: free space "
+                      "(or choose another --workdir) and rerun the same command")
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
+@contextlib.contextmanager
+def storage_guard(what: str):
+  """Turns a storage failure inside the block into one line (storage_error)."""
+  try:
+    yield
+  except UatError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types
+    error = storage_error(e, what)
+    if error is None:
+      raise
+    raise error from None
+
+
+def remove_partial(workdir: str) -> None:
+  """Removes the folders of checkpoints whose writing never finished (a kill or a full disk
+  mid-save; orbax never restores them), with a log line each. Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  for which in ("last", "best"):
+    for path in glob.glob(os.path.join(directory(workdir, which), f"*{TMP_SUFFIX}*")):
+      shutil.rmtree(path, ignore_errors=True)
+      logging.warning("removed %s, a checkpoint whose writing did not finish", path)
+
+
+class CorruptCheckpoint(Exception):
+  """A checkpoint whose files do not match the checksums recorded when it was saved."""
+
+
+def _manifest_path(mngr: ocp.CheckpointManager, step: int) -> str:
+  d = os.path.abspath(str(mngr.directory))
+  return os.path.join(os.path.dirname(d), CHECKSUM_DIR, os.path.basename(d), f"{step}.json")
+
+
+def _digests(step_dir: str) -> dict[str, str]:
+  out = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      out[os.path.relpath(path, step_dir)] = h.hexdigest()
+  return out
+
+
+def write_checksums(mngr: ocp.CheckpointManager) -> None:
+  """Records the checksums of every complete step that has none (call it when no save is in
+  flight: after wait_until_finished) and drops those of steps that are gone. Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  mngr.reload()
+  steps = set(mngr.all_steps())
+  folder = os.path.dirname(_manifest_path(mngr, 0))
+  os.makedirs(folder, exist_ok=True)
+  for step in steps:
+    path = _manifest_path(mngr, step)
+    if not os.path.exists(path):
+      digests = _digests(os.path.join(str(mngr.directory), str(step)))
+      tmp = f"{path}.tmp-{os.getpid()}"
+      with open(tmp, "w") as f:
+        json.dump({"step": step, "sha256": digests}, f, indent=1, sort_keys=True)
+      os.replace(tmp, path)
+  for name in os.listdir(folder):
+    stem = name[:-5] if name.endswith(".json") else ""
+    if stem.isdigit() and int(stem) not in steps:
+      os.remove(os.path.join(folder, name))
+
+
+_UNVERIFIED_WARNED: set[str] = set()
+
+
+def verify(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Raises CorruptCheckpoint when a file of `step` is missing or differs from its recorded
+  checksum; without a record (a checkpoint from before checksums), warns once per directory."""
+  path = _manifest_path(mngr, step)
+  if not os.path.exists(path):
+    if str(mngr.directory) not in _UNVERIFIED_WARNED:
+      _UNVERIFIED_WARNED.add(str(mngr.directory))
+      logging.warning("checkpoints in %s have no checksums (saved before uat_jax kept them): "
+                      "restoring without verification", mngr.directory)
+    return
+  with open(path) as f:
+    recorded = json.load(f)["sha256"]
+  step_dir = os.path.join(str(mngr.directory), str(step))
+  found = _digests(step_dir)
+  for name, digest in sorted(recorded.items()):
+    if name not in found:
+      raise CorruptCheckpoint(f"file {name} of the checkpoint is missing")
+    if found[name] != digest:
+      raise CorruptCheckpoint(f"file {name} does not match the checksum recorded when it was "
+                              "saved (the data changed on disk)")
 
 
 def directory(workdir: str, which: str = "last") -> str:
@@ -107,6 +242,7 @@ def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
   params = abstract["params"] if partial else abstract.params
 
   def restore_step(step):
+    verify(mngr, step)  # before orbax reads anything: a damaged file is named, not traced
     check_shapes(mngr.item_metadata(step)["params"], params, config, str(mngr.directory))
     if partial:
       restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract)
@@ -141,9 +277,16 @@ def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
     return restored, step
   if failures:
     step, reason = failures[0]
-    raise UatError(f"no readable checkpoint in {mngr.directory}: step {step} failed ({reason}); "
-                   "check that the config is the one it was trained with, else restore the "
-                   "directory from a copy or move it aside to start over")
+    if all(r.startswith(CorruptCheckpoint.__name__) for _, r in failures):
+      cause = "the checkpoint data changed on disk (checksums differ)"
+    elif any("FileNotFoundError" in r or "NOT_FOUND" in r or "No such file" in r
+             for _, r in failures):
+      cause = "checkpoint files are missing"
+    else:
+      cause = "the checkpoint files cannot be decoded"
+    raise UatError(f"no readable checkpoint in {mngr.directory}: {cause}; step {step} failed "
+                   f"({reason}); restore the directory from a copy, or move it aside to start "
+                   "over")
   return None, None
 
 
@@ -151,6 +294,9 @@ def _move_aside(mngr: ocp.CheckpointManager, step: int, quarantine: str) -> str:
   os.makedirs(quarantine, exist_ok=True)
   target = os.path.join(quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
   shutil.move(os.path.join(str(mngr.directory), str(step)), target)
+  manifest = _manifest_path(mngr, step)
+  if os.path.exists(manifest):  # the step will be written again: its checksums go with it
+    shutil.move(manifest, os.path.join(target, "recorded_checksums.json"))
   mngr.reload()
   return target
 

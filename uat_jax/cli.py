@@ -3,6 +3,7 @@ filtering, the one-line error exit, and running an absl main with both."""
 
 from __future__ import annotations
 
+import errno
 import logging as pylogging
 import sys
 
@@ -44,6 +45,11 @@ def run_app(main, flags_parser=None):
       app.run(wrapped, flags_parser=flags_parser)
   except UatError as e:
     fail(str(e))
+  except OSError as e:  # storage failures outside checkpoint writes (metrics, reports)
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+      raise
+    fail(f"{e.strerror} while writing {e.filename or 'a file'}: free space or choose another "
+         "directory, then rerun the same command (the last complete checkpoint is kept)")
   except Preempted as e:
     print(e, file=sys.stderr)
     sys.exit(Preempted.EXIT_CODE)
