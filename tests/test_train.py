@@ -157,3 +157,26 @@ def test_an_older_workdir_config_is_read_with_its_moved_fields(tmp_path):
           c.evals.jacobian.power_iters) == (5, 9, 4)
   assert config_lib.moved_field("evals.attacks.x.steps") == "evals.suite.attacks.x.steps"
   assert config_lib.moved_field("evals.pgd.steps") is None
+
+
+def test_every_shipped_config_validates_on_common_device_counts():
+  """Every config x method x variant validates on 1, 2, 4, 8 and 16 devices (evaluation batch
+  sizes round up to the device count); on 6, the training batch of 128 does not divide and the
+  one line proposes the nearest valid sizes."""
+  import glob
+  from uat_jax import config_lib
+  from uat_jax.errors import UatError
+  methods = ("standard", "entm", "ls", "at", "at_entm", "at_ls")
+  paths = [p for p in sorted(glob.glob(os.path.join(helpers.REPO, "configs", "*.py")))
+           if not p.endswith("_study.py")]
+  assert len(paths) >= 5
+  for path in paths:
+    for method in methods:
+      for variant in ("", ",runlocal"):
+        c = config_lib.from_file(path, method + variant)
+        for n in (1, 2, 4, 8, 16):
+          config_lib.validate(c, n)
+        if c.batch_size % 6:
+          with pytest.raises(UatError, match=r"multiple of the 6 devices: use 126 or 132 "
+                                             r"\(--config.batch_size=132\)"):
+            config_lib.validate(c, 6)

@@ -265,9 +265,10 @@ def validate(c, num_devices: int = 1) -> None:
            f"data.train_size={c.data.train_size} must be >= 0 (0: every training example)")
   _require(c.data.augment in ("default", "none", "crop", "crop_flip"),
            f"unknown data.augment {c.data.augment!r}: choose default, none, crop or crop_flip")
+  lower = max(num_devices, c.batch_size - c.batch_size % num_devices)
   _require(c.batch_size > 0 and c.batch_size % num_devices == 0,
-           f"batch_size={c.batch_size} must be a positive multiple of the {num_devices} devices "
-           "(--config.batch_size)")
+           f"batch_size={c.batch_size} must be a positive multiple of the {num_devices} devices: "
+           f"use {lower} or {lower + num_devices} (--config.batch_size={lower + num_devices})")
   _require(c.dtype in ("float32", "bfloat16", "float64"),
            f"unknown dtype {c.dtype!r}: choose float32, bfloat16 or float64 (--config.dtype)")
   _require(c.dtype != "float64" or jax.config.jax_enable_x64,
