@@ -23,13 +23,16 @@ and the time so far are logged before every piece.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import io
+import logging as pylogging
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -253,42 +256,34 @@ def _save_norms(out_dir: str, norms: dict[str, np.ndarray], info: dict[str, Any]
                    {**info, "mean": {k: float(v.mean()) for k, v in norms.items()}})
 
 
-def jacobians(study, root: str, runs: list[Run]) -> None:
-  """Per-example Jacobian norms of the best checkpoints of study.jacobian.methods' final runs
-  on the first test images (W/eval/jacobian/), and for each baseline seed and regularized
-  method M the temperature-matched control (W/eval/jacobian_T_<M>/ in the baseline's workdir):
-  the baseline's logits divided by the T that matches M's mean predictive entropy on the first
-  validation images of the same seed."""
-  j = study.jacobian
-  chosen = [r for r in runs if r.method in j.methods]
-  for run in chosen:
-    w = run_dir(root, run)
-    out_dir = os.path.join(w, "eval", "jacobian")
-    if os.path.exists(os.path.join(out_dir, "summary.json")):
-      logging.info("Jacobians before: %s", w)
-      continue
-    clf = classifier.load(w, "best", run.config)
-    logging.info("Jacobian norms of %s (best checkpoint, step %d)", w, clf.step)
-    _save_norms(out_dir, _norms(study, clf.logits_fn, run.config),
-                {"checkpoint_step": clf.step, "method": run.method, "seed": run.seed})
-  for base in [r for r in chosen if r.method == study.baseline]:
-    wb = run_dir(root, base)
-    for other in [r for r in chosen if r.seed == base.seed and r.method != study.baseline]:
-      out_dir = os.path.join(wb, "eval", f"jacobian_T_{other.method}")
-      if os.path.exists(os.path.join(out_dir, "summary.json")):
-        continue
-      clf = classifier.load(wb, "best", base.config)
-      target_clf = classifier.load(run_dir(root, other), "best", other.config)
-      xv, _ = clf.validation_images(j.temperature_examples)
-      base_logits = np.asarray(clf.logits_fn(xv))
-      target = mean_entropy(np.asarray(target_clf.logits_fn(xv)))
-      t = matching_temperature(base_logits, target)
-      logging.info("temperature control: %s / %.3f matches %s's mean entropy %.4f", wb, t,
-                   other.name, target)
-      _save_norms(out_dir, _norms(study, _scaled(clf.logits_fn, t), base.config),
-                  {"checkpoint_step": clf.step, "method": base.method, "seed": base.seed,
-                   "temperature": t, "matched": other.method, "target_entropy": target,
-                   "entropy_before": mean_entropy(base_logits)})
+def jacobian_norms(study, root: str, run: Run) -> None:
+  """Per-example Jacobian norms of the run's best checkpoint on the first test images
+  (W/eval/jacobian/)."""
+  w = run_dir(root, run)
+  clf = classifier.load(w, "best", run.config)
+  logging.info("Jacobian norms of %s (best checkpoint, step %d)", w, clf.step)
+  _save_norms(os.path.join(w, "eval", "jacobian"), _norms(study, clf.logits_fn, run.config),
+              {"checkpoint_step": clf.step, "method": run.method, "seed": run.seed})
+
+
+def temperature_control(study, root: str, base: Run, other: Run) -> None:
+  """The baseline run's logits divided by the T that matches `other`'s mean predictive entropy
+  on the first validation images (same seed), and that model's Jacobian norms
+  (W/eval/jacobian_T_<other's method>/ in the baseline's workdir)."""
+  wb = run_dir(root, base)
+  clf = classifier.load(wb, "best", base.config)
+  target_clf = classifier.load(run_dir(root, other), "best", other.config)
+  xv, _ = clf.validation_images(study.jacobian.temperature_examples)
+  base_logits = np.asarray(clf.logits_fn(xv))
+  target = mean_entropy(np.asarray(target_clf.logits_fn(xv)))
+  t = matching_temperature(base_logits, target)
+  logging.info("temperature control: %s / %.3f matches %s's mean entropy %.4f", wb, t,
+               other.name, target)
+  _save_norms(os.path.join(wb, "eval", f"jacobian_T_{other.method}"),
+              _norms(study, _scaled(clf.logits_fn, t), base.config),
+              {"checkpoint_step": clf.step, "method": base.method, "seed": base.seed,
+               "temperature": t, "matched": other.method, "target_entropy": target,
+               "entropy_before": mean_entropy(base_logits)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,37 +299,160 @@ def _compilation_cache(root: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-def run(study, root: str) -> None:
-  """The whole pipeline; each piece is skipped when finished before."""
-  _compilation_cache(root)
-  t0 = time.time()
+@dataclasses.dataclass
+class Piece:
+  """One unit of the pipeline: its name (also its log file's), whether it is finished, what it
+  needs finished first (other pieces' names) and the work."""
+  name: str
+  done: Callable[[], bool]
+  needs: tuple[str, ...]
+  work: Callable[[], None]
 
-  def progress(what: str, i: int, n: int, name: str) -> None:
-    logging.info("[%s %d/%d] %s (%.0f min so far)", what, i + 1, n, name, (time.time() - t0) / 60)
 
+def _agreed(value: bool) -> bool:
+  """Process 0's answer on every process (skip and resume decisions read files, which hosts of
+  a cached shared filesystem can see differently)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
+
+
+def pieces(study, root: str) -> list[Piece]:
+  """Every piece of the study in the order it runs. Final runs of swept methods need the sweep's
+  choice: until every sweep run is finished they appear once, as "choose", pending."""
+  out: list[Piece] = []
+  trained = lambda r: (lambda: os.path.exists(os.path.join(run_dir(root, r), "train_result.json")))
   swept = sweep_runs(study)
-  for i, r in enumerate(swept):
-    progress("sweep", i, len(swept), r.name)
-    _train(r, run_dir(root, r))
+  for r in swept:
+    out.append(Piece(f"train {r.name}", trained(r), (), functools.partial(
+        _train, r, run_dir(root, r))))
+  if not all(trained(r)() for r in swept):
+    out.append(Piece("choose", lambda: False, tuple(f"train {r.name}" for r in swept), lambda: None))
+    return out
   chosen = choose(study, root)
   finals, ablation = final_runs(study, chosen), ablation_runs(study, chosen)
-  for i, r in enumerate(finals + ablation):
-    progress("train", i, len(finals + ablation), r.name)
-    _train(r, run_dir(root, r))
+  names = {p.name for p in out}
+  for r in finals + ablation:
+    if f"train {r.name}" not in names:
+      out.append(Piece(f"train {r.name}", trained(r), (), functools.partial(
+          _train, r, run_dir(root, r))))
 
-  def evaluate_all(runs: list[Run], specs, checkpoint: str) -> None:
-    pieces = [(r, o) for o in specs if specs[o]["checkpoint"] == checkpoint for r in runs]
-    for i, (r, output) in enumerate(pieces):
-      progress(f"evaluate {checkpoint}", i, len(pieces), f"{r.name} {output}")
-      surrogate = surrogate_run(runs, r)
-      _evaluate(r, specs[output], output, run_dir(root, r),
-                run_dir(root, surrogate) if surrogate else "")
+  def evaluations(runs, specs, checkpoint):
+    for output in [o for o in specs if specs[o]["checkpoint"] == checkpoint]:
+      for r in runs:
+        surrogate = surrogate_run(runs, r)
+        w = run_dir(root, r)
+        out.append(Piece(
+            f"evaluate {r.name} {output}",
+            functools.partial(os.path.exists, os.path.join(w, "eval", output, "results.json")),
+            (f"train {r.name}",) + ((f"train {surrogate.name}",) if surrogate else ()),
+            functools.partial(_evaluate, r, specs[output], output, w,
+                              run_dir(root, surrogate) if surrogate else "")))
 
-  evaluate_all(finals, study.evals, "best")
-  jacobians(study, root, finals)
-  evaluate_all(finals, study.evals, "last")
-  evaluate_all(ablation, study.ablation_evals, "best")
-  logging.info("study finished in %.0f min: %s", (time.time() - t0) / 60, root)
+  evaluations(finals, study.evals, "best")
+  j = study.jacobian
+  for r in [r for r in finals if r.method in j.methods]:
+    out.append(Piece(f"jacobian {r.name}", functools.partial(
+        os.path.exists, os.path.join(run_dir(root, r), "eval", "jacobian", "summary.json")),
+        (f"train {r.name}",), functools.partial(jacobian_norms, study, root, r)))
+  for base in [r for r in finals if r.method == study.baseline and r.method in j.methods]:
+    for other in [r for r in finals if r.method in j.methods and r.method != study.baseline
+                  and r.seed == base.seed]:
+      out.append(Piece(
+          f"jacobian {base.name} T-matched to {other.name}", functools.partial(
+              os.path.exists, os.path.join(run_dir(root, base), "eval",
+                                           f"jacobian_T_{other.method}", "summary.json")),
+          (f"train {base.name}", f"train {other.name}"),
+          functools.partial(temperature_control, study, root, base, other)))
+  evaluations(finals, study.evals, "last")
+  evaluations(ablation, study.ablation_evals, "best")
+  return out
+
+
+@contextlib.contextmanager
+def _piece_log(path: str):
+  """Everything logged meanwhile also goes to `path`."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  handler = pylogging.FileHandler(path)
+  handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  logger = pylogging.getLogger()
+  logger.addHandler(handler)
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+  """"i/n" -> (i, n) with 0 <= i < n; "" -> (0, 1)."""
+  if not shard:
+    return 0, 1
+  try:
+    i, n = (int(v) for v in shard.split("/"))
+  except ValueError:
+    i, n = -1, 0
+  if not 0 <= i < n:
+    raise UatError(f"--shard={shard!r}: write i/n with 0 <= i < n, e.g. --shard=0/4 "
+                   "(a SLURM array job passes --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+  return i, n
+
+
+def run(study, root: str, shard: str = "") -> dict[str, str]:
+  """The pipeline, or the pieces of shard i of n (piece k belongs to shard k mod n). Each piece
+  is skipped when finished before; a failing piece is logged and the others go on; the end is a
+  status table. Returns {piece: "done" | "failed (log: PATH)" | "pending (...)"}; raises
+  UatError if any failed."""
+  index, count = parse_shard(shard)
+  _compilation_cache(root)
+  t0 = time.time()
+  status: dict[str, str] = {}
+  while True:  # the sweep's choice unlocks the final runs: list the pieces again after it
+    todo = [p for k, p in enumerate(pieces(study, root)) if k % count == index]
+    new = [p for p in todo if p.name not in status and p.name != "choose"]
+    if not new:
+      break
+    for i, p in enumerate(new):
+      missing = [n for n in p.needs if status.get(n, "").startswith(("failed", "pending"))]
+      if _agreed(p.done()):
+        logging.info("[%d/%d] %s: finished before", i + 1, len(new), p.name)
+        status[p.name] = "done"
+        continue
+      if missing:
+        status[p.name] = f"pending (needs {missing[0]})"
+        continue
+      log = os.path.join(root, "logs", p.name.replace(" ", "_") + ".log")
+      logging.info("[%d/%d] %s (%.0f min so far; log %s)", i + 1, len(new), p.name,
+                   (time.time() - t0) / 60, log)
+      try:
+        with _piece_log(log):
+          p.work()
+        status[p.name] = "done"
+      except Exception as e:  # noqa: BLE001 -- one piece's failure must not stop the others
+        logging.exception("%s failed: %s", p.name, e)
+        status[p.name] = f"failed (log: {log})"
+  for p in pieces(study, root):
+    if p.name == "choose" and p.name not in status:
+      status["choose"] = "pending (the sweep runs of every shard must finish)"
+  print(status_table(status, index, count), flush=True)
+  logging.info("study %s in %.0f min: %s", "shard %d/%d" % (index, count) if count > 1 else "run",
+               (time.time() - t0) / 60, root)
+  failed = [n for n, v in status.items() if v.startswith("failed")]
+  if failed:
+    raise UatError(f"{len(failed)} piece(s) of the study failed, e.g. {failed[0]} "
+                   f"({status[failed[0]]}); fix the cause and rerun: finished pieces are kept")
+  return status
+
+
+def status_table(status: dict[str, str], index: int = 0, count: int = 1) -> str:
+  counts = {k: sum(v.startswith(k) for v in status.values()) for k in ("done", "failed",
+                                                                       "pending")}
+  lines = [f"Study status{f' (shard {index}/{count})' if count > 1 else ''}: "
+           + ", ".join(f"{n} {k}" for k, n in counts.items()), "", "| piece | status |",
+           "|---|---|"]
+  lines += [f"| {name} | {value} |" for name, value in status.items()]
+  return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,12 +528,14 @@ def _define_flags():  # at the entry point only: report.py imports this module a
   config_flags.DEFINE_config_file("study", None, "Study config, e.g. "
                                   "configs/fashion_mnist_study.py or ...:quick", lock_config=True)
   flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
+  flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
+                      "a SLURM array: --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
   flags.mark_flags_as_required(["study", "root"])
 
 
 def cli_main():
   _define_flags()
-  cli.run_app(lambda: run(FLAGS.study, FLAGS.root))
+  cli.run_app(lambda: run(FLAGS.study, FLAGS.root, FLAGS.shard))
 
 
 if __name__ == "__main__":
