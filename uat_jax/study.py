@@ -42,7 +42,7 @@ from ml_collections import config_flags
 
 from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, losses,
                      train)
-from uat_jax.errors import UatError
+from uat_jax.errors import Preempted, UatError
 
 
 def _merge(node, values: dict[str, Any], prefix: str = "") -> None:
@@ -429,6 +429,8 @@ def run(study, root: str, shard: str = "") -> dict[str, str]:
         with _piece_log(log):
           p.work()
         status[p.name] = "done"
+      except Preempted:  # SIGTERM: the checkpoint is saved; the job ends (143) and resumes later
+        raise
       except Exception as e:  # noqa: BLE001 -- one piece's failure must not stop the others
         logging.exception("%s failed: %s", p.name, e)
         status[p.name] = f"failed (log: {log})"
@@ -528,6 +530,11 @@ def _define_flags():  # at the entry point only: report.py imports this module a
   config_flags.DEFINE_config_file("study", None, "Study config, e.g. "
                                   "configs/fashion_mnist_study.py or ...:quick", lock_config=True)
   flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
+  flags.DEFINE_bool("multihost", False, "Several processes (jax.distributed.initialize(): TPU "
+                    "pods and SLURM are detected; elsewhere pass the three flags below).")
+  flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
+  flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
   flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
                       "a SLURM array: --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
   flags.mark_flags_as_required(["study", "root"])
@@ -535,7 +542,15 @@ def _define_flags():  # at the entry point only: report.py imports this module a
 
 def cli_main():
   _define_flags()
-  cli.run_app(lambda: run(FLAGS.study, FLAGS.root, FLAGS.shard))
+
+  def main():
+    if FLAGS.multihost:
+      from uat_jax import sharding
+      sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                      FLAGS.process_id)
+    run(FLAGS.study, FLAGS.root, FLAGS.shard)
+
+  cli.run_app(main)
 
 
 if __name__ == "__main__":

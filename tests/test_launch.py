@@ -1,0 +1,59 @@
+"""The launch scripts: shellcheck, and the process and device layout launch/slurm.sbatch gives
+jax.distributed, simulated with the environment SLURM sets for each task (no cluster)."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.helpers import REPO
+
+SCRIPTS = sorted(os.path.join("launch", f) for f in os.listdir(os.path.join(REPO, "launch"))
+                 if f.endswith((".sh", ".sbatch")))
+
+
+def test_launch_scripts_pass_shellcheck():
+  if shutil.which("shellcheck") is None:
+    pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck; .ci/run "
+                "installs it when it runs as root)")
+  proc = subprocess.run(["shellcheck", *SCRIPTS], cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def sbatch_options():
+  text = open(os.path.join(REPO, "launch", "slurm.sbatch")).read()
+  return dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("nodes,gpus", [(None, None), (1, 4)])  # the script's 2 x 8, and 1 x 4
+def test_slurm_layout_gives_every_gpu_one_process(monkeypatch, nodes, gpus):
+  """jax's SLURM detection (what --multihost runs) for every task of the job: one process per
+  GPU, process ids 0..n-1, the coordinator on the first node, and each process's local device
+  its SLURM_LOCALID, so that together they cover every GPU of every node exactly once."""
+  from jax._src import clusters  # jax's own detection, as jax.distributed.initialize calls it
+  opts = sbatch_options()
+  nodes = nodes or int(opts["nodes"])
+  per_node = gpus or int(opts["ntasks-per-node"])
+  assert (gpus or int(opts["gpus-per-node"])) == per_node  # one task per GPU
+  hostnames = [f"gpu-{i:02d}" for i in range(1, nodes + 1)]
+  seen = set()
+  for node in range(nodes):
+    for local in range(per_node):
+      env = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": ",".join(hostnames),
+             "SLURM_NTASKS": str(nodes * per_node), "SLURM_PROCID": str(node * per_node + local),
+             "SLURM_LOCALID": str(local), "SLURM_NODEID": str(node)}
+      for k in list(os.environ):
+        if k.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE")):
+          monkeypatch.delenv(k, raising=False)
+      for k, v in env.items():
+        monkeypatch.setenv(k, v)
+      coordinator, count, pid, local_ids = (
+          clusters.ClusterEnv.auto_detect_unset_distributed_params(None, None, None, None, None,
+                                                                   None))
+      assert coordinator.split(":")[0] == hostnames[0]
+      assert count == nodes * per_node and pid == node * per_node + local
+      assert list(local_ids) == [local]
+      seen.add((hostnames[node], local))
+  assert len(seen) == nodes * per_node  # every GPU of every node, once
