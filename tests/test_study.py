@@ -155,3 +155,19 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
   metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
   with pytest.raises(UatError, match="has not finished"):
     study.pilot_choice(str(tmp_path))
+
+
+def test_the_cifar10_grid_builds_and_validates_on_8_devices(tmp_path):
+  """The accelerator grid (configs/cifar10_study.py): every run's config validates on 8 devices,
+  and before the sweep has run only the sweep pieces and the pending choice are listed."""
+  from uat_jax import config_lib, study
+  for variant in ("", "wrn"):
+    s = config_lib.from_file("configs/cifar10_study.py", variant)
+    chosen = {m: {"chosen": s.sweep[m][1][0]} for m in s.sweep}
+    runs = study.sweep_runs(s) + study.final_runs(s, chosen) + study.ablation_runs(s, chosen)
+    assert len({r.name for r in runs}) == 12 + (3 * 3 + 3 * 2 - 4) + 3
+    for r in runs:
+      config_lib.validate(r.config, 8)
+      assert r.config.data.name == "cifar10" and r.config.data.validation_size == 1000
+    names = [p.name for p in study.pieces(s, str(tmp_path))]
+    assert len(names) == 13 and names[-1] == "choose"
