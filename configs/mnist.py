@@ -2,7 +2,7 @@ r"""MNIST (TFDS download), L-inf eps 0.3: the Madry et al. 2018 MNIST recipe.
 
 Madry CNN, AT with 40 PGD steps of 0.01 at eps 0.3, Adam 1e-4, batch 128, 80 epochs (close to
 Madry's 100k steps of batch 50). Reference (not a target): Madry 98.5% clean / 88.5% AutoAttack.
-Not measured here (no MNIST download on this machine).
+Not measured yet (the development machine had no MNIST download).
 
 `,runlocal`: small CNN, 300 steps, PGD-10 training, eval on 1,000 test images.
 """

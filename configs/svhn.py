@@ -2,7 +2,7 @@ r"""SVHN (TFDS svhn_cropped download), L-inf eps 8/255.
 
 PreAct ResNet-18, AT with 10 PGD steps of 2/255 at eps 8/255, SGD 0.01 (AT on SVHN is unstable at
 0.1), momentum 0.9, weight decay 5e-4, batch 128, 100 epochs, piecewise decay at 50% / 75%;
-pad-4 crop without flips (digits). Not measured here (no SVHN download on this machine).
+pad-4 crop without flips (digits). Not measured yet (the development machine had no SVHN download).
 
 `,runlocal`: small CNN, 300 steps, eval on 1,000 test images.
 """

@@ -57,3 +57,20 @@ def test_the_check_finds_what_it_looks_for():
   assert outside_references("tests/x.py", f"# {shared}") == [(1, shared)]
   # Inside the repository and existing is fine: uat_jax/../README.md is README.md.
   assert outside_references("uat_jax/x.py", f"# {up}README.md") == []
+
+
+def test_the_config_reference_is_up_to_date():
+  """docs/config_reference.md is what docs/make_config_reference.py writes from the base config
+  (rerun the script after changing a field)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "make_config_reference", os.path.join(REPO, "docs", "make_config_reference.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  with open(module.PAGE) as f:
+    assert f.read() == module.render(), "run: .venv/bin/python docs/make_config_reference.py"
+
+
+def test_the_readme_is_a_front_page():
+  size = os.path.getsize(os.path.join(REPO, "README.md"))
+  assert size <= 10_500, f"README.md is {size} bytes: move detail into docs/"

@@ -36,7 +36,7 @@ SCHEDULES = ("constant", "piecewise", "cosine")
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "at_entm"
-  c.seed = 0
+  c.seed = 0  # initialization, data order, augmentation and attack keys, in [0, 2**32)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"
@@ -83,10 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Adversarial training (methods at, at_entm, at_ls): L-inf PGD with random start.
   c.attack = ml_collections.ConfigDict()
-  c.attack.eps = 0.1
-  c.attack.step_size = 0.025
-  c.attack.steps = 10
-  c.attack.random_start = True
+  c.attack.eps = 0.1  # L-inf radius of the training attack, on the [0, 1] pixel scale
+  c.attack.step_size = 0.025  # PGD step (signed gradient), same scale
+  c.attack.steps = 10  # PGD steps per training batch (AT methods)
+  c.attack.random_start = True  # uniform start in the eps-ball
   c.attack.loss = "ce"  # ce | objective (the method's regularized loss)
   c.attack.bn_mode = "train"  # train: batch statistics, updates discarded | eval: running stats
   c.attack.unroll = -1  # -1: auto (rolled: flat compile time, as fast as unrolled); n or True
@@ -115,7 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   # pgd: clean accuracy, PGD accuracy at the training eps (attack.eps) and mean predictive
   # entropy, logged as eval/clean_accuracy, eval/pgd_accuracy, eval/mean_entropy.
   c.evals.pgd = ml_collections.ConfigDict()
-  c.evals.pgd.every_steps = 1000
+  c.evals.pgd.every_steps = 1000  # 0 = not during training
   c.evals.pgd.num_examples = 0  # 0 = the whole split
   c.evals.pgd.batch_size = 500  # rounded up to a multiple of the device count
   c.evals.pgd.steps = 20
@@ -124,7 +124,7 @@ def base_config() -> ml_collections.ConfigDict:
   # suite: the attack suite (uat_jax/evaluate/) over an eps grid with gradient-masking checks;
   # --mode=evaluate writes its reports to <workdir>/eval/<output>/.
   c.evals.suite = ml_collections.ConfigDict()
-  c.evals.suite.every_steps = 0
+  c.evals.suite.every_steps = 0  # 0 = not during training (--mode=evaluate only)
   c.evals.suite.preset = "quick"  # quick | paper | strong | adaptive | "" (only the ones below)
   # Attacks by name, after the preset's: a comma-separated list of uat_jax.evaluate.NAMED, e.g.
   # --config.evals.suite.preset= --config.evals.suite.select=apgd_ce,apgd_dlr
@@ -148,7 +148,7 @@ def base_config() -> ml_collections.ConfigDict:
   # first num_examples clean points, logged as jacobian/<output>/<norm> and jacobian/loss_grad.
   # --mode=jacobian compares workdirs on the same points (and on PGD points, `adversarial`).
   c.evals.jacobian = ml_collections.ConfigDict()
-  c.evals.jacobian.every_steps = 0
+  c.evals.jacobian.every_steps = 0  # 0 = not during training
   c.evals.jacobian.num_examples = 1000  # first N examples; 0 = the whole split
   c.evals.jacobian.chunk_size = 64  # examples per compiled chunk (bounds memory)
   c.evals.jacobian.outputs = ("logits", "probs")  # logits | probs | log_probs
@@ -159,8 +159,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals.jacobian.baseline = ""  # --mode=jacobian: the workdir the others are compared with
   c.evals.jacobian.seed = 0
 
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 1000
+  c.log_every_steps = 100  # train/* metrics (means over the period)
+  c.checkpoint_every_steps = 1000  # also after the last step and on SIGTERM
   c.max_checkpoints = 3  # the newest ones, in W/checkpoints (resuming)
   # Best-checkpoint selection (early stopping against robust overfitting, as Rice et al. 2020):
   # at every evaluation that logs `metric` (e.g. "eval/pgd_accuracy" of the pgd evaluator, on
@@ -168,7 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
   # W/checkpoints_best if it is the best so far; "" = off. Evaluate it with
   # --config.evals.checkpoint=best or uat_jax.load(W, step="best").
   c.best_checkpoint = ml_collections.ConfigDict()
-  c.best_checkpoint.metric = ""
+  c.best_checkpoint.metric = ""  # e.g. eval/pgd_accuracy; "" = no best checkpoint
   c.best_checkpoint.mode = "max"  # max | min
   return c
 
