@@ -124,6 +124,8 @@ def get_config(arg=None):
       "paper": output("paper", "best", (0.1, 0.2)),
       "strong": output("strong", "best", (0.1, 0.2)),
   })
+  if quick:  # the ablation's evaluation path with one output
+    del s.ablation_evals["strong"]
   # Jacobians of the best checkpoints of these methods' final runs; the temperature control
   # matches AT's mean predictive entropy on the validation images to each regularized method's.
   s.jacobian = ml_collections.ConfigDict({

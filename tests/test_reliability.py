@@ -258,7 +258,7 @@ def test_one_writer_per_workdir_and_a_dead_holder_is_taken_over(tmp_path):
     holder.kill()  # SIGKILL: no release, the holder's description stays in the file
     holder.wait()
   with contextlib.ExitStack() as stack:
-    records = stack.enter_context(_absl_warnings())
+    records = stack.enter_context(absl_log())
     stack.enter_context(lock.lock(str(w), "evaluation"))
     assert json.loads((w / lock.LOCK_FILE).read_text())["pid"] == os.getpid()
     with pytest.raises(UatError, match=f"in use by pid {os.getpid()} .*evaluation since"):
@@ -267,22 +267,6 @@ def test_one_writer_per_workdir_and_a_dead_holder_is_taken_over(tmp_path):
     assert json.loads((w / lock.LOCK_FILE).read_text())["pid"] == os.getpid()  # still held
   assert any(f"took over the lock of pid {holder.pid}" in r for r in records)
   assert (w / lock.LOCK_FILE).read_text() == ""  # released normally: nothing to take over
-
-
-@contextlib.contextmanager
-def _absl_warnings():
-  records: list[str] = []
-
-  class Keep(logging.Handler):
-    def emit(self, record):
-      records.append(record.getMessage())
-
-  handler = Keep(level=logging.WARNING)
-  logging.getLogger("absl").addHandler(handler)
-  try:
-    yield records
-  finally:
-    logging.getLogger("absl").removeHandler(handler)
 
 
 def test_results_go_elsewhere_and_a_read_only_workdir_says_how(trained, tmp_path, monkeypatch):
