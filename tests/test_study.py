@@ -166,3 +166,20 @@ def test_the_cifar10_grid_builds_and_validates_on_8_devices(tmp_path):
       assert r.config.data.name == "cifar10" and r.config.data.validation_size == 1000
     names = [p.name for p in study.pieces(s, str(tmp_path))]
     assert len(names) == 13 and names[-1] == "choose"
+
+
+def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
+  """--dry_run: every training run with its steps, FLOPs per step from XLA's cost analysis and
+  hours per accelerator; nothing trained. An AT step with PGD-10 costs less than 11 standard
+  steps (the attack's backward passes need no weight gradients) and more than 6."""
+  from uat_jax import config_lib, study
+  s = config_lib.from_file("configs/fashion_mnist_study.py", "quick")
+  text = study.dry_run(s, str(tmp_path))
+  rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
+          if line.startswith("| ") and not line.startswith(("| run", "| total"))}
+  assert set(rows) >= {"standard_s0", "at_s0", "at_s1", "entm_beta0.3_s0", "entm_beta1_s0",
+                       "at_entm_beta0.3_on_clean_s0"}
+  assert rows["at_s0"][1:4] == ["small_cnn", "at", "30"]
+  standard, at = float(rows["standard_s0"][4]), float(rows["at_s0"][4])
+  assert 6 < at / standard < 11
+  assert "| total |" in text and not os.listdir(tmp_path)

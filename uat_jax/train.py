@@ -47,6 +47,31 @@ def total_steps(config, num_train_examples: int) -> int:
   return max(1, int(math.ceil(config.num_epochs * num_train_examples / config.batch_size)))
 
 
+def num_train_examples(config) -> int:
+  """Training examples of `config` from the dataset's size (no data read): the train split less
+  data.validation_size, or data.train_size."""
+  spec = data.get_spec(config.data.name)
+  return config.data.train_size or spec.num_train - config.data.validation_size
+
+
+def step_flops(config) -> float:
+  """FLOPs of one training step of `config` at its global batch: XLA's cost analysis of the
+  lowered step with the attack loop unrolled (a rolled loop's body is counted once)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.attack.unroll = True
+  mesh = sharding.make_mesh(1)
+  spec = data.get_spec(c.data.name)
+  model = build_model(c, spec)
+  schedule = create_learning_rate_schedule(c.optimizer, 1000)
+  state = create_train_state(c, model, spec, create_optimizer(c.optimizer, schedule), mesh)
+  step = make_train_step(c, model, spec, schedule, mesh)
+  batch = {"image": np.zeros((c.batch_size, *spec.shape), np.uint8),
+           "label": np.zeros((c.batch_size,), np.int32)}
+  cost = step.lower(state, sharding.shard_batch(batch, mesh)).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
 def create_learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
   lr = opt_config.learning_rate
   if opt_config.schedule == "constant":
