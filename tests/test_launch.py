@@ -57,3 +57,21 @@ def test_slurm_layout_gives_every_gpu_one_process(monkeypatch, nodes, gpus):
       assert list(local_ids) == [local]
       seen.add((hostnames[node], local))
   assert len(seen) == nodes * per_node  # every GPU of every node, once
+
+
+def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
+  """DRY_RUN=1 prints the per-host commands: the code is `git archive HEAD` (never the working
+  tree), every worker gets a Python >= 3.11 environment once and runs the study under nohup with
+  its own log, so rerunning resumes."""
+  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "tpu1", "zone-a", "configs/cifar10_study.py",
+                         "/mnt/shared/c10"], cwd=REPO, capture_output=True, text=True,
+                        env=dict(os.environ, DRY_RUN="1"), timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  assert lines[0].startswith("git archive --format=tar.gz") and lines[0].endswith("HEAD ")
+  assert "tpu-vm scp" in lines[1] and "--worker=all" in lines[1]
+  remote = proc.stdout.split("--command", 1)[1]
+  for piece in ("sys.version_info < (3, 11)", "uv venv --python 3.11", "jax[tpu]==0.9.0",
+                "nohup .venv/bin/python -m uat_jax.study --study=\\'configs/cifar10_study.py\\'",
+                "--multihost", "/mnt/shared/c10/tpu/"):
+    assert piece in remote, piece
