@@ -368,3 +368,21 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
     assert not glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
   finally:
     subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_an_error_exit_never_hangs_on_a_stuck_background_thread():
+  """A non-daemon thread that never ends (as orbax's writers can after an I/O error) would make
+  the interpreter wait at exit forever; the error exit is bounded (here 1 s)."""
+  import subprocess
+  import sys
+  import time
+  program = ("import threading, time\n"
+             "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+             "from uat_jax import cli\n"
+             "cli.fail('disk full')\n")
+  t0 = time.time()
+  proc = subprocess.run([sys.executable, "-c", program], cwd=helpers.REPO, capture_output=True,
+                        text=True, timeout=120,
+                        env=dict(os.environ, UAT_EXIT_GRACE_SECONDS="1"))
+  assert proc.returncode == 2 and proc.stderr.strip() == "error: disk full"
+  assert time.time() - t0 < 60

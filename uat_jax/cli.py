@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import logging as pylogging
+import os
 import sys
+import threading
 
 from absl import app, logging
 
@@ -21,10 +23,26 @@ class OwnInfoOnly(pylogging.Filter):
     return any(part in record.pathname for part in ("uat_jax", "/clu/"))
 
 
+# After an error, the interpreter's exit waits for background threads (orbax's writers, after
+# an I/O error, may never finish): past this many seconds the process exits anyway.
+EXIT_GRACE_SECONDS = float(os.environ.get("UAT_EXIT_GRACE_SECONDS", "60"))
+
+
+def exit_bounded(code: int):
+  """sys.exit(code), with a watchdog that ends the process if the normal exit (joining
+  non-daemon threads, atexit handlers) takes longer than EXIT_GRACE_SECONDS."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  watchdog = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(code,))
+  watchdog.daemon = True
+  watchdog.start()
+  sys.exit(code)
+
+
 def fail(message: str):
   """Prints `error: <message>` as one line on stderr and exits with status 2."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
+  exit_bounded(2)
 
 
 def run_app(main, flags_parser=None):
@@ -52,4 +70,4 @@ def run_app(main, flags_parser=None):
          "directory, then rerun the same command (the last complete checkpoint is kept)")
   except Preempted as e:
     print(e, file=sys.stderr)
-    sys.exit(Preempted.EXIT_CODE)
+    exit_bounded(Preempted.EXIT_CODE)
