@@ -335,6 +335,25 @@ def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
   assert "\n" not in message and field.split(".")[-1] in message, message
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("seed", -1, "seed=-1 must be in \\[0, 2\\*\\*32\\)"),
+    ("seed", 2 ** 32, "must be in \\[0, 2\\*\\*32\\)"),
+    ("num_epochs", math.inf, "num_epochs=inf must be a finite number"),
+    ("optimizer.learning_rate", math.inf, "learning_rate=inf must be a finite number"),
+    ("optimizer.momentum", 1.0, "momentum=1.0 must be in \\[0, 1\\)"),
+    ("optimizer.warmup_steps", -1, "warmup_steps=-1 must be >= 0"),
+])
+def test_values_outside_a_fields_domain_are_one_line(field, value, message):
+  """Values that passed validation and failed late (after files were written) are refused
+  first (the command line turns these into one `error:` line and exit 2: tests/test_main.py)."""
+  from uat_jax import config_lib
+  c = load_config("at_entm,runlocal")
+  section, _, name = field.rpartition(".")
+  (c[section] if section else c)[name] = value
+  with pytest.raises(UatError, match=message):
+    config_lib.validate(c)
+
+
 def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
   """Training on a real 3 MiB filesystem: the checkpoint write that fills it ends the run with
   one `error:` line (exit 2), the complete checkpoint before it still restores, and the next
