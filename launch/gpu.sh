@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # One GPU host (all its GPUs: the train step is jit over a mesh of every visible device):
-# installs the CUDA build of the pinned JAX, then runs the paper grid (launch/paper_grid.sh).
-#   launch/gpu.sh [ROOT]        e.g. DATASETS="cifar10:preact_resnet18" SEEDS="0" launch/gpu.sh
+# installs the CUDA build of the pinned JAX, prepares the study's dataset once, then runs a study
+# (python -m uat_jax.study; rerun the same command to resume).
+#   launch/gpu.sh STUDY_CONFIG ROOT       e.g. launch/gpu.sh configs/cifar10_study.py workdirs/c10
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash launch/install.sh
+study="${1:?usage: launch/gpu.sh STUDY_CONFIG ROOT}"
+root="${2:?usage: launch/gpu.sh STUDY_CONFIG ROOT}"
+bash launch/install.sh --no-data
 .venv/bin/pip install -q "jax[cuda12]==0.9.0"
 .venv/bin/python -c "import jax; d = jax.devices(); print(len(d), 'devices:', d); assert d[0].platform == 'gpu', 'no GPU visible'"
-exec bash launch/paper_grid.sh "${1:-workdirs/paper}"
+bash launch/prepare_data.sh "$study"
+mkdir -p "$root"
+.venv/bin/python -m uat_jax.study --study="$study" --root="$root" 2>&1 | tee -a "$root/study.log"

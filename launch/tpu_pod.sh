@@ -23,8 +23,10 @@ run() {
 archive="$(mktemp -d)/uat_jax.tar.gz"
 run git archive --format=tar.gz -o "$archive" HEAD
 run gcloud compute tpus tpu-vm scp --zone="$ZONE" --worker=all "$archive" "$TPU":~/uat_jax.tar.gz
-# On each worker: unpack, make the environment once, start the study in the background.
-remote="set -euo pipefail
+# On each worker: unpack and make the environment once; then worker 0 prepares the dataset
+# (one download into the shared TFDS dir, not one per host); then every worker starts the study
+# in the background.
+setup="set -euo pipefail
 mkdir -p ~/uat_jax && tar -xzf ~/uat_jax.tar.gz -C ~/uat_jax && cd ~/uat_jax
 if [ ! -x .venv/bin/python ]; then
   if python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -33,9 +35,13 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m pip install -q --user uv && ~/.local/bin/uv venv --python 3.11 .venv
   fi
   .venv/bin/python -m pip install -q -e . 'jax[tpu]==0.9.0' || ~/.local/bin/uv pip install --python .venv/bin/python -e . 'jax[tpu]==0.9.0'
-fi
-mkdir -p '$ROOT/tpu'
+fi"
+start="set -euo pipefail
+cd ~/uat_jax && mkdir -p '$ROOT/tpu'
 nohup .venv/bin/python -m uat_jax.study --study='$STUDY' --root='$ROOT' --multihost \
   >> '$ROOT/tpu/'\$(hostname).log 2>&1 < /dev/null &
 echo \"started on \$(hostname): log $ROOT/tpu/\$(hostname).log\""
-run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command "$remote"
+run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command "$setup"
+run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=0 \
+  --command "cd ~/uat_jax && bash launch/prepare_data.sh '$STUDY'"
+run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command "$start"

@@ -70,6 +70,7 @@ def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
   lines = proc.stdout.splitlines()
   assert lines[0].startswith("git archive --format=tar.gz") and lines[0].endswith("HEAD ")
   assert "tpu-vm scp" in lines[1] and "--worker=all" in lines[1]
+  assert "--worker=0" in lines[3] and "prepare_data.sh" in lines[3]  # one download, worker 0
   remote = proc.stdout.split("--command", 1)[1]
   for piece in ("sys.version_info < (3, 11)", "uv venv --python 3.11", "jax[tpu]==0.9.0",
                 "nohup .venv/bin/python -m uat_jax.study --study=\\'configs/cifar10_study.py\\'",
