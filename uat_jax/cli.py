@@ -23,6 +23,40 @@ class OwnInfoOnly(pylogging.Filter):
     return any(part in record.pathname for part in ("uat_jax", "/clu/"))
 
 
+# Texts of storage failures (disk full, quota, read-only, I/O error) in the errors that orbax,
+# tensorstore and asyncio report from their background threads; the main thread reports the
+# failure as one `error:` line, so their tracebacks are noise.
+STORAGE_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded",
+                 "Read-only file system", "Input/output error")
+
+
+def _is_storage_noise(text: str) -> bool:
+  return any(t in text for t in STORAGE_TEXTS) or "Event loop is closed" in text
+
+
+class QuietStorageErrors(pylogging.Filter):
+  """Drops background-thread error records (with their tracebacks) about a storage failure."""
+
+  def filter(self, record):
+    if record.levelno < pylogging.ERROR or "uat_jax" in record.pathname:
+      return True
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += f" {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+    return not _is_storage_noise(text)
+
+
+def _quiet_hook(default):
+  """An excepthook that prints nothing for storage-failure noise (tensorstore callbacks print
+  theirs through sys.excepthook) and defers to `default` otherwise."""
+  def hook(*args):
+    exc = args[0].exc_value if len(args) == 1 else args[1]  # threading's hook takes one arg
+    if exc is not None and _is_storage_noise(f"{type(exc).__name__}: {exc}"):
+      return
+    default(*args)
+  return hook
+
+
 # After an error, the interpreter's exit waits for background threads (orbax's writers, after
 # an I/O error, may never finish): past this many seconds the process exits anyway.
 EXIT_GRACE_SECONDS = float(os.environ.get("UAT_EXIT_GRACE_SECONDS", "60"))
@@ -54,6 +88,9 @@ def run_app(main, flags_parser=None):
       raise UatError(f"unexpected arguments {argv[1:]}: every setting is a flag "
                      "(--name=value, e.g. --config.seed=1)")
     logging.get_absl_handler().addFilter(OwnInfoOnly())
+    logging.get_absl_handler().addFilter(QuietStorageErrors())
+    sys.excepthook = _quiet_hook(sys.excepthook)
+    threading.excepthook = _quiet_hook(threading.excepthook)
     main()
 
   try:
