@@ -1,6 +1,7 @@
 """Training: config validation, schedules, 1 vs 8 devices, bfloat16. (That AT and EntM do their
 job on real data: tests/test_study.py.)"""
 
+import math
 import os
 
 import jax
@@ -180,3 +181,17 @@ def test_every_shipped_config_validates_on_common_device_counts():
           with pytest.raises(UatError, match=r"multiple of the 6 devices: use 126 or 132 "
                                              r"\(--config.batch_size=132\)"):
             config_lib.validate(c, 6)
+
+
+def test_the_estimate_counts_steps_from_the_dataset_size_and_hours_from_flops():
+  """train.estimate (--dry_run): steps from the recipe and the dataset's size without reading
+  data, hours = steps x FLOPs / (peak x utilization)."""
+  from uat_jax import train
+  c = helpers.load_config("at")  # 20 epochs of the 60,000 Fashion-MNIST training images
+  e = train.estimate(c, flops=1e12)
+  assert e["steps"] == math.ceil(20 * 60000 / 128)
+  for name, peak in train.ACCELERATORS.items():
+    assert e["hours"][name] == pytest.approx(e["steps"] * 1e12 / (peak * train.UTILIZATION) / 3600)
+  with c.unlocked():
+    c.data.validation_size, c.num_train_steps = 5000, -1
+  assert train.estimate(c, flops=1e12)["steps"] == math.ceil(20 * 55000 / 128)

@@ -36,6 +36,8 @@ flags.DEFINE_bool("multihost", False, "One process per host: call jax.distribute
 flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
 flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
+flags.DEFINE_bool("dry_run", False, "--mode=train: print the run's steps, FLOPs per step and "
+                  "estimated hours on accelerators; train nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -71,6 +73,13 @@ def main():
           print(f"{name}: {value:.6g}", flush=True)
       print(f"wrote {os.path.join(config.evals.output_dir or workdirs[0], 'eval', config.evals.suite.output)}",
             flush=True)
+    return
+  if FLAGS.dry_run:
+    e = train.estimate(config)
+    print(f"{config.model.name} / {config.method} on {config.data.name}: {e['steps']:,} steps of "
+          f"{e['flops'] / 1e9:,.1f} GFLOP; " + ", ".join(
+              f"{a} {h:.3g} h" for a, h in e["hours"].items()) + f" ({train.ESTIMATE_BASIS})",
+          flush=True)
     return
   results = train.train_and_evaluate(config, workdirs[0],
                                      evaluators=evaluators.for_training(config))

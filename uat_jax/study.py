@@ -447,29 +447,20 @@ def run(study, root: str, shard: str = "") -> dict[str, str]:
   return status
 
 
-# Peak dense FLOP/s of one accelerator for float32 training (TF32 tensor cores on GPUs, as XLA
-# uses them for float32 convolutions and matmuls by default) or bfloat16 (TPUs), and the fraction
-# of it a convolutional AT step is assumed to reach. Estimates, not measurements.
-ACCELERATORS = {"H100": 495e12, "A100": 156e12, "TPU v4 chip": 275e12, "TPU v5e chip": 197e12}
-UTILIZATION = 0.3
-
-
 def dry_run(study, root: str) -> str:
   """A table of every training run of the study (final runs of swept methods at the first swept
   value: the value does not change the cost): model, method, steps, FLOPs per step (XLA's cost
-  analysis) and the estimated hours on each accelerator at UTILIZATION of its peak. Trains
-  nothing; evaluations are listed, not estimated."""
+  analysis) and the estimated hours on each accelerator (train.estimate). Trains nothing;
+  evaluations are counted, not estimated."""
   cache: dict[tuple, float] = {}
   chosen = {m: {"key": k, "chosen": v[0]} for m, (k, v) in study.sweep.items()}
   runs = {r.name: r for r in sweep_runs(study) + final_runs(study, chosen)
           + ablation_runs(study, chosen)}
   header = ["run", "model", "method", "steps", "GFLOP/step"] + [
-      f"{a} h" for a in ACCELERATORS]
-  lines = [f"Dry run of {len(runs)} training runs under {root}: hours at {UTILIZATION:.0%} of "
-           "each accelerator's peak dense FLOP/s (" + ", ".join(
-               f"{a} {p / 1e12:.0f} TFLOP/s" for a, p in ACCELERATORS.items()) + ")", "",
+      f"{a} h" for a in train.ACCELERATORS]
+  lines = [f"Dry run of {len(runs)} training runs under {root}: {train.ESTIMATE_BASIS}", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  totals = dict.fromkeys(ACCELERATORS, 0.0)
+  totals = dict.fromkeys(train.ACCELERATORS, 0.0)
   for r in runs.values():
     c = r.config
     key = (c.model.name, c.data.name, losses.method_parts(c.method)[0], c.attack.steps,
@@ -477,8 +468,8 @@ def dry_run(study, root: str) -> str:
     if key not in cache:
       logging.info("cost analysis of %s / %s (%s)", c.model.name, c.method, c.data.name)
       cache[key] = train.step_flops(c)
-    steps = train.total_steps(c, train.num_train_examples(c))
-    hours = {a: steps * cache[key] / (p * UTILIZATION) / 3600 for a, p in ACCELERATORS.items()}
+    e = train.estimate(c, flops=cache[key])
+    steps, hours = e["steps"], e["hours"]
     for a in totals:
       totals[a] += hours[a]
     lines.append(f"| {r.name} | {c.model.name} | {c.method} | {steps:,} | {cache[key] / 1e9:,.1f} | "
@@ -489,9 +480,10 @@ def dry_run(study, root: str) -> str:
             "evaluations during training come on top."]
   for key, flops in cache.items():
     if key[0] == "preact_resnet18" and key[2]:
-      rate = key[4] * ACCELERATORS["H100"] * UTILIZATION / flops
+      rate = key[4] * train.ACCELERATORS["H100"] * train.UTILIZATION / flops
       lines.append(f"PreAct ResNet-18 PGD-{key[3]} AT step: {flops / 1e9:,.0f} GFLOP per batch of "
-                   f"{key[4]}, so about {rate:,.0f} images/s on an H100 at {UTILIZATION:.0%}; "
+                   f"{key[4]}, so about {rate:,.0f} images/s on an H100 at "
+                   f"{train.UTILIZATION:.0%}; "
                    "published GPU figures: about 270 images/s in float32 (Rice et al.'s logs) "
                    "and about 705 images/s (the FastAT benchmark).")
   return "\n".join(lines)

@@ -72,6 +72,25 @@ def step_flops(config) -> float:
   return float(cost.get("flops", float("nan")))
 
 
+# Peak dense FLOP/s of one accelerator for float32 training (TF32 tensor cores on GPUs, as XLA
+# uses them for float32 convolutions and matmuls by default) or bfloat16 (TPUs), and the fraction
+# of it a convolutional AT step is assumed to reach. Estimates, not measurements.
+ACCELERATORS = {"H100": 495e12, "A100": 156e12, "TPU v4 chip": 275e12, "TPU v5e chip": 197e12}
+UTILIZATION = 0.3
+ESTIMATE_BASIS = (f"hours at {UTILIZATION:.0%} of each accelerator's peak dense FLOP/s ("
+                  + ", ".join(f"{a} {p / 1e12:.0f} TFLOP/s" for a, p in ACCELERATORS.items())
+                  + "); an assumption, not a measurement")
+
+
+def estimate(config, flops: float | None = None) -> dict[str, Any]:
+  """{"steps", "flops" (per step), "hours": {accelerator: hours}} of training `config` (the
+  evaluations during training not included); `flops` defaults to step_flops(config)."""
+  flops = step_flops(config) if flops is None else flops
+  steps = total_steps(config, num_train_examples(config))
+  return {"steps": steps, "flops": flops,
+          "hours": {a: steps * flops / (p * UTILIZATION) / 3600 for a, p in ACCELERATORS.items()}}
+
+
 def create_learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
   lr = opt_config.learning_rate
   if opt_config.schedule == "constant":
