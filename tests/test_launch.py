@@ -76,3 +76,47 @@ def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
                 "nohup .venv/bin/python -m uat_jax.study --study=\\'configs/cifar10_study.py\\'",
                 "--multihost", "/mnt/shared/c10/tpu/"):
     assert piece in remote, piece
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun on one machine: drops srun's options and runs the command, output to --output.
+out=/dev/stdout
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in --output=*) out="${1#--output=}"; out="${out//%t/0}" ;; esac
+  shift
+done
+exec "$@" >> "$out" 2>&1
+"""
+
+
+@pytest.mark.slow
+def test_slurm_wrapper_forwards_sigterm_and_the_training_checkpoints(tmp_path):
+  """A real process tree: launch/slurm.sbatch (bash) -> srun (a local stand-in) -> the study
+  (one process, jax.distributed over the simulated SLURM environment). SIGTERM to the wrapper,
+  as SLURM sends it before the time limit, reaches the training, which saves a checkpoint; the
+  job exits with 143 (and asks SLURM to requeue it)."""
+  import signal
+  import time
+  srun = tmp_path / "srun"
+  srun.write_text(FAKE_SRUN)
+  srun.chmod(0o755)
+  root = tmp_path / "root"
+  env = dict(os.environ, SRUN=str(srun), SLURM_JOB_ID="77", SLURM_STEP_NODELIST="localhost",
+             SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0")
+  wrapper = subprocess.Popen(["bash", "launch/slurm.sbatch", "configs/fashion_mnist_study.py:quick",
+                              str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  first = root / "runs" / "entm_beta0.3_s0" / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and wrapper.poll() is None and not (
+      first.is_dir() and any(p.name.isdigit() for p in first.iterdir())):
+    time.sleep(0.1)
+  wrapper.send_signal(signal.SIGTERM)
+  _, err = wrapper.communicate(timeout=300)
+  log = (root / "slurm" / "77_0_0.log").read_text()
+  assert wrapper.returncode == 143, err[-2000:] + log[-2000:]
+  line = next(x for x in log.splitlines() if x.startswith("preempted (SIGTERM)"))
+  # (whichever training the signal reached: the study may have moved on to the next run)
+  step, path = re.match(r"preempted \(SIGTERM\): checkpoint saved at step (\d+) in (\S+);",
+                        line).groups()
+  assert os.path.isdir(os.path.join(path, step))  # the checkpoint the SIGTERM asked for
