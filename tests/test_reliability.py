@@ -7,6 +7,7 @@ import glob
 import logging
 import math
 import os
+import re
 import shutil
 
 import hypothesis
@@ -373,13 +374,17 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
     full = helpers.run_cli(*flags, "--config.num_train_steps=12", timeout=300)
     last = full.stderr.strip().splitlines()[-1]
     assert full.returncode == 2, full.stderr[-2000:]
-    assert last.startswith("error: ") and "o space left on device while writing" in last, last
+    # Which write meets the full disk first varies: a checkpoint (during training or while
+    # finishing the writes at exit) or a metrics file; each ends in one line naming it.
+    assert re.match(r"error: [Nn]o space left on device while (writing checkpoint \d+ in |"
+                    r"finishing the checkpoint writes in |writing )", last), last
     # orbax's logged errors (with tracebacks ending in tensorstore's ValueError) are filtered;
     # TensorFlow's C++ warnings and asyncio's "Event loop is closed" tracebacks, which other
     # threads print directly, may still precede the line.
     assert "ValueError: RESOURCE_EXHAUSTED" not in full.stderr, full.stderr[-3000:]
     done = sorted(int(s) for s in os.listdir(os.path.join(w, "checkpoints")) if s.isdigit())
-    assert done and glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
+    partial = glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
+    assert done  # (a partial folder is left when a checkpoint write was the one that failed)
     assert uat_jax.load(w).step == done[-1]  # the last complete checkpoint is intact
 
     c = load_config("at,runlocal")
@@ -387,7 +392,8 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
     c.evals.pgd.every_steps, c.evals.pgd.num_examples = 1000, 100
     with absl_log() as lines:
       train.train_and_evaluate(c, w)
-    assert any("a checkpoint whose writing did not finish" in line for line in lines)
+    assert not partial or any("a checkpoint whose writing did not finish" in line
+                              for line in lines)
     assert not glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
   finally:
     subprocess.run(["umount", str(mnt)], capture_output=True)
