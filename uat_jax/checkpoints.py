@@ -16,7 +16,6 @@ checkpoint. Checkpoints written before checksums were kept restore unverified, w
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import json
@@ -30,7 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from uat_jax.errors import UatError
+from uat_jax.errors import STORAGE_ERRNOS, STORAGE_TEXTS, UatError
 
 CORRUPT_DIR = "corrupt_checkpoints"
 BEST_DIR = "checkpoints_best"
@@ -38,15 +37,6 @@ CHECKSUM_DIR = "checksums"
 
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written
-# What storage failures look like: OSError numbers, and the texts of the errors that orbax and
-# tensorstore raise for them (not OSError subclasses).
-_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                   errno.EROFS: "read-only file system", errno.EIO: "input/output error"}
-_STORAGE_TEXTS = {"No space left on device": "no space left on device",
-                  "RESOURCE_EXHAUSTED": "no space left on device",
-                  "Disk quota exceeded": "disk quota exceeded",
-                  "Read-only file system": "read-only file system",
-                  "Input/output error": "input/output error"}
 
 
 def storage_error(e: BaseException, what: str) -> Optional[UatError]:
@@ -55,10 +45,10 @@ def storage_error(e: BaseException, what: str) -> Optional[UatError]:
   seen = e
   while seen is not None:
     cause = None
-    if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS:
-      cause = _STORAGE_ERRNOS[seen.errno]
+    if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
+      cause = STORAGE_ERRNOS[seen.errno]
     else:
-      cause = next((c for t, c in _STORAGE_TEXTS.items() if t in str(seen)), None)
+      cause = next((c for t, c in STORAGE_TEXTS.items() if t in str(seen)), None)
     if cause:
       return UatError(f"{cause} while {what}; the last complete checkpoint is kept: free space "
                       "(or choose another --workdir) and rerun the same command")

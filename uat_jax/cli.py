@@ -3,15 +3,14 @@ filtering, the one-line error exit, and running an absl main with both."""
 
 from __future__ import annotations
 
-import errno
 import logging as pylogging
 import os
 import sys
 import threading
 
-from absl import app, logging
+from absl import app, flags, logging
 
-from uat_jax.errors import Preempted, UatError
+from uat_jax.errors import STORAGE_ERRNOS, STORAGE_TEXTS, Preempted, UatError
 
 
 class OwnInfoOnly(pylogging.Filter):
@@ -23,14 +22,10 @@ class OwnInfoOnly(pylogging.Filter):
     return any(part in record.pathname for part in ("uat_jax", "/clu/"))
 
 
-# Texts of storage failures (disk full, quota, read-only, I/O error) in the errors that orbax,
-# tensorstore and asyncio report from their background threads; the main thread reports the
-# failure as one `error:` line, so their tracebacks are noise.
-STORAGE_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded",
-                 "Read-only file system", "Input/output error")
-
-
 def _is_storage_noise(text: str) -> bool:
+  """A storage failure (errors.STORAGE_TEXTS) as orbax, tensorstore and asyncio report it from
+  their background threads; the main thread reports it as one `error:` line, so their
+  tracebacks are noise."""
   return any(t in text for t in STORAGE_TEXTS) or "Event loop is closed" in text
 
 
@@ -60,6 +55,23 @@ def _quiet_hook(default):
 # After an error, the interpreter's exit waits for background threads (orbax's writers, after
 # an I/O error, may never finish): past this many seconds the process exits anyway.
 EXIT_GRACE_SECONDS = float(os.environ.get("UAT_EXIT_GRACE_SECONDS", "60"))
+
+
+def define_multihost_flags() -> None:
+  """--multihost and its three flags, for entry points that can run as one of several
+  processes (uat_jax.main, uat_jax.study)."""
+  flags.DEFINE_bool("multihost", False, "Several processes (one per TPU host, or per GPU under "
+                    "SLURM): call jax.distributed.initialize first (TPU VMs and SLURM are "
+                    "detected; elsewhere pass the three flags below).")
+  flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
+  flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
+
+
+def multihost_args() -> tuple | None:
+  """(coordinator_address, num_processes, process_id) with --multihost, else None."""
+  f = flags.FLAGS
+  return (f.coordinator_address, f.num_processes, f.process_id) if f.multihost else None
 
 
 def exit_bounded(code: int):
@@ -101,7 +113,7 @@ def run_app(main, flags_parser=None):
   except UatError as e:
     fail(str(e))
   except OSError as e:  # storage failures outside checkpoint writes (metrics, reports)
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+    if e.errno not in STORAGE_ERRNOS:
       raise
     fail(f"{e.strerror} while writing {e.filename or 'a file'}: free space or choose another "
          "directory, then rerun the same command (the last complete checkpoint is kept)")

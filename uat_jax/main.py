@@ -31,11 +31,7 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "jacobian"],
                   "config.evals.on_evaluate (default: the attack suite, config.evals.suite) on "
                   "the newest checkpoint of --workdir; jacobian: input-Jacobian norms "
                   "(config.evals.jacobian) of one or more workdirs compared.")
-flags.DEFINE_bool("multihost", False, "One process per host: call jax.distributed.initialize "
-                  "first (TPU VMs and SLURM are detected; elsewhere pass the three flags below).")
-flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
-flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
+cli.define_multihost_flags()
 flags.DEFINE_bool("dry_run", False, "--mode=train: print the run's steps, FLOPs per step and "
                   "estimated hours on accelerators; train nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -45,9 +41,8 @@ def main():
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
   from uat_jax import evaluate, evaluators, jacobian_compare, sharding, train
 
-  if FLAGS.multihost:
-    sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id)
+  if cli.multihost_args():
+    sharding.initialize_distributed(*cli.multihost_args())
     logging.info("Process %d of %d", jax.process_index(), jax.process_count())
 
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())

@@ -572,11 +572,7 @@ def _define_flags():  # at the entry point only: report.py imports this module a
   config_flags.DEFINE_config_file("study", None, "Study config, e.g. "
                                   "configs/fashion_mnist_study.py or ...:quick", lock_config=True)
   flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
-  flags.DEFINE_bool("multihost", False, "Several processes (jax.distributed.initialize(): TPU "
-                    "pods and SLURM are detected; elsewhere pass the three flags below).")
-  flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0.")
-  flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.")
-  flags.DEFINE_integer("process_id", None, "--multihost: this process's index.")
+  cli.define_multihost_flags()
   flags.DEFINE_bool("dry_run", False, "Print every training run with its FLOPs per step and "
                     "estimated hours on accelerators; train nothing.")
   flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
@@ -588,10 +584,9 @@ def cli_main():
   _define_flags()
 
   def main():
-    if FLAGS.multihost:
+    if cli.multihost_args():
       from uat_jax import sharding
-      sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                      FLAGS.process_id)
+      sharding.initialize_distributed(*cli.multihost_args())
     if FLAGS.dry_run:
       print(dry_run(FLAGS.study, FLAGS.root), flush=True)
       return
