@@ -106,7 +106,7 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
                              "train_eps": run.config.attack.eps,
                              "best_metric": run.config.best_checkpoint.metric,
                              "boundaries": list(run.config.optimizer.boundaries), "evals": {}}
-      done = os.path.join(w, "train_result.json")
+      done = study_lib.trained_marker(w)
       if os.path.exists(done):
         out["train"] = {k: v for k, v in files.read_json(done).items() if k != "workdir"}
         out["curves"] = files.read_curves(os.path.join(w, "metrics.jsonl"), CURVES)
@@ -114,7 +114,7 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
       else:
         count["missing"] += 1
       for output in specs:
-        path = os.path.join(w, "eval", output, "results.json")
+        path = study_lib.results_marker(w, output)
         if os.path.exists(path):
           out["evals"][output] = compact_eval(files.read_json(path))
           count["found"] += 1

@@ -161,16 +161,22 @@ def ablation_runs(study, chosen: dict[str, Any]) -> list[Run]:
           for variant in a.variants for seed in a.seeds]
 
 
-def _train(run: Run, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) unless W/train_result.json says it finished; returns that result."""
-  done = os.path.join(workdir, "train_result.json")
-  if os.path.exists(done):
-    logging.info("finished before: %s", workdir)
-    return files.read_json(done)
+def trained_marker(workdir: str) -> str:
+  """W/train_result.json: written when a run's training finished (the piece is then done)."""
+  return os.path.join(workdir, "train_result.json")
+
+
+def results_marker(workdir: str, output: str) -> str:
+  """W/eval/<output>/results.json: an evaluation output's results (the piece is then done)."""
+  return os.path.join(workdir, "eval", output, "results.json")
+
+
+def _train(run: Run, workdir: str) -> None:
+  """Trains (or resumes from its checkpoints), then writes the marker with the result. Whether
+  to call it at all is the pipeline's decision (Piece.done, agreed on process 0)."""
   result = train.train_and_evaluate(run.config, workdir,
                                     evaluators=evaluators.for_training(run.config))
-  files.write_json(done, result)
-  return result
+  files.write_json(trained_marker(workdir), result)
 
 
 def surrogate_run(runs: list[Run], run: Run) -> Optional[Run]:
@@ -204,9 +210,6 @@ def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collect
 
 
 def _evaluate(run: Run, spec, output: str, workdir: str, surrogate: str) -> None:
-  if os.path.exists(os.path.join(workdir, "eval", output, "results.json")):
-    logging.info("evaluated before: %s (%s)", workdir, output)
-    return
   evaluators.evaluate_workdir(evaluation_config(run, spec, output, surrogate), workdir)
 
 
@@ -322,7 +325,7 @@ def pieces(study, root: str) -> list[Piece]:
   """Every piece of the study in the order it runs. Final runs of swept methods need the sweep's
   choice: until every sweep run is finished they appear once, as "choose", pending."""
   out: list[Piece] = []
-  trained = lambda r: (lambda: os.path.exists(os.path.join(run_dir(root, r), "train_result.json")))
+  trained = lambda r: functools.partial(os.path.exists, trained_marker(run_dir(root, r)))
   swept = sweep_runs(study)
   for r in swept:
     out.append(Piece(f"train {r.name}", trained(r), (), functools.partial(
@@ -345,7 +348,7 @@ def pieces(study, root: str) -> list[Piece]:
         w = run_dir(root, r)
         out.append(Piece(
             f"evaluate {r.name} {output}",
-            functools.partial(os.path.exists, os.path.join(w, "eval", output, "results.json")),
+            functools.partial(os.path.exists, results_marker(w, output)),
             (f"train {r.name}",) + ((f"train {surrogate.name}",) if surrogate else ()),
             functools.partial(_evaluate, r, specs[output], output, w,
                               run_dir(root, surrogate) if surrogate else "")))
