@@ -15,6 +15,7 @@ Pieces the study has not finished yet are reported as pending, never guessed.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from typing import Any, Optional
@@ -45,10 +46,15 @@ def pack(bits: str) -> str:
   return f"{n}:" + "".join(f"{int(padded[i:i + 4], 2):x}" for i in range(0, len(padded), 4))
 
 
+@functools.lru_cache(maxsize=None)
 def unpack(packed: str) -> np.ndarray:
+  """"<n>:<hex>" -> n outcomes in {0, 1} (read-only: the tables and figures ask for the same
+  masks many times, so each is decoded once)."""
   n, hexes = packed.split(":")
   bits = "".join(f"{int(h, 16):04b}" for h in hexes)[: int(n)]
-  return np.frombuffer(bits.encode(), np.uint8) - ord("0")
+  out = np.frombuffer(bits.encode(), np.uint8) - ord("0")
+  out.flags.writeable = False
+  return out
 
 
 def _eps_key(table: dict[str, Any], eps: float) -> Optional[str]:
