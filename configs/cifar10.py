@@ -6,7 +6,7 @@ weight decay 5e-4, batch 128, 200 epochs with the learning rate divided by 10 at
 pad-4 crop + flip on device. Evaluate up to 16/255 (the paper's claim 1). References (not
 targets): PreAct ResNet-18 PGD-10 robust 53.5% at its best epoch, 45.6% at the end (Rice et al.).
 Early stopping as in Rice et al.: 1,000 training images are held out for validation, PGD-20
-accuracy on them is measured every epoch (390 steps), and the best checkpoint by it is kept in
+accuracy on them is measured every epoch (383 steps), and the best checkpoint by it is kept in
 W/checkpoints_best (evaluate it with --config.evals.checkpoint=best).
 Not measured here: about 26-90 s per PGD-10 step on 2 CPU cores, so use a GPU (launch/).
 
@@ -19,15 +19,10 @@ from uat_jax import config_lib
 
 def _dataset(c):
   config_lib.resnet_at_recipe(c, "cifar10", learning_rate=0.1, num_epochs=200.0)
-  c.data.validation_size = 1000
-  c.evals.pgd.every_steps = 390  # one epoch of 49,000 images at batch 128
-  c.evals.pgd.num_examples = 1000
-  c.best_checkpoint.metric = "eval/pgd_accuracy"
 
 
 def _runlocal(c):
   c.optimizer.learning_rate = 0.05
-  c.evals.pgd.every_steps = 100
 
 
 def get_config(arg=None):

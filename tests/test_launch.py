@@ -1,10 +1,13 @@
-"""The launch scripts: shellcheck, and the process and device layout launch/slurm.sbatch gives
-jax.distributed, simulated with the environment SLURM sets for each task (no cluster)."""
+"""The launch scripts: shellcheck, and the process and device layout launch/slurm.sbatch and
+launch/tpu_pod.sh give jax.distributed, simulated with the environment SLURM, a TPU VM's metadata
+server or GKE sets for each process (no cluster)."""
 
+import http.server
 import os
 import re
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -58,6 +61,75 @@ def test_slurm_layout_gives_every_gpu_one_process(monkeypatch, nodes, gpus):
       seen.add((hostnames[node], local))
   assert len(seen) == nodes * per_node  # every GPU of every node, once
 
+
+class _FakeMetadata(http.server.BaseHTTPRequestHandler):
+  """The GCE metadata server of one TPU VM worker, as a pod slice's workers see it: the
+  attributes jax.distributed reads (agent-worker-number, worker-network-endpoints, tpu-env)."""
+  attributes: dict = {}
+
+  def do_GET(self):  # noqa: N802 -- the http.server interface
+    key = self.path.rsplit("/", 1)[-1]
+    ok = self.headers.get("Metadata-Flavor") == "Google" and key in self.attributes
+    body = (self.attributes[key] if ok else "not found").encode()
+    self.send_response(200 if ok else 404)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+  def log_message(self, *args):
+    pass
+
+
+@pytest.mark.parametrize("scheduler", ["gce", "gke", "gke_multislice"])
+def test_tpu_pod_layout_gives_every_host_its_chips(monkeypatch, scheduler):
+  """jax's TPU detection (what --multihost runs on a pod slice) for every worker, with the
+  environment each scheduler gives it (the metadata server is a local stand-in): a TPU VM slice
+  of 4 hosts (GCE: the metadata server's agent-worker-number and worker-network-endpoints), a GKE
+  JobSet of 4 hosts (TPU_WORKER_HOSTNAMES, TPU_WORKER_ID), and 2 slices of 2 hosts (GKE with
+  the MEGASCALE_* variables). One process per host, process ids 0..n-1 over the slices, the
+  coordinator on the first worker of the first slice, and no local device restriction, so each
+  process drives all of its host's chips."""
+  from jax._src import clusters
+  from jax._src.clusters import cloud_tpu_cluster
+  for module in (clusters.cluster, cloud_tpu_cluster):  # what a TPU VM's jax finds at start-up
+    monkeypatch.setattr(module, "running_in_cloud_tpu_vm", True)
+  for k in list(os.environ):
+    if k.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE", "GCE_METADATA", "JAX_COORDINATOR")):
+      monkeypatch.delenv(k, raising=False)
+  ips = ["10.130.0.2", "10.130.0.3", "10.130.0.4", "10.130.0.5"]
+  slices, per_slice = (2, 2) if scheduler == "gke_multislice" else (1, 4)
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeMetadata)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  seen = []
+  try:
+    for s in range(slices):
+      for w in range(per_slice):
+        monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{server.server_port}")
+        _FakeMetadata.attributes = {"tpu-env": "ACCELERATOR_TYPE: 'v4-32'\n"}
+        if scheduler == "gce":
+          _FakeMetadata.attributes.update({
+              "agent-worker-number": str(w),
+              "worker-network-endpoints": ",".join(f"unused:{i}:{ip}" for i, ip in
+                                                   enumerate(ips))})
+        else:
+          monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+          hosts = ips[s * per_slice:(s + 1) * per_slice]
+          monkeypatch.setenv("TPU_WORKER_HOSTNAMES", ",".join(hosts))
+          monkeypatch.setenv("TPU_WORKER_ID", str(w))
+          if slices > 1:
+            monkeypatch.setenv("MEGASCALE_COORDINATOR_ADDRESS", f"{ips[0]}:8080")
+            monkeypatch.setenv("MEGASCALE_NUM_SLICES", str(slices))
+            monkeypatch.setenv("MEGASCALE_SLICE_ID", str(s))
+        coordinator, count, pid, local_ids = (
+            clusters.ClusterEnv.auto_detect_unset_distributed_params(None, None, None, None,
+                                                                     None, 30))
+        assert coordinator == f"{ips[0]}:{cloud_tpu_cluster.coordinator_port}"
+        assert count == slices * per_slice and local_ids is None
+        seen.append(pid)
+  finally:
+    server.shutdown()
+    server.server_close()
+  assert seen == list(range(slices * per_slice))  # every host once, in worker order
 
 def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
   """DRY_RUN=1 prints the per-host commands: the code is `git archive HEAD` (never the working

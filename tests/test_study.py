@@ -152,18 +152,33 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
     study.pilot_choice(str(tmp_path))
 
 
-def test_the_cifar10_grid_builds_and_validates_on_8_devices(tmp_path):
-  """The accelerator grid (configs/cifar10_study.py): every run's config validates on 8 devices,
-  and before the sweep has run only the sweep pieces and the pending choice are listed."""
+@pytest.mark.parametrize("path,variants,dataset,train_eps,large_eps", [
+    ("cifar10_study", ("", "wrn"), "cifar10", 8 / 255, 16 / 255),
+    ("cifar100_study", ("", "wrn"), "cifar100", 8 / 255, 16 / 255),
+    ("svhn_study", ("",), "svhn_cropped", 8 / 255, 16 / 255),
+    ("mnist_study", ("",), "mnist", 0.3, 0.4)])
+def test_the_accelerator_grids_build_and_validate_on_8_devices(tmp_path, path, variants, dataset,
+                                                               train_eps, large_eps):
+  """The accelerator grids (configs/*_study.py but Fashion-MNIST's): every run's config validates
+  on 8 devices and holds out validation images for the sweep and the best checkpoint; the last
+  checkpoint and the ablation are evaluated at the training eps and the large eps; before the
+  sweep has run only the sweep pieces and the pending choice are listed."""
   from uat_jax import config_lib, study
-  for variant in ("", "wrn"):
-    s = config_lib.from_file("configs/cifar10_study.py", variant)
+  for variant in variants:
+    s = config_lib.from_file(f"configs/{path}.py", variant)
     chosen = {m: {"chosen": s.sweep[m][1][0]} for m in s.sweep}
     runs = study.sweep_runs(s) + study.final_runs(s, chosen) + study.ablation_runs(s, chosen)
     assert len({r.name for r in runs}) == 12 + (3 * 3 + 3 * 2 - 4) + 3
     for r in runs:
       config_lib.validate(r.config, 8)
-      assert r.config.data.name == "cifar10" and r.config.data.validation_size == 1000
+      assert r.config.data.name == dataset and r.config.data.validation_size > 0
+      assert r.config.attack.eps == pytest.approx(train_eps)
+      assert r.config.best_checkpoint.metric == (
+          "eval/pgd_accuracy" if r.method.startswith("at") else "eval/clean_accuracy")
+    assert s.large_eps == pytest.approx(large_eps)
+    assert max(s.evals.paper.eps) == pytest.approx(large_eps)
+    for spec in (s.evals.paper_last, s.evals.strong_last, s.ablation_evals.strong):
+      assert spec.eps == pytest.approx((train_eps, large_eps))
     names = [p.name for p in study.pieces(s, str(tmp_path))]
     assert len(names) == 13 and names[-1] == "choose"
 
