@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -35,13 +36,44 @@ def wait_for_checkpoint_after(proc, workdir, step, timeout=300):
     time.sleep(0.05)
 
 
+def kill_at(proc, workdir, phase, delay):
+  """SIGKILLs `proc` at a moment of `phase`: "start" (`delay` s after launch: imports, data,
+  compilation, restore), "step" (`delay` s after metrics.jsonl next grows: mid-training) or
+  "checkpoint" (as soon as a checkpoint's temporary folder appears: during the write). Returns
+  False when the process ended first."""
+  metrics, ckpt = os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "checkpoints")
+  seen = None  # (inode, size) of metrics.jsonl; a resuming run first rewrites it (a new inode)
+  start, deadline = time.time(), time.time() + 300
+  while proc.poll() is None and time.time() < deadline:
+    if phase == "start" and time.time() - start >= delay:
+      break
+    if phase == "step" and os.path.exists(metrics):
+      st = os.stat(metrics)
+      if seen is not None and st.st_ino == seen[0] and st.st_size > seen[1]:
+        time.sleep(delay)
+        break
+      if seen is None or st.st_ino != seen[0]:
+        seen = (st.st_ino, st.st_size)
+    if phase == "checkpoint" and os.path.isdir(ckpt) and any(
+        "orbax-checkpoint-tmp" in d for d in os.listdir(ckpt)):
+      break
+    time.sleep(0.005)
+  if proc.poll() is not None:
+    return False
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  return True
+
+
 @pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
-  """SIGTERM checkpoints and exits with 143; SIGKILL loses only the steps since the last
-  checkpoint; rerunning the same command resumes, and the final state is bit-identical to an
-  uninterrupted run's (data order, augmentation and attack keys come from (seed, step))."""
-  flags = ["--config.num_train_steps=80", "--config.checkpoint_every_steps=20",
-           "--config.log_every_steps=10", "--config.evals.pgd.every_steps=80",
+  """SIGTERM checkpoints and exits with 143. Then a soak: SIGKILL at 10 moments in a row (4 in
+  start-up: imports, compilation, restore; 3 mid-step; 3 during checkpoint writes; the order and
+  delays drawn from a fixed seed), each time restarted; every rerun resumes, and the final state is bit-identical to an uninterrupted
+  run's (data order, augmentation and attack keys come from (seed, step)), with no temporary
+  checkpoint folder left and no line of metrics.jsonl written twice."""
+  flags = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=5",
+           "--config.log_every_steps=2", "--config.evals.pgd.every_steps=20",
            "--config.evals.pgd.num_examples=100", "--config.attack.steps=3"]
   reference = str(tmp_path / "uninterrupted")
   done = subprocess.run(cli(reference, *flags), cwd=REPO, capture_output=True, text=True,
@@ -58,42 +90,69 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   last = err.strip().splitlines()[-1]
   assert last.startswith("preempted (SIGTERM): checkpoint saved at step "), last
   stopped_at = int(last.split("at step ")[1].split()[0])
-  assert 20 <= stopped_at < 80 and max(committed_steps(workdir)) == stopped_at
+  assert 5 <= stopped_at < 40 and max(committed_steps(workdir)) == stopped_at
 
-  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  wait_for_checkpoint_after(proc, workdir, stopped_at)
-  proc.send_signal(signal.SIGKILL)
-  err = proc.communicate()[1]
-  assert f"Resuming from checkpoint at step {stopped_at}" in err
-  killed_at = max(committed_steps(workdir))
-  assert stopped_at < killed_at < 80, err[-3000:]
+  rng = random.Random(20261125)
+  phases = ["start"] * 4 + ["step"] * 3 + ["checkpoint"] * 3
+  rng.shuffle(phases)
+  kills = []
+  for phase in phases:
+    delay = rng.uniform(0.5, 4.0) if phase == "start" else rng.uniform(0.0, 0.2)
+    before = max(committed_steps(workdir), default=0)
+    proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    if not kill_at(proc, workdir, phase, delay):
+      assert proc.returncode == 0  # it finished first: start the soak's training again
+      assert max(committed_steps(workdir)) == 40
+      break
+    kills.append((phase, before))
+  assert len(kills) == 10 or max(committed_steps(workdir)) == 40, kills
 
+  killed_at = max(committed_steps(workdir), default=0)
   done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
                         timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert f"Training small_cnn (at_entm) on fashion_mnist for 80 steps from step {killed_at}" \
-      in done.stderr
+  assert (f"Training small_cnn (at_entm) on fashion_mnist for 40 steps from step {killed_at}"
+          in done.stderr)
   assert "| clean accuracy" in done.stdout and "PGD-20 accuracy (eps=0.1)" in done.stdout
   config = helpers.load_config("at_entm,runlocal")
   (step, resumed), (ref_step, expected) = (helpers.final_state(workdir, config),
                                            helpers.final_state(reference, config))
-  assert step == ref_step == 80
+  assert step == ref_step == 40
   helpers.assert_states_equal(resumed, expected)  # same program, same order: bit-identical
+  leftovers = [d for d in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in d]
+  assert leftovers == []
+
+  def logged(w):  # (step, names) of every line but the timing ones, which differ between runs
+    out = []
+    for line in open(os.path.join(w, "metrics.jsonl")):
+      r = json.loads(line)
+      names = tuple(sorted(set(r) - {"step", "steps_per_sec", "uptime"}))
+      if names:
+        out.append((r.get("step"), names))
+    return out
+
+  mine, theirs = logged(workdir), logged(reference)
+  assert len(set(mine)) == len(mine)  # no line twice
+  # Every line of the uninterrupted run, and at most one more: the train metrics flushed at the
+  # SIGTERM's checkpoint (if that was no logging step).
+  assert set(theirs) <= set(mine) and {s for s, _ in set(mine) - set(theirs)} <= {stopped_at}
 
   files = os.listdir(workdir)
   assert "config.json" in files and any(f.startswith("events.out.tfevents") for f in files)
   assert json.load(open(os.path.join(workdir, "config.json")))["method"] == "at_entm"
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   steps = [r["step"] for r in records if "train/loss" in r]
-  assert steps[-1] == 80 and 80 in [r["step"] for r in records if "eval/pgd_accuracy" in r]
+  assert steps[-1] == 40 and 40 in [r["step"] for r in records if "eval/pgd_accuracy" in r]
   assert {"train/accuracy_adv", "train/accuracy_clean", "train/entropy", "train/grad_norm",
           "train/learning_rate", "train/ce"} <= set(records[-2]) | set(records[-1])
 
   # Rerunning a finished run trains nothing and reports the same checkpoint.
+  lines = logged(workdir)
   again = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
                          timeout=600)
-  assert again.returncode == 0 and "Resuming from checkpoint at step 80" in again.stderr
+  assert again.returncode == 0 and "Resuming from checkpoint at step 40" in again.stderr
+  assert logged(workdir) == lines  # its evaluation is not logged a second time
 
   # A SIGKILLed evaluation resumes without redoing finished attacks and gives the numbers of an
   # evaluation that ran through.

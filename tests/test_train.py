@@ -74,6 +74,15 @@ def test_one_step_on_8_devices_equals_1_device_and_pmap_equals_jit():
   assert "wide_resnet jit vs pmap on 8 devices: same update" in proc.stdout
 
 
+@pytest.mark.slow
+def test_every_config_trains_and_evaluates_a_step_on_8_devices():
+  """Each shipped training config (model, input shape, classes, augmentation, attack,
+  optimizer) runs one training step and one PGD evaluation step on 8 simulated devices."""
+  proc = helpers.run_program("every_config")  # tests/programs/every_config.py
+  for name in ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"):
+    assert f"{name}.py: " in proc.stdout and "on 8 devices" in proc.stdout, proc.stdout
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_a_close_loss(small_fmnist):
   batch = data.train_batch(small_fmnist["train"], 0, 0, 32)
   mesh = sharding.make_mesh(1)

@@ -42,15 +42,20 @@ def read_json(path: str) -> Any:
 
 def read_curves(metrics_path: str, prefixes: tuple[str, ...]) -> dict[str, list]:
   """{name: [[step, value], ...]} for every scalar of a metrics.jsonl (one JSON object per
-  line, with its "step") whose name starts with one of `prefixes`."""
-  curves: dict[str, list] = {}
+  line, with its "step") whose name starts with one of `prefixes`, in step order. A step logged
+  twice (files written before resumed runs rewrote them) counts once, with its last value; a
+  line cut off by a killed writer is skipped."""
+  curves: dict[str, dict] = {}
   with open(metrics_path) as f:
     for line in f:
-      record = json.loads(line)
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
       for k, v in record.items():
         if k.startswith(prefixes):
-          curves.setdefault(k, []).append([record["step"], v])
-  return curves
+          curves.setdefault(k, {})[record["step"]] = v
+  return {k: [[s, v] for s, v in sorted(c.items())] for k, c in curves.items()}
 
 
 def pyplot():

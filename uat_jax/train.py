@@ -24,10 +24,11 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from clu import metrics as clu_metrics
 from flax.training import train_state
 
-from uat_jax import attacks, checkpoints, config_lib, data, lock, losses, models, sharding
+from uat_jax import (attacks, checkpoints, config_lib, data, files, lock, losses, models,
+                     sharding)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -280,16 +281,39 @@ def export_state(step_fn, state):
 # Metrics output.
 # --------------------------------------------------------------------------------------------
 
-class JsonlWriter(metric_writers.MetricWriter):
-  """Appends one JSON line {"step": s, name: value, ...} per write_scalars call.
+class JsonlWriter:
+  """Appends one JSON line {"step": s, name: value, ...} per write_scalars call, each handed to
+  the OS as it is written (a killed process loses none it wrote). A clu MetricWriter by its
+  methods (not by subclassing: importing clu.metric_writers imports TensorFlow, which a command
+  that fails on bad input before training should not wait for).
 
-  Scalars only; images, histograms and the rest go to TensorBoard through the default writer.
+  Resuming from the checkpoint at `resume_step` first rewrites the file (atomically) without what
+  the interrupted process wrote after that step, a line cut off by a kill, and, from step 0,
+  everything, so that the resumed run's lines follow without duplicates; a record it would write
+  again unchanged (the same step and names, as when a finished run is evaluated again) is
+  skipped. Scalars only; images, histograms and the rest go to TensorBoard through the default
+  writer.
   """
 
-  def __init__(self, path: str):
-    self._file = open(path, "a", encoding="utf-8")
+  def __init__(self, path: str, resume_step: int = 0):
+    kept, self._logged = [], set()
+    if resume_step > 0 and os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except json.JSONDecodeError:  # the last line of a killed writer
+            continue
+          if "hparams" in record or record.get("step", resume_step + 1) <= resume_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+            if record.get("step") == resume_step:
+              self._logged.add((resume_step, frozenset(record) - {"step"}))
+    files.write_atomic(path, "".join(kept))
+    self._file = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered
 
   def write_scalars(self, step, scalars):
+    if (int(step), frozenset(scalars)) in self._logged:
+      return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._file.write(json.dumps(record) + "\n")
 
@@ -434,10 +458,12 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
     if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
       with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    from clu import metric_writers  # imports TensorFlow: only once training starts
     writer = metric_writers.MultiWriter([
         metric_writers.create_default_writer(workdir, just_logging=not is_chief,
                                              asynchronous=False),
-        *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if is_chief else []),
+        *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"), initial_step)] if is_chief
+          else []),
     ])
     if initial_step == 0:
       writer.write_hparams(flatten_config(config))
@@ -463,6 +489,7 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
   pmap_mode = isinstance(p_train_step, PmapTrainStep)
   state = prepare_state(p_train_step, state)
   eval_model = build_model(config, spec, for_training=False)
+  from clu import periodic_actions  # imports TensorFlow (through clu.metric_writers)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.log_every_steps)
   pending = None  # clu metrics since the last log

@@ -1,0 +1,71 @@
+"""One training step and one evaluation step of every shipped training config (its model,
+input shape, classes, augmentation, attack and optimizer) on 8 simulated devices. Run by
+tests/test_train.py in a fresh interpreter.
+
+The global batch is 8 (one example per device) instead of the configs' 128, so that the three
+PreAct ResNet-18 configs fit the test budget on 2 CPU cores; every config's own batch sizes are
+validated on 1, 2, 4, 6, 8 and 16 devices in tests/test_train.py. The evaluation step is the
+config's PGD evaluator attack (evals.pgd: its steps and step size at the training eps) through
+uat_jax.evaluate.run_suite on the same mesh.
+"""
+
+import glob
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tests.helpers import REPO  # noqa: E402
+from uat_jax import config_lib, data, evaluate, sharding, train  # noqa: E402
+
+BATCH = 8
+
+
+def one_config(path: str) -> str:
+  c = config_lib.from_file(path)  # the config's default method: AT+EntM
+  with c.unlocked():
+    c.batch_size = BATCH
+  config_lib.validate(c, 8)
+  spec = data.get_spec(c.data.name)
+  mesh = sharding.make_mesh(8)
+  model = train.build_model(c, spec)
+  schedule = train.create_learning_rate_schedule(c.optimizer, 10)
+  tx = train.create_optimizer(c.optimizer, schedule)
+  step = train.make_train_step(c, model, spec, schedule, mesh)
+  state = train.prepare_state(step, train.create_train_state(c, model, spec, tx, mesh))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (BATCH, *spec.shape), dtype=np.uint8),
+           "label": rng.integers(0, spec.num_classes, (BATCH,), dtype=np.int32)}
+  state, metrics = step(state, sharding.shard_batch(batch, mesh))
+  loss = float(metrics["loss"])
+  assert np.isfinite(loss), (path, metrics)
+  state = train.export_state(step, state)
+  assert len(jax.tree.leaves(state.params)[0].sharding.device_set) == 8
+  e = c.evals.pgd
+  logits_fn = train.make_logits_fn(train.build_model(c, spec, for_training=False), state.params,
+                                   state.batch_stats)
+  x = batch["image"].astype(np.float32) / 255
+  result = evaluate.run_suite(
+      logits_fn, x, batch["label"],
+      [{"name": "PGD", "attack": "pgd", "steps": e.steps,
+        "step_size_rel": e.step_size / c.attack.eps}],
+      jax.random.PRNGKey(0), eps=(c.attack.eps,), batch_size=BATCH, mesh=mesh, checks=False)
+  robust = result.attacks["PGD"].robust[c.attack.eps]
+  assert robust.shape == (BATCH,) and robust.sum() <= result.clean.sum()
+  return (f"{os.path.basename(path)}: {c.model.name} {spec.shape} {spec.num_classes} classes, "
+          f"train step loss {loss:.3f}, PGD-{e.steps} eval {int(robust.sum())}/{BATCH} on 8 devices")
+
+
+def main():
+  assert jax.device_count() == 8
+  paths = [p for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+           if not p.endswith("_study.py")]
+  for path in paths:
+    print(one_config(path), flush=True)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
