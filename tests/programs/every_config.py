@@ -2,11 +2,13 @@
 input shape, classes, augmentation, attack and optimizer) on 8 simulated devices. Run by
 tests/test_train.py in a fresh interpreter.
 
-The global batch is 8 (one example per device) instead of the configs' 128, so that the three
-PreAct ResNet-18 configs fit the test budget on 2 CPU cores; every config's own batch sizes are
-validated on 1, 2, 4, 6, 8 and 16 devices in tests/test_train.py. The evaluation step is the
-config's PGD evaluator attack (evals.pgd: its steps and step size at the training eps) through
-uat_jax.evaluate.run_suite on the same mesh.
+The global batch is 8 (one example per device) instead of the configs' 128 and the attacks run
+one step instead of 10-100 (the PGD loop is rolled, so its trip count changes nothing in the
+program), so that the three PreAct ResNet-18 configs fit the test budget on 2 CPU cores; every
+config's own batch sizes are validated on 1, 2, 4, 6, 8 and 16 devices in tests/test_train.py.
+The evaluation step is the config's PGD evaluator attack (evals.pgd at the training eps) through
+uat_jax.evaluate.run_suite on the same mesh. The models' parameter counts are checked against
+the published architectures' (batch-norm models also carry running statistics).
 """
 
 import glob
@@ -19,15 +21,17 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests.helpers import REPO  # noqa: E402
-from uat_jax import config_lib, data, evaluate, sharding, train  # noqa: E402
+from uat_jax import config_lib, data, evaluate, models, sharding, train  # noqa: E402
 
 BATCH = 8
+PARAMETERS = {("madry_cnn", 10): 3_274_634, ("preact_resnet18", 10): 11_172_170,
+              ("preact_resnet18", 100): 11_218_340}
 
 
 def one_config(path: str) -> str:
   c = config_lib.from_file(path)  # the config's default method: AT+EntM
   with c.unlocked():
-    c.batch_size = BATCH
+    c.batch_size, c.attack.steps, c.evals.pgd.steps = BATCH, 1, 1
   config_lib.validate(c, 8)
   spec = data.get_spec(c.data.name)
   mesh = sharding.make_mesh(8)
@@ -36,6 +40,10 @@ def one_config(path: str) -> str:
   tx = train.create_optimizer(c.optimizer, schedule)
   step = train.make_train_step(c, model, spec, schedule, mesh)
   state = train.prepare_state(step, train.create_train_state(c, model, spec, tx, mesh))
+  plain = train.export_state(step, state)
+  count = sum(p.size for p in jax.tree.leaves(plain.params))
+  assert count == PARAMETERS[c.model.name, spec.num_classes], (path, count)
+  assert bool(plain.batch_stats) == (c.model.name == "preact_resnet18"), path
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (BATCH, *spec.shape), dtype=np.uint8),
            "label": rng.integers(0, spec.num_classes, (BATCH,), dtype=np.int32)}
@@ -45,8 +53,8 @@ def one_config(path: str) -> str:
   state = train.export_state(step, state)
   assert len(jax.tree.leaves(state.params)[0].sharding.device_set) == 8
   e = c.evals.pgd
-  logits_fn = train.make_logits_fn(train.build_model(c, spec, for_training=False), state.params,
-                                   state.batch_stats)
+  logits_fn = models.classifier(train.build_model(c, spec, for_training=False),
+                                {"params": state.params, "batch_stats": state.batch_stats})
   x = batch["image"].astype(np.float32) / 255
   result = evaluate.run_suite(
       logits_fn, x, batch["label"],
