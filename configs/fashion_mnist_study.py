@@ -23,10 +23,10 @@ Budget on 2 CPU cores (measured in the pilot, 2026-11-25): ~16 minutes per adver
 run (3,125 PGD-10 steps and 80 validation PGD-20 passes), ~4 per standard / EntM / LS run.
 
 `:quick` runs the same pipeline on a tiny budget (CI runs it): standard, EntM, AT and AT+EntM
-(LS and AT+LS run the same code with another regularizer), 30 training steps, one seed per
-method (two for AT, so that transfer attacks and the seed bootstrap run), a 2-value sweep of
-EntM's beta, one ablation variant, 50 test images, eps (0.1, 0.2), both presets' attacks
-shortened (under their names).
+(LS and AT+LS run the same code with another regularizer), 30 training steps of batch 64, one
+seed per method (two for AT, so that transfer attacks and the seed bootstrap run), a 2-value
+sweep of EntM's beta, one ablation variant, 50 test images, eps (0.1, 0.2), both presets'
+attacks shortened (under their names).
 """
 
 import ml_collections
@@ -56,6 +56,7 @@ def get_config(arg=None):
                "train_size": 2000 if quick else 5000},
       "num_epochs": 80.0,
       "num_train_steps": 30 if quick else -1,
+      **({"batch_size": 64} if quick else {}),
       "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
                     "weight_decay": 5e-4, "schedule": "piecewise"},
       "log_every_steps": 10 if quick else steps_per_epoch,
