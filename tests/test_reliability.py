@@ -11,6 +11,7 @@ import re
 import shutil
 
 import hypothesis
+from hypothesis import strategies as st
 import pytest
 
 import uat_jax
@@ -334,6 +335,65 @@ def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
     config_lib.validate(c)
   message = str(e.value)
   assert "\n" not in message and field.split(".")[-1] in message, message
+
+
+def _int_fields(node, prefix=""):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from _int_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, int) and not isinstance(value, bool):
+      yield f"{prefix}{key}"
+
+
+# Each integer field's valid range [low, high] (None: unbounded); attack.unroll also takes -1.
+# num_train_steps <= 0 is valid: num_epochs then decides (documented in the config reference).
+INT_DOMAINS = {
+    "attack.steps": (1, None), "attack.unroll": (1, None), "batch_size": (1, None),
+    "checkpoint_every_steps": (1, None), "data.train_size": (0, None),
+    "data.validation_size": (0, None), "evals.jacobian.chunk_size": (1, None),
+    "evals.jacobian.every_steps": (0, None), "evals.jacobian.num_examples": (0, None),
+    "evals.jacobian.power_iters": (1, None), "evals.jacobian.seed": (0, 2 ** 32 - 1),
+    "evals.pgd.batch_size": (1, None), "evals.pgd.every_steps": (0, None),
+    "evals.pgd.num_examples": (0, None), "evals.pgd.steps": (0, None),
+    "evals.suite.batch_size": (1, None), "evals.suite.every_steps": (0, None),
+    "evals.suite.num_examples": (0, None), "evals.suite.seed": (0, 2 ** 32 - 1),
+    "log_every_steps": (1, None), "max_checkpoints": (1, None), "model.depth": (10, None),
+    "model.width": (1, None), "num_train_steps": (None, 2 ** 31 - 1),
+    "optimizer.warmup_steps": (0, None), "seed": (0, 2 ** 32 - 1),
+}
+
+
+def test_every_integer_field_has_a_domain():
+  assert sorted(_int_fields(load_config("at_entm,runlocal"))) == sorted(INT_DOMAINS)
+
+
+@st.composite
+def _out_of_domain(draw):
+  field = draw(st.sampled_from(sorted(INT_DOMAINS)))
+  low, high = INT_DOMAINS[field]
+  sides = ([st.integers(max_value=low - 1)] if low is not None else []) + (
+      [st.integers(min_value=high + 1)] if high is not None else [])
+  value = draw(st.one_of(sides))
+  hypothesis.assume(not (field == "attack.unroll" and value == -1))
+  return field, value
+
+
+@hypothesis.settings(max_examples=80, deadline=None)
+@hypothesis.given(case=_out_of_domain())
+def test_every_integer_field_rejects_values_outside_its_domain_in_one_line(case):
+  """The validator refuses a generated value outside each integer field's domain (including
+  values far outside it) with one line naming the field, before anything is written (the CLI's
+  exit status and untouched workdir for such values: tests/test_main.py)."""
+  from uat_jax import config_lib
+  field, value = case
+  c = load_config("at_entm,runlocal")
+  section, _, name = field.rpartition(".")
+  with c.unlocked():
+    (c[section] if section else c)[name] = value
+  with pytest.raises(UatError) as e:
+    config_lib.validate(c)
+  message = str(e.value)
+  assert "\n" not in message and name in message, message
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -364,6 +364,12 @@ def validate(c, num_devices: int = 1) -> None:
            f"unknown attack.loss {c.attack.loss!r}: choose ce or objective")
   _require(c.attack.bn_mode in ("train", "eval"),
            f"unknown attack.bn_mode {c.attack.bn_mode!r}: choose train or eval")
+  u = c.attack.unroll
+  _require(isinstance(u, bool) or u == -1 or u >= 1,
+           f"attack.unroll={u} must be -1 (auto), a number of steps >= 1 or True (all)")
+  _require(c.model.depth >= 10 and (c.model.depth - 4) % 6 == 0,
+           f"model.depth={c.model.depth} must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...)")
+  _require(c.model.width >= 1, f"model.width={c.model.width} must be >= 1")
   _require(c.regularizer.beta >= 0, f"regularizer.beta={c.regularizer.beta} must be >= 0")
   _require(0 <= c.regularizer.alpha < 1,
            f"regularizer.alpha={c.regularizer.alpha} must be in [0, 1)")
@@ -445,6 +451,9 @@ def validate_evals(c) -> None:
     jacobian.check(output, j.norms)
   for name in ("chunk_size", "power_iters"):
     _require(j[name] >= 1, f"evals.jacobian.{name}={j[name]} must be >= 1")
+  for name in ("suite", "jacobian"):
+    _require(0 <= e[name].seed < 2 ** 32,
+             f"evals.{name}.seed={e[name].seed} must be in [0, 2**32) (--config.evals.{name}.seed)")
   evaluated_step(c)
   _require(e.split in ("test", "validation"),
            f"evals.split={e.split!r}: choose test or validation")
