@@ -42,10 +42,12 @@ class QuietStorageErrors(pylogging.Filter):
 
 
 def _quiet_hook(default):
-  """An excepthook that prints nothing for storage-failure noise (tensorstore callbacks print
-  theirs through sys.excepthook) and defers to `default` otherwise."""
+  """An excepthook (sys, threading or unraisable) that prints nothing for storage-failure noise
+  (tensorstore's callbacks report theirs as unraisable exceptions, or through sys.excepthook)
+  and defers to `default` otherwise."""
   def hook(*args):
-    exc = args[0].exc_value if len(args) == 1 else args[1]  # threading's hook takes one arg
+    # threading's and the unraisable hook take one argument with .exc_value; sys's takes three.
+    exc = args[0].exc_value if len(args) == 1 else args[1]
     if exc is not None and _is_storage_noise(f"{type(exc).__name__}: {exc}"):
       return
     default(*args)
@@ -99,10 +101,14 @@ def run_app(main, flags_parser=None):
     if len(argv) > 1:
       raise UatError(f"unexpected arguments {argv[1:]}: every setting is a flag "
                      "(--name=value, e.g. --config.seed=1)")
+    # TensorFlow (TensorBoard summaries, TFDS) loads later: its C++ INFO and WARNING lines
+    # (a oneDNN notice every run, event-file flush warnings on a full disk) stay out of the log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.get_absl_handler().addFilter(OwnInfoOnly())
     logging.get_absl_handler().addFilter(QuietStorageErrors())
     sys.excepthook = _quiet_hook(sys.excepthook)
     threading.excepthook = _quiet_hook(threading.excepthook)
+    sys.unraisablehook = _quiet_hook(sys.unraisablehook)
     main()
 
   try:
