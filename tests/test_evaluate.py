@@ -192,6 +192,7 @@ def test_fgsm_and_pgd_match_foolbox(trained_model, trained):
       assert abs(acc_ours - acc_fb) <= 1 / 128, (name, acc_ours, acc_fb)  # a near-tie at most
 
 
+@pytest.mark.slow
 def test_evaluation_batches_over_8_devices_without_recompiling():
   proc = helpers.run_program("mesh_eval")  # tests/programs/mesh_eval.py
   assert "mesh ok" in proc.stdout

@@ -68,6 +68,7 @@ def test_train_step_is_deterministic_in_state_and_batch(small_fmnist):
                              "grad_norm", "learning_rate"}
 
 
+@pytest.mark.slow
 def test_one_step_on_8_devices_equals_1_device_and_pmap_equals_jit():
   proc = helpers.run_program("multi_device")  # tests/programs/multi_device.py
   assert "wide_resnet 1 vs 8 devices: same update" in proc.stdout

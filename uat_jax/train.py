@@ -124,15 +124,17 @@ def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTran
 
 
 def create_train_state(config, model, spec, tx, mesh) -> TrainState:
-  """Initializes parameters from config.seed, placed replicated on the mesh."""
+  """Initializes parameters from config.seed, placed replicated on the mesh. The seed is an
+  argument of the compiled program (the same keys as a constant seed), so runs that differ only
+  in their seed share one program (and the persistent compilation cache's entry)."""
 
-  def init():
-    init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  def init(seed):
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_key, jnp.zeros((1, *spec.shape), jnp.float32), train=False)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables.get("batch_stats", {}), key=state_key)
 
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(np.uint32(config.seed))
 
 
 def make_logits_fn(model, params, batch_stats, bn_mode: str = "eval"):
