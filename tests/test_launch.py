@@ -96,6 +96,8 @@ def test_tpu_pod_layout_gives_every_host_its_chips(monkeypatch, scheduler):
   for k in list(os.environ):
     if k.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE", "GCE_METADATA", "JAX_COORDINATOR")):
       monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the stand-in is local, whatever proxy is set
+  monkeypatch.setenv("no_proxy", "127.0.0.1")
   ips = ["10.130.0.2", "10.130.0.3", "10.130.0.4", "10.130.0.5"]
   slices, per_slice = (2, 2) if scheduler == "gke_multislice" else (1, 4)
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeMetadata)
