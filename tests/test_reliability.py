@@ -309,15 +309,16 @@ def test_results_go_elsewhere_and_a_read_only_workdir_says_how(trained, tmp_path
   assert snapshot(src) == before
 
 
-def _numeric_fields(node, prefix=""):
+def _fields(node, kind, prefix=""):
+  """The dotted names of a config's fields whose values are of type `kind` (bools excluded)."""
   for key, value in node.items():
     if hasattr(value, "items"):
-      yield from _numeric_fields(value, f"{prefix}{key}.")
-    elif isinstance(value, float):
+      yield from _fields(value, kind, f"{prefix}{key}.")
+    elif isinstance(value, kind) and not isinstance(value, bool):
       yield f"{prefix}{key}"
 
 
-FLOAT_FIELDS = sorted(_numeric_fields(load_config("at_entm,runlocal")))
+FLOAT_FIELDS = sorted(_fields(load_config("at_entm,runlocal"), float))
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
@@ -335,14 +336,6 @@ def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
     config_lib.validate(c)
   message = str(e.value)
   assert "\n" not in message and field.split(".")[-1] in message, message
-
-
-def _int_fields(node, prefix=""):
-  for key, value in node.items():
-    if hasattr(value, "items"):
-      yield from _int_fields(value, f"{prefix}{key}.")
-    elif isinstance(value, int) and not isinstance(value, bool):
-      yield f"{prefix}{key}"
 
 
 # Each integer field's valid range [low, high] (None: unbounded); attack.unroll also takes -1.
@@ -364,7 +357,7 @@ INT_DOMAINS = {
 
 
 def test_every_integer_field_has_a_domain():
-  assert sorted(_int_fields(load_config("at_entm,runlocal"))) == sorted(INT_DOMAINS)
+  assert sorted(_fields(load_config("at_entm,runlocal"), int)) == sorted(INT_DOMAINS)
 
 
 @st.composite

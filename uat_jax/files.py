@@ -46,16 +46,23 @@ def read_curves(metrics_path: str, prefixes: tuple[str, ...]) -> dict[str, list]
   twice (files written before resumed runs rewrote them) counts once, with its last value; a
   line cut off by a killed writer is skipped."""
   curves: dict[str, dict] = {}
-  with open(metrics_path) as f:
+  for record in read_records(metrics_path):
+    for k, v in record.items():
+      if k.startswith(prefixes):
+        curves.setdefault(k, {})[record["step"]] = v
+  return {k: [[s, v] for s, v in sorted(c.items())] for k, c in curves.items()}
+
+
+def read_records(metrics_path: str) -> list[dict]:
+  """The records of a metrics.jsonl in file order, without a line cut off by a killed writer."""
+  records = []
+  with open(metrics_path, encoding="utf-8") as f:
     for line in f:
       try:
-        record = json.loads(line)
+        records.append(json.loads(line))
       except json.JSONDecodeError:
         continue
-      for k, v in record.items():
-        if k.startswith(prefixes):
-          curves.setdefault(k, {})[record["step"]] = v
-  return {k: [[s, v] for s, v in sorted(c.items())] for k, c in curves.items()}
+  return records
 
 
 def pyplot():

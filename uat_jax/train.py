@@ -298,19 +298,11 @@ class JsonlWriter:
   """
 
   def __init__(self, path: str, resume_step: int = 0):
-    kept, self._logged = [], set()
-    if resume_step > 0 and os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        for line in f:
-          try:
-            record = json.loads(line)
-          except json.JSONDecodeError:  # the last line of a killed writer
-            continue
-          if "hparams" in record or record.get("step", resume_step + 1) <= resume_step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-            if record.get("step") == resume_step:
-              self._logged.add((resume_step, frozenset(record) - {"step"}))
-    files.write_atomic(path, "".join(kept))
+    old = files.read_records(path) if resume_step > 0 and os.path.exists(path) else []
+    kept = [r for r in old if "hparams" in r or r.get("step", resume_step + 1) <= resume_step]
+    self._logged = {(resume_step, frozenset(r) - {"step"}) for r in kept
+                    if r.get("step") == resume_step}
+    files.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered
 
   def write_scalars(self, step, scalars):
