@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +199,46 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
   standard, at = float(rows["standard_s0"][4]), float(rows["at_s0"][4])
   assert 6 < at / standard < 11
   assert "| total |" in text and not os.listdir(tmp_path)
+
+
+def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
+  """Two processes on one study: the piece another process holds (a real POSIX lock on its
+  claim, taken by a second process) is left to it, the independent pieces run meanwhile, and
+  the piece that needs the held one waits until it is finished; with shards, a need of another
+  shard that nobody runs leaves the piece pending."""
+  from uat_jax import lock, study
+  root, ran = str(tmp_path / "root"), []
+
+  def piece(name, needs=()):
+    marker = tmp_path / (name.replace(" ", "_") + ".done")
+    return study.Piece(name, marker.exists, needs,
+                       lambda: (ran.append(name), marker.write_text("")))
+
+  claim, ready = study.claim_dir(root, "train a"), tmp_path / "ready"
+  os.makedirs(claim)
+  other = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, json, os, pathlib, time
+fd = os.open({os.path.join(claim, lock.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({{"pid": os.getpid(), "purpose": "study piece train a"}}).encode())
+pathlib.Path({str(ready)!r}).write_text("")
+time.sleep(0.5)
+pathlib.Path({str(tmp_path / "train_a.done")!r}).write_text("")
+"""])
+  while not ready.exists():
+    assert other.poll() is None
+    time.sleep(0.01)
+  assert f"pid {other.pid} " in lock.holder(claim)
+  listing = [piece("train a"), piece("train b"), piece("evaluate a", ("train a",)),
+             piece("evaluate b", ("train b",))]
+  status = study.schedule(lambda: listing, root, poll_s=0.1)
+  assert other.wait() == 0 and lock.holder(claim) is None
+  assert ran == ["train b", "evaluate b", "evaluate a"]
+  assert status == {"train a": "done", "train b": "done", "evaluate b": "done",
+                    "evaluate a": "done"}
+
+  ran.clear()
+  listing = [piece("train c"), piece("train d"), piece("evaluate d", ("train d",))]
+  status = study.schedule(lambda: listing, root, index=0, count=2, poll_s=0.1)
+  assert ran == ["train c"] and status == {"train c": "done",
+                                           "evaluate d": "pending (needs train d)"}

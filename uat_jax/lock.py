@@ -36,6 +36,10 @@ from uat_jax.errors import UatError
 LOCK_FILE = ".lock"
 _HELD: dict[str, dict] = {}  # real path of a directory -> the holder description of this process
 # The fix for a workdir that --mode=evaluate / jacobian cannot write (read-only, shared).
+class InUse(UatError):
+  """The directory's lock is held by another process (or by this one, for another purpose)."""
+
+
 OUTPUT_DIR_FIX = ("write the results elsewhere with --config.evals.output_dir=DIR (the "
                   "checkpoints are only read)")
 
@@ -61,7 +65,7 @@ def _read(fd: int) -> Optional[dict]:
 def lock(directory: str, purpose: str,
          fix: str = "choose another directory to write to") -> Iterator[None]:
   """Holds the exclusive lock of `directory` for the block (creating the directory); raises
-  UatError naming the holder when another process has it, or the OS error and `fix` when the
+  InUse (a UatError) naming the holder when another process has it, or the OS error and `fix` when the
   directory cannot be written. A no-op on processes other than 0."""
   if not sharding.is_chief():
     yield
@@ -69,7 +73,7 @@ def lock(directory: str, purpose: str,
   path = os.path.join(directory, LOCK_FILE)
   real = os.path.realpath(directory)
   if real in _HELD:
-    raise UatError(f"{directory} is in use by {_describe(_HELD[real])}: wait for it to finish, "
+    raise InUse(f"{directory} is in use by {_describe(_HELD[real])}: wait for it to finish, "
                    "or choose another directory")
   try:
     os.makedirs(directory, exist_ok=True)
@@ -81,9 +85,9 @@ def lock(directory: str, purpose: str,
       fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if e.errno in (errno.EACCES, errno.EAGAIN):
-        holder = _read(fd) or {}
-        raise UatError(f"{directory} is in use by {_describe(holder)}: wait for it to finish, "
-                       "or choose another directory") from None
+        other = _read(fd) or {}
+        raise InUse(f"{directory} is in use by {_describe(other)}: wait for it to finish, "
+                    "or choose another directory") from None
       raise UatError(f"cannot lock {path} ({e.strerror}): the filesystem does not support "
                      "POSIX locks; choose a directory on one that does") from e
     previous = _read(fd)
@@ -103,3 +107,27 @@ def lock(directory: str, purpose: str,
       os.ftruncate(fd, 0)  # released normally: nothing to take over
   finally:
     os.close(fd)  # closing the descriptor releases the lock
+
+
+def holder(directory: str) -> Optional[str]:
+  """Who holds the lock of `directory` now (its description), or None when nobody does. Changes
+  nothing: a free lock is taken and given back at once. Process 0's view on every process is
+  the caller's business (other processes never take locks)."""
+  real = os.path.realpath(directory)
+  if real in _HELD:  # testing our own lock through a second descriptor would release it
+    return _describe(_HELD[real])
+  try:
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR)
+  except OSError:
+    return None  # no lock file (or none we may open): never locked here
+  try:
+    try:
+      fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno in (errno.EACCES, errno.EAGAIN):
+        return _describe(_read(fd) or {})
+      return None
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    return None
+  finally:
+    os.close(fd)

@@ -18,7 +18,8 @@ Stages, over workdirs ROOT/runs/<name> (the study config says what each one runs
 Each step calls the functions `python -m uat_jax.main` calls. Rerunning skips finished pieces (a
 training run with its train_result.json, an evaluation with its results.json, Jacobians with
 their summary.json) and resumes unfinished ones from their checkpoints / saved attacks; progress
-and the time so far are logged before every piece.
+and the time so far are logged before every piece. Several processes started with the same
+command share the pieces (`schedule`: each runs a piece under its claim in ROOT/claims/).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, losses,
-                     train)
+from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, lock,
+                     losses, train)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -402,41 +403,125 @@ def parse_shard(shard: str) -> tuple[int, int]:
   return i, n
 
 
-def run(study, root: str, shard: str = "") -> dict[str, str]:
-  """The pipeline, or the pieces of shard i of n (piece k belongs to shard k mod n). Each piece
-  is skipped when finished before; a failing piece is logged and the others go on; the end is a
-  status table. Returns {piece: "done" | "failed (log: PATH)" | "pending (...)"}; raises
-  UatError if any failed."""
+POLL_S = 30.0  # how often a process with nothing to start looks again at the pieces others run
+
+
+def claim_dir(root: str, name: str) -> str:
+  """ROOT/claims/<piece>: its lock says which process runs the piece now."""
+  return os.path.join(root, "claims", name.replace(" ", "_"))
+
+
+def _claim(root: str, name: str) -> Optional[contextlib.ExitStack]:
+  """The piece's claim, held until the returned stack closes; None if another process holds it
+  (process 0 decides for every process)."""
+  stack = contextlib.ExitStack()
+  try:
+    stack.enter_context(lock.lock(claim_dir(root, name), f"study piece {name}"))
+    taken = True
+  except lock.InUse:
+    taken = False
+  if _agreed(taken):
+    return stack
+  stack.close()
+  return None
+
+
+def _holders(root: str, names) -> dict[str, str]:
+  """{piece: holder} for the pieces among `names` that another process runs now. Always empty
+  in a multi-host job (its hosts must take the same decisions; it does not wait for others)."""
+  if jax.process_count() > 1:
+    return {}
+  found = {n: lock.holder(claim_dir(root, n)) for n in names}
+  return {n: h for n, h in found.items() if h}
+
+
+def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, count: int = 1,
+             poll_s: float = POLL_S) -> dict[str, str]:
+  """Runs the pieces of shard `index` of `count` (piece k of the listing belongs to shard k mod
+  count), one at a time, in listing order, listing them again after each (a finished sweep
+  unlocks the final runs). Several processes can run the same study at once, on one machine
+  or on hosts sharing ROOT: each piece is run under its claim (a lock in ROOT/claims/, released
+  however the process ends), a piece another process holds is left to it, a piece whose needs
+  another process is still running waits for them, and a process with nothing to start but
+  pieces still running elsewhere looks again every `poll_s` seconds. Returns {piece: "done" |
+  "failed (log: PATH)" | "pending (...)"}."""
+  status: dict[str, str] = {}
+  started, stalled, last_note = time.time(), False, ""
+  while True:
+    listing = list_pieces()
+    by_name = {p.name: p for p in listing}
+    mine = [p for k, p in enumerate(listing) if k % count == index and p.name != "choose"]
+    for p in mine:
+      if p.name not in status and _agreed(p.done()):
+        logging.info("%s: finished before", p.name)
+        status[p.name] = "done"
+    todo = [p for p in mine if p.name not in status]
+    waiting: dict[str, str] = {}  # piece -> the piece it waits for (held by another process)
+    ran = False
+    for p in todo:
+      unmet = [n for n in p.needs if status.get(n) != "done"
+               and not (n in by_name and _agreed(by_name[n].done()))]
+      lost = [n for n in unmet if n in status or n not in {q.name for q in todo}]
+      held = _holders(root, unmet)
+      if held:
+        waiting[p.name] = next(iter(held))
+        continue
+      if lost:  # failed here, or another shard's and nobody runs it now
+        status[p.name] = f"pending (needs {lost[0]})"
+        continue
+      if unmet:  # an earlier piece of this listing that another process holds
+        waiting[p.name] = unmet[0]
+        continue
+      claim = _claim(root, p.name)
+      if claim is None:
+        waiting[p.name] = p.name
+        continue
+      log = os.path.join(root, "logs", p.name.replace(" ", "_") + ".log")
+      logging.info("[%d/%d] %s (%.0f min so far; log %s)", len(mine) - len(todo) + 1, len(mine),
+                   p.name, (time.time() - started) / 60, log)
+      with claim:
+        try:
+          with _piece_log(log):
+            p.work()
+          status[p.name] = "done"
+        except Preempted:  # SIGTERM: the checkpoint is saved; the job ends (143), resumes later
+          raise
+        except Exception as e:  # noqa: BLE001 -- one piece's failure must not stop the others
+          logging.exception("%s failed: %s", p.name, e)
+          status[p.name] = f"failed (log: {log})"
+      ran = True
+      break
+    if ran:
+      stalled = False
+      continue
+    others = _holders(root, by_name)
+    if waiting and not others and not stalled:
+      stalled = True  # what it waited for may have finished just now: look once more
+      continue
+    if not waiting or not others:
+      for name, need in waiting.items():
+        status[name] = f"pending (needs {need})"
+      break
+    stalled = False
+    name, need = next(iter(waiting.items()))
+    note = (f"{name} needs {need}; " if need != name else "") + ", ".join(
+        f"{n} is run by {h}" for n, h in others.items())
+    if note != last_note:  # once per change, not every poll
+      logging.info("waiting (looking again every %.0f s): %s", poll_s, note)
+      last_note = note
+    time.sleep(poll_s)
+  return status
+
+
+def run(study, root: str, shard: str = "", poll_s: float = POLL_S) -> dict[str, str]:
+  """The pipeline, or the pieces of shard i of n (`schedule`; start the same command several
+  times to run pieces side by side). Each piece is skipped when finished before; a failing
+  piece is logged and the others go on; the end is a status table. Returns {piece: "done" |
+  "failed (log: PATH)" | "pending (...)"}; raises UatError if any failed."""
   index, count = parse_shard(shard)
   _compilation_cache(root)
   t0 = time.time()
-  status: dict[str, str] = {}
-  while True:  # the sweep's choice unlocks the final runs: list the pieces again after it
-    todo = [p for k, p in enumerate(pieces(study, root)) if k % count == index]
-    new = [p for p in todo if p.name not in status and p.name != "choose"]
-    if not new:
-      break
-    for i, p in enumerate(new):
-      missing = [n for n in p.needs if status.get(n, "").startswith(("failed", "pending"))]
-      if _agreed(p.done()):
-        logging.info("[%d/%d] %s: finished before", i + 1, len(new), p.name)
-        status[p.name] = "done"
-        continue
-      if missing:
-        status[p.name] = f"pending (needs {missing[0]})"
-        continue
-      log = os.path.join(root, "logs", p.name.replace(" ", "_") + ".log")
-      logging.info("[%d/%d] %s (%.0f min so far; log %s)", i + 1, len(new), p.name,
-                   (time.time() - t0) / 60, log)
-      try:
-        with _piece_log(log):
-          p.work()
-        status[p.name] = "done"
-      except Preempted:  # SIGTERM: the checkpoint is saved; the job ends (143) and resumes later
-        raise
-      except Exception as e:  # noqa: BLE001 -- one piece's failure must not stop the others
-        logging.exception("%s failed: %s", p.name, e)
-        status[p.name] = f"failed (log: {log})"
+  status = schedule(functools.partial(pieces, study, root), root, index, count, poll_s)
   for p in pieces(study, root):
     if p.name == "choose" and p.name not in status:
       status["choose"] = "pending (the sweep runs of every shard must finish)"
