@@ -203,16 +203,21 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
 
 def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
   """Two processes on one study: the piece another process holds (a real POSIX lock on its
-  claim, taken by a second process) is left to it, the independent pieces run meanwhile, and
-  the piece that needs the held one waits until it is finished; with shards, a need of another
-  shard that nobody runs leaves the piece pending."""
+  claim, taken by a second process) is left to it, the independent pieces run meanwhile, the
+  piece that needs the held one waits until it is finished, and so does a piece whose
+  directory the other process has locked; with shards, a need of another shard that nobody
+  runs leaves the piece pending."""
   from uat_jax import lock, study
   root, ran = str(tmp_path / "root"), []
 
-  def piece(name, needs=()):
+  def piece(name, needs=(), locks=None):
     marker = tmp_path / (name.replace(" ", "_") + ".done")
-    return study.Piece(name, marker.exists, needs,
-                       lambda: (ran.append(name), marker.write_text("")))
+
+    def work():
+      with lock.lock(locks or str(tmp_path / name.replace(" ", "_")), "test"):
+        ran.append(name)
+        marker.write_text("")
+    return study.Piece(name, marker.exists, needs, work)
 
   claim, ready = study.claim_dir(root, "train a"), tmp_path / "ready"
   os.makedirs(claim)
@@ -230,12 +235,12 @@ pathlib.Path({str(tmp_path / "train_a.done")!r}).write_text("")
     time.sleep(0.01)
   assert f"pid {other.pid} " in lock.holder(claim)
   listing = [piece("train a"), piece("train b"), piece("evaluate a", ("train a",)),
-             piece("evaluate b", ("train b",))]
+             piece("evaluate b", ("train b",)), piece("evaluate c", locks=claim)]
   status = study.schedule(lambda: listing, root, poll_s=0.1)
   assert other.wait() == 0 and lock.holder(claim) is None
-  assert ran == ["train b", "evaluate b", "evaluate a"]
+  assert ran == ["train b", "evaluate b", "evaluate a", "evaluate c"]
   assert status == {"train a": "done", "train b": "done", "evaluate b": "done",
-                    "evaluate a": "done"}
+                    "evaluate a": "done", "evaluate c": "done"}
 
   ran.clear()
   listing = [piece("train c"), piece("train d"), piece("evaluate d", ("train d",))]

@@ -37,7 +37,13 @@ LOCK_FILE = ".lock"
 _HELD: dict[str, dict] = {}  # real path of a directory -> the holder description of this process
 # The fix for a workdir that --mode=evaluate / jacobian cannot write (read-only, shared).
 class InUse(UatError):
-  """The directory's lock is held by another process (or by this one, for another purpose)."""
+  """The directory's lock is held by another process (or by this one, for another purpose):
+  `directory` and `holder` (its description)."""
+
+  def __init__(self, directory: str, holder: str):
+    super().__init__(f"{directory} is in use by {holder}: wait for it to finish, or choose "
+                     "another directory")
+    self.directory, self.holder = directory, holder
 
 
 OUTPUT_DIR_FIX = ("write the results elsewhere with --config.evals.output_dir=DIR (the "
@@ -65,16 +71,15 @@ def _read(fd: int) -> Optional[dict]:
 def lock(directory: str, purpose: str,
          fix: str = "choose another directory to write to") -> Iterator[None]:
   """Holds the exclusive lock of `directory` for the block (creating the directory); raises
-  InUse (a UatError) naming the holder when another process has it, or the OS error and `fix` when the
-  directory cannot be written. A no-op on processes other than 0."""
+  InUse (a UatError) naming the holder when another process has it, or the OS error and `fix`
+  when the directory cannot be written. A no-op on processes other than 0."""
   if not sharding.is_chief():
     yield
     return
   path = os.path.join(directory, LOCK_FILE)
   real = os.path.realpath(directory)
   if real in _HELD:
-    raise InUse(f"{directory} is in use by {_describe(_HELD[real])}: wait for it to finish, "
-                   "or choose another directory")
+    raise InUse(directory, _describe(_HELD[real]))
   try:
     os.makedirs(directory, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -85,9 +90,7 @@ def lock(directory: str, purpose: str,
       fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if e.errno in (errno.EACCES, errno.EAGAIN):
-        other = _read(fd) or {}
-        raise InUse(f"{directory} is in use by {_describe(other)}: wait for it to finish, "
-                    "or choose another directory") from None
+        raise InUse(directory, _describe(_read(fd) or {})) from None
       raise UatError(f"cannot lock {path} ({e.strerror}): the filesystem does not support "
                      "POSIX locks; choose a directory on one that does") from e
     previous = _read(fd)

@@ -442,9 +442,10 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
   unlocks the final runs). Several processes can run the same study at once, on one machine
   or on hosts sharing ROOT: each piece is run under its claim (a lock in ROOT/claims/, released
   however the process ends), a piece another process holds is left to it, a piece whose needs
-  another process is still running waits for them, and a process with nothing to start but
-  pieces still running elsewhere looks again every `poll_s` seconds. Returns {piece: "done" |
-  "failed (log: PATH)" | "pending (...)"}."""
+  another process is still running waits for them, a piece whose directory another process
+  has locked (two evaluations of one run) waits for it, and a process with nothing to start
+  but pieces still running elsewhere looks again every `poll_s` seconds. Returns {piece: "done"
+  | "failed (log: PATH)" | "pending (...)"}."""
   status: dict[str, str] = {}
   started, stalled, last_note = time.time(), False, ""
   while True:
@@ -456,7 +457,7 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
         logging.info("%s: finished before", p.name)
         status[p.name] = "done"
     todo = [p for p in mine if p.name not in status]
-    waiting: dict[str, str] = {}  # piece -> the piece it waits for (held by another process)
+    waiting: dict[str, str] = {}  # piece -> what it waits for (another process has it)
     ran = False
     for p in todo:
       unmet = [n for n in p.needs if status.get(n) != "done"
@@ -464,17 +465,17 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
       lost = [n for n in unmet if n in status or n not in {q.name for q in todo}]
       held = _holders(root, unmet)
       if held:
-        waiting[p.name] = next(iter(held))
+        waiting[p.name] = f"needs {next(iter(held))}"
         continue
       if lost:  # failed here, or another shard's and nobody runs it now
         status[p.name] = f"pending (needs {lost[0]})"
         continue
       if unmet:  # an earlier piece of this listing that another process holds
-        waiting[p.name] = unmet[0]
+        waiting[p.name] = f"needs {unmet[0]}"
         continue
       claim = _claim(root, p.name)
       if claim is None:
-        waiting[p.name] = p.name
+        waiting[p.name] = "another process runs it"
         continue
       log = os.path.join(root, "logs", p.name.replace(" ", "_") + ".log")
       logging.info("[%d/%d] %s (%.0f min so far; log %s)", len(mine) - len(todo) + 1, len(mine),
@@ -484,6 +485,9 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
           with _piece_log(log):
             p.work()
           status[p.name] = "done"
+        except lock.InUse as e:  # its directory is another process's now (locked before work)
+          waiting[p.name] = f"{e.directory} is in use by {e.holder}"
+          continue
         except Preempted:  # SIGTERM: the checkpoint is saved; the job ends (143), resumes later
           raise
         except Exception as e:  # noqa: BLE001 -- one piece's failure must not stop the others
@@ -499,13 +503,12 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
       stalled = True  # what it waited for may have finished just now: look once more
       continue
     if not waiting or not others:
-      for name, need in waiting.items():
-        status[name] = f"pending (needs {need})"
+      for name, reason in waiting.items():
+        status[name] = f"pending ({reason})"
       break
     stalled = False
-    name, need = next(iter(waiting.items()))
-    note = (f"{name} needs {need}; " if need != name else "") + ", ".join(
-        f"{n} is run by {h}" for n, h in others.items())
+    name, reason = next(iter(waiting.items()))
+    note = f"{name}: {reason}; " + ", ".join(f"{n} is run by {h}" for n, h in others.items())
     if note != last_note:  # once per change, not every poll
       logging.info("waiting (looking again every %.0f s): %s", poll_s, note)
       last_note = note
