@@ -9,7 +9,8 @@ first, into /tmp). Sections (markdown tables):
               point); 1.0 = as fast as that many plain passes (the limit an attack could reach)
   compaction  Square-N and the whole `strong` preset (only on still-robust points, as AutoAttack)
               with Square's batch compaction off (segment=0) and on (the default), same points,
-              same keys: wall time and robust accuracy
+              same keys: wall time and robust accuracy; for `strong`, what each attack breaks
+              of what reaches it (--suites=square,strong picks them)
 """
 
 import argparse
