@@ -218,11 +218,16 @@ def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] =
       loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
 
 
+BUCKET_HALVINGS = 4  # a compacted batch runs at batch_size / 2**k, k <= this
+
+
 def bucket_sizes(batch_size: int, num_devices: int = 1) -> list[int]:
-  """The batch sizes a compacted attack runs at: batch_size halved down to num_devices, each
-  rounded up to a multiple of num_devices (a few fixed shapes: a few compiled programs)."""
+  """The batch sizes a compacted attack runs at: batch_size halved BUCKET_HALVINGS times (not
+  below num_devices), each rounded up to a multiple of num_devices: five shapes, five compiled
+  programs (each one minutes for a large model on an accelerator), and a batch with fewer
+  points left than the smallest still costs at most 1/16 of a full one."""
   round_up = lambda v: -(-v // num_devices) * num_devices
-  return sorted({round_up(max(batch_size >> k, 1)) for k in range(12)} | {round_up(batch_size)})
+  return sorted({round_up(max(batch_size >> k, 1)) for k in range(BUCKET_HALVINGS + 1)})
 
 
 def _compacted_square(logits_fn, e: dict[str, Any], mesh) -> Callable:
