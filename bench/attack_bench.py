@@ -27,7 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import uat_jax  # noqa: E402
-from uat_jax import evaluate, losses, models  # noqa: E402
+from uat_jax import checkpoints, evaluate, losses, models  # noqa: E402
 
 
 def timed(fn, *args, repeats=3):
@@ -124,7 +124,7 @@ def main():
   workdir = args.workdir or "/tmp/uat_jax_attack_bench"
   if not args.workdir and not os.path.isdir(os.path.join(workdir, "checkpoints")):
     train_default(workdir)
-  clf = uat_jax.load(workdir, "best" if os.path.isdir(os.path.join(workdir, "checkpoints_best"))
+  clf = uat_jax.load(workdir, "best" if os.path.isdir(checkpoints.directory(workdir, "best"))
                      else None)
   x, y = clf.test_images(args.num_examples)
   print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPU threads; "

@@ -35,7 +35,8 @@ from uat_jax.errors import UatError
 
 LOCK_FILE = ".lock"
 _HELD: dict[str, dict] = {}  # real path of a directory -> the holder description of this process
-# The fix for a workdir that --mode=evaluate / jacobian cannot write (read-only, shared).
+
+
 class InUse(UatError):
   """The directory's lock is held by another process (or by this one, for another purpose):
   `directory` and `holder` (its description)."""
@@ -46,6 +47,7 @@ class InUse(UatError):
     self.directory, self.holder = directory, holder
 
 
+# The fix for a workdir that --mode=evaluate / jacobian cannot write (read-only, shared).
 OUTPUT_DIR_FIX = ("write the results elsewhere with --config.evals.output_dir=DIR (the "
                   "checkpoints are only read)")
 
@@ -65,6 +67,18 @@ def _read(fd: int) -> Optional[dict]:
     return json.loads(text)
   except ValueError:
     return {"command": text[:200]}
+
+
+def _take(fd: int) -> bool:
+  """Takes the exclusive lock of the open file without waiting: False when another process
+  holds it; other OS errors (no POSIX locks on the filesystem) propagate."""
+  try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno in (errno.EACCES, errno.EAGAIN):
+      return False
+    raise
+  return True
 
 
 @contextlib.contextmanager
@@ -87,12 +101,12 @@ def lock(directory: str, purpose: str,
     raise UatError(f"cannot write in {directory} ({e.strerror}): {fix}") from e
   try:
     try:
-      fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      taken = _take(fd)
     except OSError as e:
-      if e.errno in (errno.EACCES, errno.EAGAIN):
-        raise InUse(directory, _describe(_read(fd) or {})) from None
       raise UatError(f"cannot lock {path} ({e.strerror}): the filesystem does not support "
                      "POSIX locks; choose a directory on one that does") from e
+    if not taken:
+      raise InUse(directory, _describe(_read(fd) or {}))
     previous = _read(fd)
     if previous:
       logging.warning("%s: took over the lock of %s, which ended without releasing it",
@@ -124,13 +138,11 @@ def holder(directory: str) -> Optional[str]:
   except OSError:
     return None  # no lock file (or none we may open): never locked here
   try:
-    try:
-      fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno in (errno.EACCES, errno.EAGAIN):
-        return _describe(_read(fd) or {})
-      return None
+    if not _take(fd):
+      return _describe(_read(fd) or {})
     fcntl.lockf(fd, fcntl.LOCK_UN)
+    return None
+  except OSError:  # no POSIX locks here: nobody can hold one
     return None
   finally:
     os.close(fd)

@@ -457,12 +457,13 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
         logging.info("%s: finished before", p.name)
         status[p.name] = "done"
     todo = [p for p in mine if p.name not in status]
+    todo_names = {p.name for p in todo}
     waiting: dict[str, str] = {}  # piece -> what it waits for (another process has it)
     ran = False
     for p in todo:
       unmet = [n for n in p.needs if status.get(n) != "done"
                and not (n in by_name and _agreed(by_name[n].done()))]
-      lost = [n for n in unmet if n in status or n not in {q.name for q in todo}]
+      lost = [n for n in unmet if n in status or n not in todo_names]
       held = _holders(root, unmet)
       if held:
         waiting[p.name] = f"needs {next(iter(held))}"
