@@ -63,12 +63,21 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   # Rerunning skips every finished piece, here as one of two shards (as a job of a SLURM array
   # would); a failing piece is reported in the status table while the others go on.
   # 2 sweep runs, then 5 final runs (one is a sweep run) and 1 ablation run; 3 outputs per
-  # final run and 1 for the ablation run; Jacobians of the 3 adversarially trained final runs
-  # and 1 temperature control.
+  # final run, a deferred 4th for the 3 adversarially trained ones (last of all), 1 for the
+  # ablation run; Jacobians of the 3 adversarially trained final runs and 1 temperature
+  # control.
   from uat_jax import config_lib, study as study_lib
   quick = config_lib.from_file("configs/fashion_mnist_study.py", "quick")
   names = [p.name for p in study_lib.pieces(quick, str(root))]
-  assert len(names) == 2 + 4 + 1 + 5 * 3 + 1 + 3 + 1
+  assert len(names) == 2 + 4 + 1 + 5 * 3 + 3 + 1 + 3 + 1
+  assert names[-3:] == [f"evaluate {r} strong_grid" for r in ("at_s0", "at_s1",
+                                                             "at_entm_beta0.3_s0")]
+  eps_run = lambda r, o: sorted(float(e) for e in run(r)["evals"][o]["masks"]["worst"])
+  assert eps_run("at_s0", "strong") == [0.2] and eps_run("at_s0", "strong_grid") == [0.1]
+  assert eps_run("standard_s0", "strong") == [0.1, 0.2]  # eps_by_method
+  assert "strong_grid" not in run("standard_s0")["evals"]
+  last = next(x for x in report.splitlines() if x.startswith("| AT | last |"))
+  assert last.count("not evaluated") == 2  # PGD-20 and worst case at 0.1: paper_last is 0.2
   broken = "evaluate at_s1 paper_last"
   os.remove(root / "runs" / "at_s1" / "eval" / "paper_last" / "results.json")
   log = root / "logs" / (broken.replace(" ", "_") + ".log")

@@ -36,6 +36,7 @@ WEAK = "PGD-20"
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",
             "cifar100": "CIFAR-100", "svhn_cropped": "SVHN"}
 PENDING = "pending (the study has not finished these runs)"
+NOT_EVALUATED = "not evaluated"  # the plan does not evaluate this checkpoint at this eps
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
         count["found"] += 1
       else:
         count["missing"] += 1
-      for output in specs:
+      for output in [o for o in specs if study_lib.output_eps(specs[o], run.method)]:
         path = study_lib.results_marker(w, output)
         if os.path.exists(path):
           out["evals"][output] = compact_eval(files.read_json(path))
@@ -175,10 +176,25 @@ class Results:
     # The large eps of claims 1 and 5: the study's large_eps, else twice the training eps.
     self.large = float(self.study.get("large_eps") or 2 * self.train_eps)
     evals = self.study["evals"]
-    self.grid = sorted({float(e) for spec in evals.values() if spec["checkpoint"] == "best"
-                        for e in spec["eps"]})
     self.outputs = {kind: [o for o in evals if evals[o]["checkpoint"] == kind]
                     for kind in ("best", "last")}
+    self.grid = sorted({e for o in self.outputs["best"] for m in self.study["methods"]
+                        for e in self.eps_of(o, m)})
+
+  def eps_of(self, output: str, method: str, role: str = "final") -> tuple[float, ...]:
+    """The eps the study evaluates one output at for a method (empty: not evaluated)."""
+    from uat_jax import study as study_lib
+    specs = self.study["evals"] if role == "final" else self.study["ablation_evals"]
+    return study_lib.output_eps(specs[output], method)
+
+  def planned(self, run: dict, eps: Optional[float], checkpoint: str = "best") -> list[str]:
+    """The outputs of a run's checkpoint that the study evaluates at eps (every one it runs
+    for the run's method when eps is None)."""
+    outputs = (self.outputs[checkpoint] if run["role"] == "final"
+               else list(self.study["ablation_evals"]))
+    return [o for o in outputs
+            if (eps_list := self.eps_of(o, run["method"], run["role"]))
+            and (eps is None or any(math.isclose(eps, e) for e in eps_list))]
 
   def present(self, *methods: str) -> list[str]:
     """Those of `methods` the study has (a study may run a subset of them)."""
@@ -189,10 +205,12 @@ class Results:
   def mask(self, run: dict, what: str, eps: Optional[float], checkpoint: str = "best",
            outputs: Optional[list[str]] = None) -> Optional[np.ndarray]:
     """A run's per-example outcome at one checkpoint: "clean" (correct), "PGD-20" (robust to
-    PGD-20 at eps) or "worst" (robust to every attack of every output of that checkpoint at eps:
-    the AND of the outputs' worst-case masks). None when an output it needs is missing."""
-    outputs = outputs or (self.outputs[checkpoint] if run["role"] == "final"
-                          else list(self.study["ablation_evals"]))
+    PGD-20 at eps) or "worst" (robust to every attack of every output of that checkpoint that
+    the study runs at eps: the AND of the outputs' worst-case masks). None when an output it
+    needs is missing or the study does not evaluate the checkpoint at eps."""
+    outputs = outputs or self.planned(run, None if what == "clean" else eps, checkpoint)
+    if not outputs:
+      return None
     found = [run["evals"].get(o) for o in outputs]
     if what == "clean":
       return unpack(found[0]["masks"]["clean"]) if found[0] else None
@@ -207,6 +225,10 @@ class Results:
       return None
     return np.logical_and.reduce([unpack(e["masks"]["worst"][k]) for e, k in zip(found, keys)]
                                  ).astype(np.uint8)
+
+  def covers(self, runs: list[dict], eps: Optional[float], checkpoint: str = "best") -> bool:
+    """Whether the study evaluates every one of the runs' checkpoint at eps."""
+    return all(self.planned(x, eps, checkpoint) for x in runs)
 
   def masks(self, runs: list[dict], what: str, eps: Optional[float],
             checkpoint: str = "best") -> Optional[np.ndarray]:
@@ -454,14 +476,16 @@ def jacobian_claim(r: Results) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 def margins(r: Results, run: dict) -> Optional[np.ndarray]:
-  """Per test image the smallest eps of the grid at which it is broken in the worst case (0
-  when misclassified clean; 1.5 x the largest eps when never broken)."""
+  """Per test image the smallest eps of the grid (the eps the run is evaluated at) at which it
+  is broken in the worst case (0 when misclassified clean; 1.5 x the largest eps when never
+  broken)."""
+  grid = [e for e in r.grid if r.planned(run, e)]
   clean = r.mask(run, "clean", None)
-  worst = [r.mask(run, "worst", e) for e in r.grid]
-  if clean is None or any(w is None for w in worst):
+  worst = [r.mask(run, "worst", e) for e in grid]
+  if clean is None or not grid or any(w is None for w in worst):
     return None
-  out = np.full(len(clean), 1.5 * max(r.grid))
-  for e, w in sorted(zip(r.grid, worst), reverse=True):
+  out = np.full(len(clean), 1.5 * max(grid))
+  for e, w in sorted(zip(grid, worst), reverse=True):
     out[w == 0] = e
   out[clean == 0] = 0.0
   return out
@@ -589,8 +613,10 @@ def status(r: Results) -> list[str]:
   for m in r.methods + [v for v in r.ablation]:
     runs = r.final.get(m) or r.ablation.get(m, [])
     trained = sum("train" in x for x in runs)
+    role = "final" if m in r.final else "ablation"
     evaluated = {o: sum(o in x["evals"] for x in runs) for o in
-                 (r.study["evals"] if m in r.final else r.study["ablation_evals"])}
+                 r.study["evals" if role == "final" else "ablation_evals"]
+                 if r.eps_of(o, runs[0]["method"], role)}
     rows.append([NAMES.get(m, m), f"{trained}/{len(runs)}"] +
                 [", ".join(f"{o} {n}/{len(runs)}" for o, n in evaluated.items())])
   return [_table(["runs", "trained", "evaluated"], rows)]
@@ -636,10 +662,10 @@ def markdown(r: Results) -> str:
   rows = []
   for m in r.methods:
     for cp in ("best", "last"):
-      rows.append([NAMES[m], cp, mean_ci(r.accuracy(r.final[m], "clean", None, cp))]
-                  + [mean_ci(r.accuracy(r.final[m], WEAK, e, cp)) for e in (r.train_eps, r.large)]
-                  + [mean_ci(r.accuracy(r.final[m], "worst", e, cp))
-                     for e in (r.train_eps, r.large)])
+      cell = lambda what, e: (mean_ci(r.accuracy(r.final[m], what, e, cp))
+                              if r.covers(r.final[m], e, cp) else NOT_EVALUATED)
+      rows.append([NAMES[m], cp, cell("clean", None)]
+                  + [cell(what, e) for what in (WEAK, "worst") for e in (r.train_eps, r.large)])
   lines += [_table(header, rows), ""]
 
   lines += ["## Differences to the baseline", "",
@@ -654,13 +680,15 @@ def markdown(r: Results) -> str:
     cells = []
     for e in r.grid:
       d = r.paired(r.final[m], r.final[b], "worst", e)
-      cells.append("pending" if d is None else ci(d["interval"]))
+      cells.append(NOT_EVALUATED if not r.covers(r.final[m] + r.final[b], e)
+                   else "pending" if d is None else ci(d["interval"]))
     rows.append([f"{NAMES[m]} - {NAMES[b]}"] + cells)
   lines += [_table(header, rows), "", "![differences](figures/differences_vs_eps.png)", "",
             "Accuracy per eps (%, best checkpoint; PGD-20 / worst case):", ""]
   rows = [[NAMES[m], mean_ci(r.accuracy(r.final[m], "clean", None))]
           + [f"{mean_ci(r.accuracy(r.final[m], WEAK, e))} / "
-             f"{mean_ci(r.accuracy(r.final[m], 'worst', e))}" for e in r.grid]
+             f"{mean_ci(r.accuracy(r.final[m], 'worst', e))}" if r.covers(r.final[m], e)
+             else NOT_EVALUATED for e in r.grid]
           for m in r.methods]
   lines += [_table(["method", "clean"] + [f"eps {e:g}" for e in r.grid], rows), ""]
 
@@ -730,7 +758,8 @@ def ablation_section(r: Results) -> list[str]:
     cells = []
     for what, eps in (("clean", None), ("worst", r.train_eps), ("worst", r.large)):
       d = r.paired(runs, at, what, eps)  # an ablation run's mask: its own outputs
-      cells.append("pending" if d is None else ci(d["interval"]))
+      cells.append(NOT_EVALUATED if runs and not r.covers(runs + at, eps)
+                   else "pending" if d is None else ci(d["interval"]))
     rows.append([name] + cells)
   lines += [_table(["variant", "clean", f"worst @{r.train_eps:g}", f"worst @{r.large:g}"], rows),
             ""]

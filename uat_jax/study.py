@@ -11,10 +11,13 @@ Stages, over workdirs ROOT/runs/<name> (the study config says what each one runs
   2. train     every method's other seeds, then the ablation variants.
   3. evaluate  each final run with the study's outputs of its best checkpoint (W/eval/<output>/,
                on the test split); transfer attacks use the same method's next seed as surrogate.
+               An output's eps may differ per method (`eps_by_method`; none: not run).
   4. jacobian  input-Jacobian norms of the best checkpoints (W/eval/jacobian/), and the
                temperature-matched control: AT's logits divided by the T at which AT's mean
                predictive entropy on validation images equals the regularized method's.
   5. evaluate  the outputs of the last checkpoint, then the ablation runs.
+  6. evaluate  the outputs marked `deferred` (of the final runs, then of the ablation runs):
+               what the primary outcome does not need runs last.
 Each step calls the functions `python -m uat_jax.main` calls. Rerunning skips finished pieces (a
 training run with its train_result.json, an evaluation with its results.json, Jacobians with
 their summary.json) and resumes unfinished ones from their checkpoints / saved attacks; progress
@@ -189,6 +192,13 @@ def surrogate_run(runs: list[Run], run: Run) -> Optional[Run]:
   return same[(same.index(run) + 1) % len(same)]
 
 
+def output_eps(spec, method: str) -> tuple[float, ...]:
+  """The eps at which one evaluation output of the study runs for a method: its
+  `eps_by_method[method]` if given, else its `eps`; empty: the output is not run for it."""
+  by_method = spec.get("eps_by_method") or {}
+  return tuple(float(e) for e in by_method.get(method, spec["eps"]))
+
+
 def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collections.ConfigDict:
   """The run's config with the suite set to one evaluation output of the study."""
   config = copy.deepcopy(run.config)
@@ -199,7 +209,7 @@ def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collect
   config.evals.split = "test"
   s.output = output
   s.preset = spec["preset"]
-  s.eps = tuple(spec["eps"])
+  s.eps = output_eps(spec, run.method)
   s.num_examples = spec["num_examples"]
   s.batch_size = spec.get("batch_size", s.batch_size)
   s.only_robust = spec.get("only_robust")
@@ -342,9 +352,10 @@ def pieces(study, root: str) -> list[Piece]:
       out.append(Piece(f"train {r.name}", trained(r), (), functools.partial(
           _train, r, run_dir(root, r))))
 
-  def evaluations(runs, specs, checkpoint):
-    for output in [o for o in specs if specs[o]["checkpoint"] == checkpoint]:
-      for r in runs:
+  def evaluations(runs, specs, checkpoint, deferred=False):
+    for output in [o for o in specs if specs[o]["checkpoint"] == checkpoint
+                   and bool(specs[o].get("deferred")) == deferred]:
+      for r in [r for r in runs if output_eps(specs[output], r.method)]:
         surrogate = surrogate_run(runs, r)
         w = run_dir(root, r)
         out.append(Piece(
@@ -371,6 +382,9 @@ def pieces(study, root: str) -> list[Piece]:
           functools.partial(temperature_control, study, root, base, other)))
   evaluations(finals, study.evals, "last")
   evaluations(ablation, study.ablation_evals, "best")
+  for checkpoint in ("best", "last"):
+    evaluations(finals, study.evals, checkpoint, deferred=True)
+  evaluations(ablation, study.ablation_evals, "best", deferred=True)
   return out
 
 
@@ -567,7 +581,10 @@ def dry_run(study, root: str) -> str:
     lines.append(f"| {r.name} | {c.model.name} | {c.method} | {steps:,} | {cache[key] / 1e9:,.1f} | "
                  + " | ".join(f"{h:.3g}" for h in hours.values()) + " |")
   lines.append("| total | | | | | " + " | ".join(f"{h:.3g}" for h in totals.values()) + " |")
-  evaluations = sum(len(study.evals) for _ in runs)
+  evaluations = sum(bool(output_eps(spec, r.method))
+                    for group, specs in ((final_runs(study, chosen), study.evals),
+                                         (ablation_runs(study, chosen), study.ablation_evals))
+                    for r in group for spec in specs.values())
   lines += ["", f"Evaluations (about {evaluations} outputs, not estimated) and the validation "
             "evaluations during training come on top."]
   for key, flops in cache.items():
