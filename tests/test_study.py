@@ -41,6 +41,7 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   for figure in ("differences_vs_eps", "robust_overfitting", "jacobian_vs_margin"):
     assert (out / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "| EntM | regularizer.beta | eval/clean_accuracy | 0.3: " in report
+  assert "train minus validation robust accuracy at the end: " in report
 
   # What the runs did, from the JSON the report was built from and the workdirs.
   run = lambda name: json.loads((out / "data" / "runs" / f"{name}.json").read_text())
