@@ -39,6 +39,15 @@ PENDING = "pending (the study has not finished these runs)"
 NOT_EVALUATED = "not evaluated"  # the plan does not evaluate this checkpoint at this eps
 
 
+def output_eps(spec, method: str) -> tuple[float, ...]:
+  """The eps at which one evaluation output of a study config (`evals`, `ablation_evals`) runs
+  for a method: its `eps_by_method[method]` if given, else its `eps`; empty: the output is not
+  run for it. The pipeline (uat_jax.study) and the report read the specs with it; here, so that
+  building the report from its JSON needs none of the training stack."""
+  by_method = spec.get("eps_by_method") or {}
+  return tuple(float(e) for e in by_method.get(method, spec["eps"]))
+
+
 # --------------------------------------------------------------------------------------------
 # Masks: per-example outcomes as '0'/'1' strings in results.json, hex-packed in data/.
 # --------------------------------------------------------------------------------------------
@@ -123,7 +132,7 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
         count["found"] += 1
       else:
         count["missing"] += 1
-      for output in [o for o in specs if study_lib.output_eps(specs[o], run.method)]:
+      for output in [o for o in specs if output_eps(specs[o], run.method)]:
         path = study_lib.results_marker(w, output)
         if os.path.exists(path):
           out["evals"][output] = compact_eval(files.read_json(path))
@@ -181,17 +190,19 @@ class Results:
     self.grid = sorted({e for o in self.outputs["best"] for m in self.study["methods"]
                         for e in self.eps_of(o, m)})
 
+  def specs(self, role: str) -> dict[str, Any]:
+    """The evaluation outputs of the final runs or (any other role) of the ablation runs."""
+    return self.study["evals" if role == "final" else "ablation_evals"]
+
   def eps_of(self, output: str, method: str, role: str = "final") -> tuple[float, ...]:
     """The eps the study evaluates one output at for a method (empty: not evaluated)."""
-    from uat_jax import study as study_lib
-    specs = self.study["evals"] if role == "final" else self.study["ablation_evals"]
-    return study_lib.output_eps(specs[output], method)
+    return output_eps(self.specs(role)[output], method)
 
   def planned(self, run: dict, eps: Optional[float], checkpoint: str = "best") -> list[str]:
     """The outputs of a run's checkpoint that the study evaluates at eps (every one it runs
     for the run's method when eps is None)."""
     outputs = (self.outputs[checkpoint] if run["role"] == "final"
-               else list(self.study["ablation_evals"]))
+               else list(self.specs(run["role"])))
     return [o for o in outputs
             if (eps_list := self.eps_of(o, run["method"], run["role"]))
             and (eps is None or any(math.isclose(eps, e) for e in eps_list))]
@@ -637,8 +648,7 @@ def status(r: Results) -> list[str]:
     runs = r.final.get(m) or r.ablation.get(m, [])
     trained = sum("train" in x for x in runs)
     role = "final" if m in r.final else "ablation"
-    evaluated = {o: sum(o in x["evals"] for x in runs) for o in
-                 r.study["evals" if role == "final" else "ablation_evals"]
+    evaluated = {o: sum(o in x["evals"] for x in runs) for o in r.specs(role)
                  if r.eps_of(o, runs[0]["method"], role)}
     rows.append([NAMES.get(m, m), f"{trained}/{len(runs)}"] +
                 [", ".join(f"{o} {n}/{len(runs)}" for o, n in evaluated.items())])

@@ -45,7 +45,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, lock,
-                     losses, train)
+                     losses, report, train)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -192,13 +192,6 @@ def surrogate_run(runs: list[Run], run: Run) -> Optional[Run]:
   return same[(same.index(run) + 1) % len(same)]
 
 
-def output_eps(spec, method: str) -> tuple[float, ...]:
-  """The eps at which one evaluation output of the study runs for a method: its
-  `eps_by_method[method]` if given, else its `eps`; empty: the output is not run for it."""
-  by_method = spec.get("eps_by_method") or {}
-  return tuple(float(e) for e in by_method.get(method, spec["eps"]))
-
-
 def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collections.ConfigDict:
   """The run's config with the suite set to one evaluation output of the study."""
   config = copy.deepcopy(run.config)
@@ -209,7 +202,7 @@ def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collect
   config.evals.split = "test"
   s.output = output
   s.preset = spec["preset"]
-  s.eps = output_eps(spec, run.method)
+  s.eps = report.output_eps(spec, run.method)
   s.num_examples = spec["num_examples"]
   s.batch_size = spec.get("batch_size", s.batch_size)
   s.only_robust = spec.get("only_robust")
@@ -355,7 +348,7 @@ def pieces(study, root: str) -> list[Piece]:
   def evaluations(runs, specs, checkpoint, deferred=False):
     for output in [o for o in specs if specs[o]["checkpoint"] == checkpoint
                    and bool(specs[o].get("deferred")) == deferred]:
-      for r in [r for r in runs if output_eps(specs[output], r.method)]:
+      for r in [r for r in runs if report.output_eps(specs[output], r.method)]:
         surrogate = surrogate_run(runs, r)
         w = run_dir(root, r)
         out.append(Piece(
@@ -581,7 +574,7 @@ def dry_run(study, root: str) -> str:
     lines.append(f"| {r.name} | {c.model.name} | {c.method} | {steps:,} | {cache[key] / 1e9:,.1f} | "
                  + " | ".join(f"{h:.3g}" for h in hours.values()) + " |")
   lines.append("| total | | | | | " + " | ".join(f"{h:.3g}" for h in totals.values()) + " |")
-  evaluations = sum(bool(output_eps(spec, r.method))
+  evaluations = sum(bool(report.output_eps(spec, r.method))
                     for group, specs in ((final_runs(study, chosen), study.evals),
                                          (ablation_runs(study, chosen), study.ablation_evals))
                     for r in group for spec in specs.values())
