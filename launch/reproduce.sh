@@ -24,5 +24,7 @@ fi
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || { bash launch/install.sh; PY=.venv/bin/python; }
 "$PY" -m uat_jax.study --study="$STUDY" --root="$ROOT" "$@"
-"$PY" -m uat_jax.report --study="$STUDY" --root="$ROOT" --out="$OUT"
+README=()  # the full study at its usual place also writes its verdicts into the README
+[ "$OUT" = "results/fashion_mnist" ] && README=(--readme=README.md)
+"$PY" -m uat_jax.report --study="$STUDY" --root="$ROOT" --out="$OUT" "${README[@]}"
 echo "report: $OUT/REPORT.md"

@@ -257,3 +257,33 @@ pathlib.Path({str(tmp_path / "train_a.done")!r}).write_text("")
   status = study.schedule(lambda: listing, root, index=0, count=2, poll_s=0.1)
   assert ran == ["train c"] and status == {"train c": "done",
                                            "evaluate d": "pending (needs train d)"}
+
+
+def test_the_committed_report_and_the_readme_verdicts_are_what_the_committed_data_give():
+  """results/fashion_mnist/REPORT.md is exactly what the report code makes of the committed JSON
+  (no hand edit; a change to the analysis that would change it shows here), and the README's
+  verdict lines are the report's headlines."""
+  from uat_jax import report as report_lib
+  out = os.path.join(REPO, "results", "fashion_mnist")
+  r = report_lib.Results(os.path.join(out, "data"))
+  fix = ("rebuild both: python -m uat_jax.report --from_data --out=results/fashion_mnist "
+         "--readme=README.md")
+  with open(os.path.join(out, "REPORT.md")) as f:
+    assert f.read() == report_lib.markdown(r) + "\n", fix
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = f.read()
+  block = report_lib.readme_block(r)
+  assert block.count("\n- **") == 5 and block in readme, fix
+
+
+def test_the_readme_verdict_block_is_replaced_in_place_or_its_absence_named(tmp_path):
+  from uat_jax import report as report_lib
+  readme = tmp_path / "README.md"
+  begin, end = report_lib.README_BEGIN, report_lib.README_END
+  readme.write_text(f"# x\n\nbefore\n{begin}\n- old\n{end}\nafter\n")
+  report_lib.write_readme(str(readme), f"{begin}\n- new\n{end}")
+  assert readme.read_text() == f"# x\n\nbefore\n{begin}\n- new\n{end}\nafter\n"
+  readme.write_text("# x\n")
+  with pytest.raises(UatError, match="has no verdict block: add the lines"):
+    report_lib.write_readme(str(readme), f"{begin}\n{end}")
+  assert readme.read_text() == "# x\n"

@@ -3,14 +3,17 @@ r"""The study's report: REPORT.md, its figures and the small JSON results it is 
   python -m uat_jax.report --study=configs/fashion_mnist_study.py --root=workdirs/study \
       --out=results/fashion_mnist
   python -m uat_jax.report --from_data --out=results/fashion_mnist   # from the committed JSON
+  python -m uat_jax.report --from_data --out=results/fashion_mnist --readme=README.md
 
 `collect` copies from the study's workdirs into OUT/data/ only what the report needs: per run
 its training curves, its best and last validation numbers, and per evaluation output the
 accuracies and the per-example masks (clean, PGD-20 and worst case, hex-packed) that the paired
 tests need; per Jacobian run the per-example norms. `build` writes OUT/REPORT.md and
-OUT/figures/*.png from OUT/data alone. The analysis, the tests and every verdict threshold are
-those of the pre-registered plan (docs/study_plan.md); the labels come from uat_jax.stats.
-Pieces the study has not finished yet are reported as pending, never guessed.
+OUT/figures/*.png from OUT/data alone; with --readme, the verdict lines also go into the README
+(between two marker lines), so the front page states what the report does. The analysis, the
+tests and every verdict threshold are those of the pre-registered plan (docs/study_plan.md); the
+labels come from uat_jax.stats. Pieces the study has not finished yet are reported as pending,
+never guessed.
 """
 
 from __future__ import annotations
@@ -642,6 +645,31 @@ def plot_jacobian_margin(r: Results, path: str) -> None:
 # REPORT.md
 # --------------------------------------------------------------------------------------------
 
+def headline(claim: dict[str, Any]) -> str:
+  """A claim's verdict line: its number, statement and label(s), in bold."""
+  return f"**{claim['claim']}: {claim['label']}.**"
+
+
+README_BEGIN = "<!-- verdicts: written by python -m uat_jax.report --readme -->"
+README_END = "<!-- /verdicts -->"
+
+
+def readme_block(r: Results) -> str:
+  """The README's verdict list: each claim's headline as REPORT.md states it."""
+  return "\n".join([README_BEGIN] + [f"- {headline(c)}" for c in claim_rows(r)] + [README_END])
+
+
+def write_readme(readme: str, block: str) -> None:
+  """Replaces the verdict block of README `readme` (between its two markers) by `block`."""
+  with open(readme) as f:
+    text = f.read()
+  start, end = text.find(README_BEGIN), text.find(README_END)
+  if start < 0 or end < start:
+    raise UatError(f"{readme} has no verdict block: add the lines {README_BEGIN!r} and "
+                   f"{README_END!r} where the verdicts go")
+  files.write_atomic(readme, text[:start] + block + text[end + len(README_END):])
+
+
 def status(r: Results) -> list[str]:
   rows = []
   for m in r.methods + [v for v in r.ablation]:
@@ -670,7 +698,7 @@ def markdown(r: Results) -> str:
            f"checkpoint. Evaluation on the first {n} test images.", "",
            "## Status", ""] + status(r) + ["", "## Verdicts", ""]
   for c in claim_rows(r):
-    lines += [f"**{c['claim']}: {c['label']}.** {c['text']}", ""]
+    lines += [f"{headline(c)} {c['text']}", ""]
 
   lines += ["## Robust overfitting", "",
             "Validation numbers of every final run (the best-checkpoint metric: PGD-20 "
@@ -848,6 +876,8 @@ def _define_flags():
   flags.DEFINE_string("root", None, "The study's root (workdirs); not needed with --from_data.")
   flags.DEFINE_string("out", None, "Where REPORT.md, figures/ and data/ go.")
   flags.DEFINE_bool("from_data", False, "Rebuild the report from OUT/data only.")
+  flags.DEFINE_string("readme", None, "Also write the verdicts into this README, between its "
+                      f"lines {README_BEGIN!r} and {README_END!r}.")
   flags.mark_flags_as_required(["out"])
 
 
@@ -860,6 +890,9 @@ def main():
     print(f"collected {count['found']} results ({count['missing']} pending)")
   build(data_dir, FLAGS.out)
   print(f"wrote {os.path.join(FLAGS.out, 'REPORT.md')}")
+  if FLAGS.readme:
+    write_readme(FLAGS.readme, readme_block(Results(data_dir)))
+    print(f"wrote the verdicts into {FLAGS.readme}")
 
 
 def cli_main():
