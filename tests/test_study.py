@@ -287,3 +287,5 @@ def test_the_readme_verdict_block_is_replaced_in_place_or_its_absence_named(tmp_
   with pytest.raises(UatError, match="has no verdict block: add the lines"):
     report_lib.write_readme(str(readme), f"{begin}\n{end}")
   assert readme.read_text() == "# x\n"
+  with pytest.raises(UatError, match="cannot read the README .*: pass an existing file"):
+    report_lib.write_readme(str(tmp_path / "missing.md"), f"{begin}\n{end}")

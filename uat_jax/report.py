@@ -659,15 +659,26 @@ def readme_block(r: Results) -> str:
   return "\n".join([README_BEGIN] + [f"- {headline(c)}" for c in claim_rows(r)] + [README_END])
 
 
-def write_readme(readme: str, block: str) -> None:
-  """Replaces the verdict block of README `readme` (between its two markers) by `block`."""
-  with open(readme) as f:
-    text = f.read()
+def readme_parts(readme: str) -> tuple[str, str]:
+  """README `readme`'s text before and after its verdict block (markers included in the block);
+  one line naming the fix if the file or a marker is missing."""
+  try:
+    with open(readme) as f:
+      text = f.read()
+  except OSError as e:
+    raise UatError(f"cannot read the README {readme} ({e.strerror}): pass an existing file to "
+                   "--readme") from None
   start, end = text.find(README_BEGIN), text.find(README_END)
   if start < 0 or end < start:
     raise UatError(f"{readme} has no verdict block: add the lines {README_BEGIN!r} and "
                    f"{README_END!r} where the verdicts go")
-  files.write_atomic(readme, text[:start] + block + text[end + len(README_END):])
+  return text[:start], text[end + len(README_END):]
+
+
+def write_readme(readme: str, block: str) -> None:
+  """Replaces the verdict block of README `readme` (between its two markers) by `block`."""
+  before, after = readme_parts(readme)
+  files.write_atomic(readme, before + block + after)
 
 
 def status(r: Results) -> list[str]:
@@ -883,6 +894,8 @@ def _define_flags():
 
 def main():
   data_dir = os.path.join(FLAGS.out, "data")
+  if FLAGS.readme:
+    readme_parts(FLAGS.readme)  # a README without its verdict block fails before any work
   if not FLAGS.from_data:
     if FLAGS.study is None or FLAGS.root is None:
       raise UatError("pass --study and --root (or --from_data to rebuild from OUT/data)")
