@@ -654,9 +654,9 @@ README_BEGIN = "<!-- verdicts: written by python -m uat_jax.report --readme -->"
 README_END = "<!-- /verdicts -->"
 
 
-def readme_block(r: Results) -> str:
-  """The README's verdict list: each claim's headline as REPORT.md states it."""
-  return "\n".join([README_BEGIN] + [f"- {headline(c)}" for c in claim_rows(r)] + [README_END])
+def readme_block(claims: list[dict[str, Any]]) -> str:
+  """The README's verdict list: each claim's headline (of `claim_rows`) as REPORT.md states it."""
+  return "\n".join([README_BEGIN] + [f"- {headline(c)}" for c in claims] + [README_END])
 
 
 def readme_parts(readme: str) -> tuple[str, str]:
@@ -694,7 +694,8 @@ def status(r: Results) -> list[str]:
   return [_table(["runs", "trained", "evaluated"], rows)]
 
 
-def markdown(r: Results) -> str:
+def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
+  """REPORT.md's text; `claims`: claim_rows(r) when the caller has them already."""
   s = r.study
   base = s["baseline"]
   n = next(iter(s["evals"].values()))["num_examples"]
@@ -708,7 +709,7 @@ def markdown(r: Results) -> str:
            "test image over every attack of both presets (`paper` and `strong`) of one "
            f"checkpoint. Evaluation on the first {n} test images.", "",
            "## Status", ""] + status(r) + ["", "## Verdicts", ""]
-  for c in claim_rows(r):
+  for c in claim_rows(r) if claims is None else claims:
     lines += [f"{headline(c)} {c['text']}", ""]
 
   lines += ["## Robust overfitting", "",
@@ -867,14 +868,19 @@ def sweep_section(r: Results) -> list[str]:
           ""]
 
 
-def build(data_dir: str, out_dir: str) -> str:
+def build(data_dir: str, out_dir: str, readme: Optional[str] = None) -> str:
+  """Writes OUT/REPORT.md and OUT/figures/ from `data_dir`, and the verdict lines into README
+  `readme` if given; returns REPORT.md's text."""
   r = Results(data_dir)
   figures = os.path.join(out_dir, "figures")
   plot_differences(r, os.path.join(figures, "differences_vs_eps.png"))
   plot_overfitting(r, os.path.join(figures, "robust_overfitting.png"))
   plot_jacobian_margin(r, os.path.join(figures, "jacobian_vs_margin.png"))
-  text = markdown(r)
+  claims = claim_rows(r)
+  text = markdown(r, claims)
   files.write_atomic(os.path.join(out_dir, "REPORT.md"), text + "\n")
+  if readme:
+    write_readme(readme, readme_block(claims))
   return text
 
 
@@ -901,10 +907,9 @@ def main():
       raise UatError("pass --study and --root (or --from_data to rebuild from OUT/data)")
     count = collect(FLAGS.study, FLAGS.root, data_dir)
     print(f"collected {count['found']} results ({count['missing']} pending)")
-  build(data_dir, FLAGS.out)
+  build(data_dir, FLAGS.out, FLAGS.readme)
   print(f"wrote {os.path.join(FLAGS.out, 'REPORT.md')}")
   if FLAGS.readme:
-    write_readme(FLAGS.readme, readme_block(Results(data_dir)))
     print(f"wrote the verdicts into {FLAGS.readme}")
 
 
