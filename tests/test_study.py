@@ -290,3 +290,40 @@ def test_the_readme_verdict_block_is_replaced_in_place_or_its_absence_named(tmp_
   assert readme.read_text() == "# x\n"
   with pytest.raises(UatError, match="cannot read the README .*: pass an existing file"):
     report_lib.write_readme(str(tmp_path / "missing.md"), f"{begin}\n{end}")
+
+
+def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
+  """sweep_from: the choice of a finished sweep (the committed one of the Fashion-MNIST study)
+  replaces the sweep runs: no sweep piece and no pending choice are listed, the final runs use
+  the chosen values, ROOT/sweep.json carries the choice with its source and the report names
+  it; a file that does not match the study's sweep, or is missing, is one line naming the fix."""
+  from uat_jax import config_lib, report as report_lib, study
+  s = config_lib.from_file("configs/fashion_mnist_study.py")
+  with open(os.path.join(REPO, s.sweep_from)) as f:
+    committed = json.load(f)
+  names = [p.name for p in study.pieces(s, str(tmp_path / "root"))]
+  assert "choose" not in names and study.sweep_runs(s) == []
+  trained = [n for n in names if n.startswith("train ")]
+  assert len(trained) == 5 * 3 + 3 * 3 + 3 * 2  # final runs and the ablation, no sweep run
+  assert {"train at_entm_beta0.3_s0", "train at_ls_alpha0.1_s4", "train entm_beta0.3_s2",
+          "train ls_alpha0.8_s1"} <= set(names)
+  assert "train at_entm_beta1_s0" not in names
+  written = json.loads((tmp_path / "root" / "sweep.json").read_text())
+  assert {m: {k: v for k, v in e.items() if k != "source"} for m, e in written.items()} == committed
+  assert {e["source"] for e in written.values()} == {s.sweep_from}
+
+  class R:  # the report's view of the collected sweep
+    sweep = written
+  assert f"Taken from the finished sweep in `{s.sweep_from}`" in "\n".join(
+      report_lib.sweep_section(R))
+
+  wrong = json.loads(json.dumps(committed))
+  wrong["at_ls"]["values"].pop("0.5")
+  (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+  s.sweep_from = str(tmp_path / "wrong.json")
+  with pytest.raises(UatError, match=r"for at_ls over \['0.1', '0.2'\], but the study sweeps "
+                     r"regularizer.alpha over \['0.1', '0.2', '0.5'\]: point sweep_from"):
+    study.pieces(s, str(tmp_path / "other"))
+  s.sweep_from = str(tmp_path / "missing.json")
+  with pytest.raises(UatError, match="does not exist: point sweep_from at the sweep.json"):
+    study.pieces(s, str(tmp_path / "other"))

@@ -242,6 +242,7 @@ def accelerator_study(config: str, eps_grid: tuple[float, ...], large_eps: float
   s.method_overrides = ml_collections.ConfigDict({
       m: {"best_checkpoint": {"metric": "eval/clean_accuracy"}}
       for m in ("standard", "entm", "ls")})
+  s.sweep_from = ""  # or the sweep.json of a finished sweep: its choice, no sweep runs
   s.sweep = ml_collections.ConfigDict({
       "entm": ("regularizer.beta", (0.3, 1.0, 2.0)),
       "ls": ("regularizer.alpha", (0.2, 0.5, 0.8)),

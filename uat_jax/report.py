@@ -863,7 +863,12 @@ def sweep_section(r: Results) -> list[str]:
     scored = ", ".join(f"{v}: {100 * x:.1f}" for v, x in sw["values"].items())
     rows.append([NAMES.get(m, m), sw["key"], sw.get("metric", ""),
                  scored or "(one value, not swept)", str(sw["chosen"])])
-  return ["## Sweep (validation split, final schedule, first seed)", "",
+  sources = sorted({sw["source"] for sw in r.sweep.values() if sw.get("source")})
+  note = ([f"Taken from the finished sweep in `{', '.join(sources)}` (the study's `sweep_from`): "
+           "its runs are not retrained, and the first seed's final run of the chosen value is "
+           "trained anew, so its validation score can differ from the sweep's.", ""]
+          if sources else [])
+  return ["## Sweep (validation split, final schedule, first seed)", "", *note,
           _table(["method", "parameter", "score (best logged, %)", "per value", "chosen"], rows),
           ""]
 

@@ -7,7 +7,8 @@ Stages, over workdirs ROOT/runs/<name> (the study config says what each one runs
                the final schedule; scored by the best logged value of the run's
                best_checkpoint metric on the validation split (ties: the smaller value). The
                choice goes to ROOT/sweep.json; the run of the chosen value is that seed's final
-               run. The test split is not read.
+               run. The test split is not read. A study with `sweep_from` (the sweep.json of
+               a finished sweep, e.g. the committed one) takes that choice and runs no sweep.
   2. train     every method's other seeds, then the ablation variants.
   3. evaluate  each final run with the study's outputs of its best checkpoint (W/eval/<output>/,
                on the test split); transfer attacks use the same method's next seed as surrogate.
@@ -111,9 +112,39 @@ def _swept(study, method: str) -> bool:
 
 
 def sweep_runs(study) -> list[Run]:
-  """Every value of every swept method at its first seed."""
+  """Every value of every swept method at its first seed; none when the study takes its choice
+  from a committed sweep (`sweep_from`)."""
+  if study.get("sweep_from"):
+    return []
   return [make_run(study, m, study.seeds[m][0], v) for m in study.methods if _swept(study, m)
           for v in study.sweep[m][1]]
+
+
+def pinned_choice(study) -> dict[str, Any]:
+  """The choice of a finished sweep of this study, read from `study.sweep_from` (a sweep.json
+  that `choose` wrote, e.g. committed under results/<dataset>/data/) and checked against the
+  study's sweep: the same methods, parameters and values, the chosen value among them. Each
+  method's entry gets "source": that path."""
+  path = study.sweep_from
+  fix = (f"point sweep_from at the sweep.json of a finished sweep of this study, or set "
+         f"--study.sweep_from='' to run the sweep")
+  if not os.path.exists(path):
+    raise UatError(f"sweep_from={path!r} does not exist: {fix}")
+  saved = files.read_json(path)
+  out = {}
+  for method in [m for m in study.methods if m in study.sweep]:
+    key, values = study.sweep[method]
+    entry = saved.get(method)
+    if entry is None:
+      raise UatError(f"sweep_from={path!r} has no choice for {method}: {fix}")
+    expected = {_tag(v) for v in values} if _swept(study, method) else set()
+    if (entry.get("key") != key or set(entry.get("values", {})) != expected
+        or not any(_tag(v) == _tag(entry.get("chosen")) for v in values)):
+      raise UatError(f"sweep_from={path!r} chose {entry.get('key')}={entry.get('chosen')} for "
+                     f"{method} over {sorted(entry.get('values', {}))}, but the study sweeps "
+                     f"{key} over {sorted(expected)}: {fix}")
+    out[method] = {**entry, "source": path}
+  return out
 
 
 def best_logged(workdir: str, metric: str) -> float:
@@ -127,7 +158,12 @@ def best_logged(workdir: str, metric: str) -> float:
 def choose(study, root: str) -> dict[str, Any]:
   """The sweep's choices from its finished runs, written to ROOT/sweep.json: {method: {"key",
   "metric", "values": {value: best logged metric}, "chosen"}}; a method with one value is
-  "not swept"."""
+  "not swept". With `study.sweep_from` the choice is that file's (`pinned_choice`) and no
+  sweep run is needed."""
+  if study.get("sweep_from"):
+    out = pinned_choice(study)
+    files.write_json(os.path.join(root, "sweep.json"), out)
+    return out
   out = {}
   for method in study.methods:
     if method not in study.sweep:
