@@ -7,6 +7,8 @@ because tests/ is a package.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -142,3 +144,23 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None):
   """`python -m uat_jax.main *args` from the repository root."""
   return subprocess.run([sys.executable, "-m", "uat_jax.main", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@contextlib.contextmanager
+def absl_log():
+  """The messages uat_jax logs (through absl) meanwhile, whatever an earlier test in this process
+  did to the logging setup (levels, disabled loggers, handlers)."""
+  lines = []
+  handler = logging.Handler(logging.INFO)
+  handler.emit = lambda record: lines.append(record.getMessage())
+  logger = logging.getLogger("absl")
+  saved = logger.level, logger.disabled
+  logger.setLevel(logging.INFO)
+  logger.disabled = False
+  logger.addHandler(handler)
+  try:
+    yield lines
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(saved[0])
+    logger.disabled = saved[1]

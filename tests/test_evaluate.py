@@ -197,8 +197,10 @@ def test_evaluation_batches_over_8_devices_without_recompiling():
   proc = helpers.run_program("mesh_eval")  # tests/programs/mesh_eval.py
   assert "mesh ok" in proc.stdout
   counts = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "traces" in line]
-  # Same number of traces on 1 and 8 devices, and far fewer than (batches x eps) per attack.
-  assert counts[0] == counts[1] and counts[0] < 4 * 3, proc.stdout
+  # Far fewer traces than (batches x eps) per attack; on 8 devices at most as many as on 1 (a
+  # program whose inputs are laid out alike is kept from the first run), and none when the same
+  # suite runs again on 1 device with a new Partial of the same model.
+  assert counts[0] < 4 * 3 and counts[1] <= counts[0] and counts[2] == 0, proc.stdout
 
 
 def test_adaptive_entries_use_the_models_own_objective(trained):

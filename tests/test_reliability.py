@@ -4,7 +4,6 @@ tests/test_main.py."""
 
 import contextlib
 import glob
-import logging
 import math
 import os
 import re
@@ -16,7 +15,7 @@ import pytest
 
 import uat_jax
 from tests import helpers
-from tests.helpers import load_config
+from tests.helpers import absl_log, load_config
 from uat_jax import checkpoints, train
 from uat_jax.errors import UatError
 
@@ -65,26 +64,6 @@ def truncate_data_files(step_dir):
   for path in files:
     with open(path, "r+b") as f:
       f.truncate(os.path.getsize(path) // 2)
-
-
-@contextlib.contextmanager
-def absl_log():
-  """The messages uat_jax logs (through absl) meanwhile, whatever an earlier test in this process
-  did to the logging setup (levels, disabled loggers, handlers)."""
-  lines = []
-  handler = logging.Handler(logging.INFO)
-  handler.emit = lambda record: lines.append(record.getMessage())
-  logger = logging.getLogger("absl")
-  saved = logger.level, logger.disabled
-  logger.setLevel(logging.INFO)
-  logger.disabled = False
-  logger.addHandler(handler)
-  try:
-    yield lines
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(saved[0])
-    logger.disabled = saved[1]
 
 
 def test_a_truncated_newest_checkpoint_is_reported_moved_aside_and_the_previous_used(

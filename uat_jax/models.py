@@ -254,13 +254,28 @@ def build(config, spec, *, for_training: bool = False,
                       dtype=DTYPES[config.dtype] if for_training else eval_dtype)
 
 
-def jit_with_model(logits_fn, body):
+_PROGRAMS: dict = {}  # key -> jax.jit(body) of jit_with_model, for the process
+MAX_PROGRAMS = 256  # past this many keys the kept programs are dropped (and traced again)
+
+
+def jit_with_model(logits_fn, body, key=None):
   """jax.jit of `body(logits_fn, *args)`. A `jax.tree_util.Partial` logits_fn (as
   uat_jax.load returns) is passed as an argument, so its parameters are inputs of the
   program rather than constants baked into it (faster compiles, one program for several
-  checkpoints of one model); any other callable is closed over."""
+  checkpoints of one model); any other callable is closed over.
+
+  `key` (hashable; with a Partial logits_fn): the jitted body is kept under it for the process,
+  so a later call with the same key (the same attack on another checkpoint of the model, as a
+  study evaluates run after run) reuses the programs traced and compiled before instead of
+  tracing and compiling them again. The key must determine the body: everything it closes
+  over."""
   if isinstance(logits_fn, jax.tree_util.Partial):
-    compiled = jax.jit(body)
+    if key is None:
+      compiled = jax.jit(body)
+    else:
+      if key not in _PROGRAMS and len(_PROGRAMS) >= MAX_PROGRAMS:
+        _PROGRAMS.clear()
+      compiled = _PROGRAMS.setdefault(key, jax.jit(body))
     return lambda *args: compiled(logits_fn, *args)
   return jax.jit(lambda *args: body(logits_fn, *args))
 

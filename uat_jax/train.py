@@ -3,7 +3,7 @@
 train_step = jit( augment -> PGD inner maximization -> regularized loss -> optax update ), over a
 1-D ('data',) mesh with the batch sharded and the state replicated and donated.
 `train_and_evaluate(config, workdir, evaluators=...)` runs the loop: deterministic batches in
-(seed, step), clu metric writers (TensorBoard, metrics.jsonl, logs), the evaluators each at its
+(seed, step), metric writers (uat_jax.writers: TensorBoard, metrics.jsonl, logs), the evaluators each at its
 own period (uat_jax.evaluators builds them from config.evals), orbax checkpoints, and resumption
 from the newest complete checkpoint.
 """
@@ -11,7 +11,6 @@ from the newest complete checkpoint.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -27,8 +26,8 @@ from absl import logging
 from clu import metrics as clu_metrics
 from flax.training import train_state
 
-from uat_jax import (attacks, checkpoints, config_lib, data, files, lock, losses, models,
-                     sharding)
+from uat_jax import (attacks, checkpoints, config_lib, data, lock, losses, models, sharding,
+                     writers)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -283,62 +282,6 @@ def export_state(step_fn, state):
 # Metrics output.
 # --------------------------------------------------------------------------------------------
 
-class JsonlWriter:
-  """Appends one JSON line {"step": s, name: value, ...} per write_scalars call, each handed to
-  the OS as it is written (a killed process loses none it wrote). A clu MetricWriter by its
-  methods (not by subclassing: importing clu.metric_writers imports TensorFlow, which a command
-  that fails on bad input before training should not wait for).
-
-  Resuming from the checkpoint at `resume_step` first rewrites the file (atomically) without what
-  the interrupted process wrote after that step, a line cut off by a kill, and, from step 0,
-  everything, so that the resumed run's lines follow without duplicates; a record it would write
-  again unchanged (the same step and names, as when a finished run is evaluated again) is
-  skipped. Scalars only; images, histograms and the rest go to TensorBoard through the default
-  writer.
-  """
-
-  def __init__(self, path: str, resume_step: int = 0):
-    old = files.read_records(path) if resume_step > 0 and os.path.exists(path) else []
-    kept = [r for r in old if "hparams" in r or r.get("step", resume_step + 1) <= resume_step]
-    self._logged = {(resume_step, frozenset(r) - {"step"}) for r in kept
-                    if r.get("step") == resume_step}
-    files.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-    self._file = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered
-
-  def write_scalars(self, step, scalars):
-    if (int(step), frozenset(scalars)) in self._logged:
-      return
-    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(record) + "\n")
-
-  def write_hparams(self, hparams):
-    self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def flush(self):
-    self._file.flush()
-
-  def close(self):
-    self._file.close()
-
-
 def flatten_config(config) -> dict[str, Any]:
   """{"attack.eps": 0.1, ...}: one entry per leaf, for hyper-parameter logs."""
   flat = {}
@@ -452,12 +395,10 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
     if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
       with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    from clu import metric_writers  # imports TensorFlow: only once training starts
-    writer = metric_writers.MultiWriter([
-        metric_writers.create_default_writer(workdir, just_logging=not is_chief,
-                                             asynchronous=False),
-        *([JsonlWriter(os.path.join(workdir, "metrics.jsonl"), initial_step)] if is_chief
-          else []),
+    writer = writers.MultiWriter([
+        writers.default_writer(workdir, just_logging=not is_chief),
+        *([writers.JsonlWriter(os.path.join(workdir, "metrics.jsonl"), initial_step)]
+          if is_chief else []),
     ])
     if initial_step == 0:
       writer.write_hparams(flatten_config(config))
@@ -483,9 +424,7 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
   pmap_mode = isinstance(p_train_step, PmapTrainStep)
   state = prepare_state(p_train_step, state)
   eval_model = build_model(config, spec, for_training=False)
-  from clu import periodic_actions  # imports TensorFlow (through clu.metric_writers)
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                                    every_steps=config.log_every_steps)
+  report_progress = writers.Progress(num_steps, writer, every_steps=config.log_every_steps)
   pending = None  # clu metrics since the last log
   pending_since = initial_step + 1  # the first step whose metrics are in `pending`
   results: dict[str, Any] = {}

@@ -21,6 +21,7 @@ here).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -173,37 +174,41 @@ def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] =
   `mesh` places each compacted batch)."""
   e = entry(spec)
   a = e["attack"]
+  program = _program_key(e)
+
+  def jit(f, body):
+    return models.jit_with_model(f, body, program)
+
   if a == "fgsm":
     loss = _loss(e, objective)
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.fgsm(
-        f, x, y, eps=eps, loss=loss))
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.fgsm(f, x, y, eps=eps, loss=loss))
   if a == "pgd":
     loss = _loss(e, objective)
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.pgd(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.pgd(
         f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
         norm=e["norm"], loss=loss, restarts=e["restarts"], random_start=e["random_start"],
         unroll=e["unroll"]))
   if a == "apgd":
     loss = _loss(e, objective)
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.apgd(
         f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"], loss=loss,
         restarts=e["restarts"], unroll=e["unroll"]))
   if a == "apgd_t":
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.apgd_targeted(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.apgd_targeted(
         f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"],
         num_targets=e["num_targets"], unroll=e["unroll"]))
   if a == "fab_t":
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.fab_targeted(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.fab_targeted(
         f, x, y, key=key, eps=eps, steps=e["steps"], num_targets=e["num_targets"],
         restarts=e["restarts"]))
   if a == "square":
     if e["segment"] > 0 and e["queries"] > 1 and jax.process_count() == 1:
       return _compacted_square(logits_fn, e, mesh)
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.square(
         f, x, y, key=key, eps=eps, queries=e["queries"], p_init=e["p_init"]))
   if a == "spsa":
     loss = _loss(e, objective)
-    return models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.spsa(
+    return jit(logits_fn, lambda f, x, y, key, eps: attacks.spsa(
         f, x, y, key=key, eps=eps, steps=e["steps"], samples=e["samples"], delta=e["delta"],
         learning_rate=e["learning_rate"], loss=loss))
   # transfer: the attack runs on the surrogate only
@@ -213,9 +218,18 @@ def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] =
                    "pass run_suite(..., surrogates={name: logits_fn}) or, from the CLI, "
                    "--config.evals.surrogate_workdir=<another workdir>")
   loss = _loss(e, objective)
-  return models.jit_with_model(surrogate, lambda f, x, y, key, eps: attacks.transfer(
+  return jit(surrogate, lambda f, x, y, key, eps: attacks.transfer(
       f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
       loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
+
+
+def _program_key(e: dict[str, Any]) -> Optional[tuple]:
+  """The key under which an entry's jitted attack is kept (models.jit_with_model): the resolved
+  entry, which determines the attack's program; None (not kept) for an entry on the model's own
+  training objective, which each evaluation builds anew from its config."""
+  if e.get("loss") == "objective":
+    return None
+  return ("attack", json.dumps(e, sort_keys=True, default=repr))
 
 
 BUCKET_HALVINGS = 4  # a compacted batch runs at batch_size / 2**k, k <= this
@@ -237,11 +251,11 @@ def _compacted_square(logits_fn, e: dict[str, Any], mesh) -> Callable:
   random draws per example depend on its row in the bucket, so not the same bits."""
   iterations, segment = e["queries"] - 1, e["segment"]
   start = models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square_start(
-      f, x, y, key=key, eps=eps))
+      f, x, y, key=key, eps=eps), ("square_start",))
   steps = models.jit_with_model(
       logits_fn, lambda f, x, y, xb, mb, key, eps, lo, hi: attacks.square_steps(
           f, x, y, xb, mb, key=key, eps=eps, start=lo, stop=hi, iterations=iterations,
-          p_init=e["p_init"]))
+          p_init=e["p_init"]), ("square_steps", iterations, e["p_init"]))
   num_devices = 1 if mesh is None else mesh.devices.size
 
   def run(x, y, key, eps):
@@ -311,7 +325,7 @@ def _vanished(logits_fn, batches: Batches) -> np.ndarray:
     dz = jnp.abs(jax.nn.softmax(logits) - jax.nn.one_hot(t, logits.shape[-1])).max(-1)
     return (jnp.abs(g).reshape(g.shape[0], -1).max(-1) < ZERO_GRAD) | (dz < SATURATED)
 
-  fn = models.jit_with_model(logits_fn, vanished)
+  fn = models.jit_with_model(logits_fn, vanished, ("vanished",))
   out = np.zeros(len(batches), bool)
   for _, sel, b in batches():
     out[sel] = sharding.to_host(fn(b["x"], b["y"]))[: len(sel)]
@@ -395,7 +409,7 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
   for e in grid:
     attacks.check_eps(e, entries[0].get("norm", "linf"))
   batches = Batches({"x": x, "y": y}, batch_size, mesh)
-  predict = models.jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1))
+  predict = models.jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1), ("argmax",))
   clean = _correct(predict, lambda v, t, k, e: v, batches, np.arange(n), key, 0.0)
   result = SuiteResult(num_examples=n, eps=grid, only_robust=only_robust, clean=clean,
                        attacks={}, worst={e: clean.copy() for e in grid})
