@@ -11,7 +11,8 @@ L-inf eps 0.1, PGD-10 of step 0.025 with a random start. After every epoch PGD-2
 (adversarially trained methods) or clean validation accuracy (the others).
 
 Runs: a sweep of beta (EntM) / alpha (LS) per regularized method at the method's first seed with
-the final schedule (the sweep run of the chosen value is that seed's final run); AT, AT+EntM,
+the final schedule (the sweep run of the chosen value is that seed's final run; the finished
+sweep of 2026-11-25 is reused, `sweep_from`, the plan's amendment 7); AT, AT+EntM,
 AT+LS with seeds 0-4, standard, EntM, LS with seeds 0-2; an ablation of AT+EntM
 (`regularizer.on` clean / both, `attack.loss=objective`) with seeds 0-1. Evaluation on the first
 2,000 test images with the `paper` and `strong` presets: the best checkpoint on the eps grid

@@ -3,8 +3,9 @@
 # (docs/study_plan.md), end to end and resumable: sweeps (validation split) -> train 6 methods x
 # seeds and the ablation -> evaluate best and last checkpoints (paper, strong presets) ->
 # input-Jacobian norms with the temperature control -> results/fashion_mnist/REPORT.md (paired
-# tests, figures, claim verdicts). Rerunning skips finished pieces. About 9 hours of training on
-# 2 CPU cores (from the pilot), then the evaluations (configs/fashion_mnist_study.py).
+# tests, figures, claim verdicts). Rerunning skips finished pieces. About 6 hours of training on
+# 2 CPU cores (the sweep's committed choice is reused: sweep_from), then about 12 hours of
+# evaluation (configs/fashion_mnist_study.py).
 #
 #   launch/reproduce.sh                 # the study: workdirs/study, results/fashion_mnist
 #   launch/reproduce.sh --quick         # the same pipeline on a tiny budget (minutes; CI runs it):
