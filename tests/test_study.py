@@ -327,3 +327,27 @@ def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
   s.sweep_from = str(tmp_path / "missing.json")
   with pytest.raises(UatError, match="does not exist: point sweep_from at the sweep.json"):
     study.pieces(s, str(tmp_path / "other"))
+
+
+def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_path):
+  """The plan's robust-overfitting rule is over every final AT seed: with one seed untrained
+  the report says pending (how many are trained), with all of them it applies the rule."""
+  import shutil
+  from uat_jax import report as report_lib
+  data = tmp_path / "data"
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data)
+  curve = [[39, 0.50], [1560, 0.74], [3120, 0.70]]  # 4 points below the best at the end
+  for seed in range(5):
+    path = data / "runs" / f"at_s{seed}.json"
+    run = json.loads(path.read_text())
+    run.pop("train", None)
+    run["curves"] = ({"eval/pgd_accuracy": curve, "train/accuracy_adv": [[3120, 0.8]]}
+                     if seed < 4 else {})
+    path.write_text(json.dumps(run))
+  text = report_lib.overfitting_text(report_lib.robust_overfitting(report_lib.Results(str(data))))
+  assert text == "Robust overfitting: pending (4 of the 5 AT seeds trained)."
+  path = data / "runs" / "at_s4.json"
+  path.write_text(json.dumps({**json.loads(path.read_text()), "curves": {
+      "eval/pgd_accuracy": curve, "train/accuracy_adv": [[3120, 0.8]]}}))
+  ro = report_lib.robust_overfitting(report_lib.Results(str(data)))
+  assert ro["label"] == "occurred" and ro["drops"] == pytest.approx([-0.04] * 5)
