@@ -1,12 +1,10 @@
-"""The metric writers (uat_jax/writers.py): TensorBoard reads back what the event files hold, the
-progress report's lines and scalars, and a training process that never imports TensorFlow."""
-
-import subprocess
-import sys
+"""The metric writers (uat_jax/writers.py): TensorBoard reads back what the event files hold, and
+the progress report's lines and scalars. That training imports no TensorFlow is checked on a CLI
+run (tests/test_main.py)."""
 
 import numpy as np
 
-from tests.helpers import REPO, absl_log
+from tests.helpers import absl_log
 from uat_jax import writers
 
 
@@ -61,28 +59,3 @@ def test_progress_reports_rate_eta_and_the_time_of_timed_parts(monkeypatch):
   assert reports[0] == "Progress: 2.0 steps/s, 10.0% (10/100), ETA: 0m"
   # Steps 11-20 took 6 s (one second of it in "pgd"); 80 steps left at 10/6 steps/s is 48 s.
   assert reports[1] == "Progress: 1.7 steps/s, 20.0% (20/100), ETA: 0m (0m : 9.5% pgd)"
-
-
-def test_a_training_process_imports_no_tensorflow(tmp_path):
-  """Training, with its TensorBoard files, in a fresh interpreter: TensorFlow (about 4 s of
-  import on 2 CPU cores) is not imported, since the datasets are read as arrays once TFDS has
-  prepared them (done here first, as by any earlier run on the machine) and the event files are
-  written without it."""
-  from tests import helpers
-  from uat_jax import data
-  for split in ("train", "test"):
-    data.load_split(helpers.load_config("at,runlocal").data, split)
-  program = f"""
-import sys
-from tests import helpers
-from uat_jax import train
-c = helpers.load_config("at,runlocal")
-c.num_train_steps, c.attack.steps, c.evals.pgd.num_examples = 2, 1, 50
-train.train_and_evaluate(c, {str(tmp_path / "w")!r})
-print("tensorflow imported:", "tensorflow" in sys.modules)
-"""
-  done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
-                        text=True, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert done.stdout.strip().splitlines()[-1] == "tensorflow imported: False"
-  assert list((tmp_path / "w").glob("events.out.tfevents.*"))

@@ -126,8 +126,8 @@ def pinned_choice(study) -> dict[str, Any]:
   study's sweep: the same methods, parameters and values, the chosen value among them. Each
   method's entry gets "source": that path."""
   path = study.sweep_from
-  fix = (f"point sweep_from at the sweep.json of a finished sweep of this study, or set "
-         f"--study.sweep_from='' to run the sweep")
+  fix = ("point sweep_from at the sweep.json of a finished sweep of this study, or set "
+         "--study.sweep_from='' to run the sweep")
   if not os.path.exists(path):
     raise UatError(f"sweep_from={path!r} does not exist: {fix}")
   saved = files.read_json(path)
