@@ -67,8 +67,8 @@ def kill_at(proc, workdir, phase, delay):
 
 @pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
-  """SIGTERM checkpoints and exits with 143. Then a soak: SIGKILL at 10 moments in a row (4 in
-  start-up: imports, compilation, restore; 3 mid-step; 3 during checkpoint writes; the order and
+  """SIGTERM checkpoints and exits with 143. Then a soak: SIGKILL at 6 moments in a row (2 in
+  start-up: imports, compilation, restore; 2 mid-step; 2 during checkpoint writes; the order and
   delays drawn from a fixed seed), each time restarted; every rerun resumes, and the final state is bit-identical to an uninterrupted
   run's (data order, augmentation and attack keys come from (seed, step)), with no temporary
   checkpoint folder left and no line of metrics.jsonl written twice."""
@@ -93,11 +93,11 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
   assert 5 <= stopped_at < 40 and max(committed_steps(workdir)) == stopped_at
 
   rng = random.Random(20261125)
-  phases = ["start"] * 4 + ["step"] * 3 + ["checkpoint"] * 3
+  phases = ["start"] * 2 + ["step"] * 2 + ["checkpoint"] * 2
   rng.shuffle(phases)
   kills = []
   for phase in phases:
-    delay = rng.uniform(0.5, 4.0) if phase == "start" else rng.uniform(0.0, 0.2)
+    delay = rng.uniform(0.3, 2.5) if phase == "start" else rng.uniform(0.0, 0.2)
     before = max(committed_steps(workdir), default=0)
     proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -106,7 +106,7 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
       assert max(committed_steps(workdir)) == 40
       break
     kills.append((phase, before))
-  assert len(kills) == 10 or max(committed_steps(workdir)) == 40, kills
+  assert len(kills) == len(phases) or max(committed_steps(workdir)) == 40, kills
 
   killed_at = max(committed_steps(workdir), default=0)
   done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True,
