@@ -105,25 +105,17 @@ def _chunk_norms(logits_fn, x, y, key, start, *, output, norms, power_iters):
   return out
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_programs(output: str, norms: tuple, power_iters: int):
-  body = functools.partial(_chunk_norms, output=output, norms=norms, power_iters=power_iters)
-  return jax.jit(body), jax.jit(lambda f, v: jnp.argmax(f(v), -1))
-
-
 class _Programs:
-  """The jitted norms and predict programs for a logits_fn; compiled once per (model, output,
-  norms) when logits_fn is a Partial (e.g. repeated tracking during training)."""
+  """The jitted norms and predict programs for a logits_fn; kept for the process under their
+  (output, norms, power_iters) when logits_fn is a Partial (models.jit_with_model), so repeated
+  tracking during training and a study's next checkpoint compile nothing again."""
 
   def __init__(self, logits_fn, output, norms, power_iters):
-    if isinstance(logits_fn, jax.tree_util.Partial):
-      norms_fn, predict = _cached_programs(output, norms, power_iters)
-      self.norms = lambda *a: norms_fn(logits_fn, *a)
-      self.predict = lambda v: predict(logits_fn, v)
-    else:
-      self.norms = models.jit_with_model(logits_fn, functools.partial(
-          _chunk_norms, output=output, norms=norms, power_iters=power_iters))
-      self.predict = models.jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1))
+    self.norms = models.jit_with_model(logits_fn, functools.partial(
+        _chunk_norms, output=output, norms=norms, power_iters=power_iters),
+        ("jacobian_norms", output, norms, power_iters))
+    self.predict = models.jit_with_model(logits_fn, lambda f, v: jnp.argmax(f(v), -1),
+                                         ("argmax",))
 
 
 def jacobian_norms(logits_fn: Callable, x, y=None, *, output: str = "logits",

@@ -273,9 +273,11 @@ def jit_with_model(logits_fn, body, key=None):
     if key is None:
       compiled = jax.jit(body)
     else:
-      if key not in _PROGRAMS and len(_PROGRAMS) >= MAX_PROGRAMS:
-        _PROGRAMS.clear()
-      compiled = _PROGRAMS.setdefault(key, jax.jit(body))
+      compiled = _PROGRAMS.get(key)
+      if compiled is None:
+        if len(_PROGRAMS) >= MAX_PROGRAMS:
+          _PROGRAMS.clear()
+        compiled = _PROGRAMS[key] = jax.jit(body)
     return lambda *args: compiled(logits_fn, *args)
   return jax.jit(lambda *args: body(logits_fn, *args))
 

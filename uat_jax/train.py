@@ -3,9 +3,9 @@
 train_step = jit( augment -> PGD inner maximization -> regularized loss -> optax update ), over a
 1-D ('data',) mesh with the batch sharded and the state replicated and donated.
 `train_and_evaluate(config, workdir, evaluators=...)` runs the loop: deterministic batches in
-(seed, step), metric writers (uat_jax.writers: TensorBoard, metrics.jsonl, logs), the evaluators each at its
-own period (uat_jax.evaluators builds them from config.evals), orbax checkpoints, and resumption
-from the newest complete checkpoint.
+(seed, step), metric writers (uat_jax.writers: TensorBoard, metrics.jsonl, logs), the evaluators
+each at its own period (uat_jax.evaluators builds them from config.evals), orbax checkpoints,
+and resumption from the newest complete checkpoint.
 """
 
 from __future__ import annotations
