@@ -1,7 +1,8 @@
 """One training step and one evaluation step of every shipped training config (its model,
 input shape, classes, augmentation, attack and optimizer) on 8 simulated devices; a config whose
 program is another's but for constants, the augmentation or the size of the last layer
-(LOWERED_ONLY) has its step traced and lowered instead. Run by tests/test_train.py in a fresh interpreter.
+(LOWERED_ONLY) has its step traced and lowered instead. Run by tests/test_train.py in a fresh
+interpreter.
 
 The global batch is 8 (one example per device) instead of the configs' 128 and the attacks run
 one step instead of 10-100 (the PGD loop is rolled, so its trip count changes nothing in the
@@ -26,9 +27,9 @@ from uat_jax import config_lib, data, evaluate, models, sharding, train  # noqa:
 
 BATCH = 8
 # Configs whose programs are another config's but for constants, the augmentation (tested in
-# tests/test_data.py) or the size of the last layer: their training step is traced and lowered on the 8-device mesh (every
-# shape, dtype and sharding checked) but not compiled or run, which for a PreAct ResNet-18 is
-# 10-15 s of the test budget each.
+# tests/test_data.py) or the size of the last layer: their training step is traced and lowered
+# on the 8-device mesh (every shape, dtype and sharding checked) but not compiled or run, which
+# for a PreAct ResNet-18 is 10-15 s of the test budget each.
 LOWERED_ONLY = {"svhn.py": "cifar10.py", "cifar100.py": "cifar10.py (10 classes)"}
 PARAMETERS = {("madry_cnn", 10): 3_274_634, ("preact_resnet18", 10): 11_172_170,
               ("preact_resnet18", 100): 11_218_340}
