@@ -18,8 +18,8 @@ def linear_logits_fn(seed, d, k=10):
 
 
 # Property tests draw values (seeds, eps, step sizes, logit scales) at one fixed shape and step
-# count, through jitted programs that take them as arguments: each program compiles once per
-# structural choice (norm, loss, restarts) instead of once per example.
+# count, through jitted programs that take them as arguments and run every structural choice
+# (norm, loss, restarts): each program compiles once, not once per example or choice.
 B, HW, C, D, K = 4, 5, 3, 75, 10
 
 
@@ -36,13 +36,17 @@ def _inputs(seed):
   return x, y, w, jax.random.fold_in(key, 1)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "loss", "restarts"))
-def _pgd_and_fgsm(seed, eps, step_size, scale, *, norm, loss, restarts):
+CHOICES = [(norm, loss, restarts) for norm in ("linf", "l2") for loss in ("ce", "cw", "dlr")
+           for restarts in (1, 2)]
+
+
+@jax.jit
+def _pgd_and_fgsm(seed, eps, step_size, scale):
   x, y, w, key = _inputs(seed)
   logits_fn = functools.partial(_linear, w, scale)
-  return x, (attacks.pgd(logits_fn, x, y, key=key, eps=eps, step_size=step_size, steps=3,
-                         norm=norm, loss=loss, restarts=restarts),
-             attacks.fgsm(logits_fn, x, y, eps=eps, loss=loss))
+  return x, {c: attacks.pgd(logits_fn, x, y, key=key, eps=eps, step_size=step_size, steps=3,
+                            norm=c[0], loss=c[1], restarts=c[2]) for c in CHOICES}, {
+      loss: attacks.fgsm(logits_fn, x, y, eps=eps, loss=loss) for loss in ("ce", "cw", "dlr")}
 
 
 def assert_in_ball(out, x, eps, norm="linf"):
@@ -60,13 +64,13 @@ def assert_in_ball(out, x, eps, norm="linf"):
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), step_frac=st.floats(0.0, 2.0),
-       scale=st.sampled_from([1.0, 1e4]), norm=st.sampled_from(["linf", "l2"]),
-       loss=st.sampled_from(["ce", "cw", "dlr"]), restarts=st.integers(1, 2))
-def test_attacks_stay_in_eps_ball_and_unit_box(seed, eps, step_frac, scale, norm, loss, restarts):
-  x, (x_adv, x_fgsm) = _pgd_and_fgsm(seed, eps, step_frac * eps, scale, norm=norm, loss=loss,
-                                     restarts=restarts)
-  assert_in_ball(x_adv, x, eps, norm)
-  assert_in_ball(x_fgsm, x, eps)
+       scale=st.sampled_from([1.0, 1e4]))
+def test_attacks_stay_in_eps_ball_and_unit_box(seed, eps, step_frac, scale):
+  x, pgd, fgsm = _pgd_and_fgsm(seed, eps, step_frac * eps, scale)
+  for (norm, _, _), x_adv in pgd.items():
+    assert_in_ball(x_adv, x, eps, norm)
+  for x_fgsm in fgsm.values():
+    assert_in_ball(x_fgsm, x, eps)
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +181,15 @@ def test_fgsm_is_one_signed_step(cnn):
   np.testing.assert_allclose(attacks.fgsm(logits_fn, x, y, eps=0.1), expected, atol=1e-6)
 
 
-@functools.partial(jax.jit, static_argnames=("loss",))
-def _score_and_auto_attacks(seed, eps, scale, *, loss):
+@jax.jit
+def _score_and_auto_attacks(seed, eps, scale):
   x, y, w, key = _inputs(seed)
   logits_fn = functools.partial(_linear, w, scale)
   surrogate = functools.partial(_linear, jax.random.normal(jax.random.fold_in(key, 3), (D, K)),
                                 1.0)
   return x, [
-      attacks.apgd(logits_fn, x, y, key=key, eps=eps, steps=2, loss=loss, restarts=2),
+      *(attacks.apgd(logits_fn, x, y, key=key, eps=eps, steps=2, loss=loss, restarts=2)
+        for loss in ("ce", "dlr")),
       attacks.apgd_targeted(logits_fn, x, y, key=key, eps=eps, steps=2, num_targets=2),
       attacks.square(logits_fn, x, y, key=key, eps=eps, queries=5),
       attacks.spsa(logits_fn, x, y, key=key, eps=eps, steps=2, samples=4, sample_batch=3),
@@ -195,10 +200,9 @@ def _score_and_auto_attacks(seed, eps, scale, *, loss):
 
 
 @settings(max_examples=5, deadline=None)
-@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), scale=st.sampled_from([1.0, 1e4]),
-       loss=st.sampled_from(["ce", "dlr"]))
-def test_gradient_free_and_auto_attacks_stay_in_eps_ball_and_unit_box(seed, eps, scale, loss):
-  x, outs, l2 = _score_and_auto_attacks(seed, eps, scale, loss=loss)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 1.0), scale=st.sampled_from([1.0, 1e4]))
+def test_gradient_free_and_auto_attacks_stay_in_eps_ball_and_unit_box(seed, eps, scale):
+  x, outs, l2 = _score_and_auto_attacks(seed, eps, scale)
   for out in outs:
     assert_in_ball(out, x, eps)
   assert_in_ball(l2, x, 3 * eps, "l2")
@@ -225,10 +229,13 @@ def test_targeted_dlr_and_temperature_against_numpy():
 def test_new_attacks_are_deterministic_in_their_key(cnn):
   logits_fn, x, y = cnn
   x, y = x[:8], y[:8]
+  # Each attack jitted with the key as its argument: one program, run for three keys (called
+  # eagerly, each call would trace and compile its loops again).
   for fn in (lambda k: attacks.apgd(logits_fn, x, y, key=k, eps=0.1, steps=3),
              lambda k: attacks.square(logits_fn, x, y, key=k, eps=0.1, queries=5),
              lambda k: attacks.spsa(logits_fn, x, y, key=k, eps=0.1, steps=2, samples=4)):
-    a, b, c = (fn(jax.random.PRNGKey(s)) for s in (1, 1, 2))
+    program = jax.jit(fn)
+    a, b, c = (np.asarray(program(jax.random.PRNGKey(s))) for s in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
   with pytest.raises(UatError, match="APGD-T needs"):

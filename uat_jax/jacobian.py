@@ -62,8 +62,14 @@ def _single(logits_fn: Callable, output: str, shape: tuple) -> Callable:
 def input_jacobian(logits_fn: Callable, x: jax.Array, output: str = "logits") -> jax.Array:
   """Per-example input Jacobians [B, K, H*W*C] via jax.vmap(jax.jacrev(.)), in float32 (float64
   inputs stay float64 when jax_enable_x64 is on, for numerical checks)."""
+  check(output)
   x = jnp.asarray(x)
   x = x if x.dtype == jnp.float64 else x.astype(jnp.float32)
+  return models.jit_with_model(logits_fn, functools.partial(_jacobian, output=output))(x)
+
+
+def _jacobian(logits_fn, x, *, output):
+  """input_jacobian's program (jitted by the caller)."""
   g = _single(logits_fn, output, x.shape[1:])
   return jax.vmap(jax.jacrev(g))(x.reshape(x.shape[0], -1))
 
@@ -154,6 +160,12 @@ def frobenius_estimate(logits_fn: Callable, x, *, output: str = "logits",
   check(output)
   x = jnp.asarray(x, jnp.float32)
   key = jax.random.PRNGKey(0) if key is None else key
+  return models.jit_with_model(logits_fn, functools.partial(
+      _frobenius_estimate, output=output, num_projections=num_projections))(x, key)
+
+
+def _frobenius_estimate(logits_fn, x, key, *, output, num_projections):
+  """frobenius_estimate's program (jitted by the caller)."""
   g = _single(logits_fn, output, x.shape[1:])
   flat = x.reshape(x.shape[0], -1)
   num_classes = jax.eval_shape(g, flat[0]).shape[0]
