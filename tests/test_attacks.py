@@ -36,7 +36,8 @@ def _inputs(seed):
   return x, y, w, jax.random.fold_in(key, 1)
 
 
-CHOICES = [(norm, loss, restarts) for norm in ("linf", "l2") for loss in ("ce", "cw", "dlr")
+LOSSES = ("ce", "cw", "dlr")
+CHOICES = [(norm, loss, restarts) for norm in ("linf", "l2") for loss in LOSSES
            for restarts in (1, 2)]
 
 
@@ -46,7 +47,7 @@ def _pgd_and_fgsm(seed, eps, step_size, scale):
   logits_fn = functools.partial(_linear, w, scale)
   return x, {c: attacks.pgd(logits_fn, x, y, key=key, eps=eps, step_size=step_size, steps=3,
                             norm=c[0], loss=c[1], restarts=c[2]) for c in CHOICES}, {
-      loss: attacks.fgsm(logits_fn, x, y, eps=eps, loss=loss) for loss in ("ce", "cw", "dlr")}
+      loss: attacks.fgsm(logits_fn, x, y, eps=eps, loss=loss) for loss in LOSSES}
 
 
 def assert_in_ball(out, x, eps, norm="linf"):

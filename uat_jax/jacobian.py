@@ -65,7 +65,8 @@ def input_jacobian(logits_fn: Callable, x: jax.Array, output: str = "logits") ->
   check(output)
   x = jnp.asarray(x)
   x = x if x.dtype == jnp.float64 else x.astype(jnp.float32)
-  return models.jit_with_model(logits_fn, functools.partial(_jacobian, output=output))(x)
+  return models.jit_with_model(logits_fn, functools.partial(_jacobian, output=output),
+                               ("input_jacobian", output))(x)
 
 
 def _jacobian(logits_fn, x, *, output):
@@ -161,7 +162,8 @@ def frobenius_estimate(logits_fn: Callable, x, *, output: str = "logits",
   x = jnp.asarray(x, jnp.float32)
   key = jax.random.PRNGKey(0) if key is None else key
   return models.jit_with_model(logits_fn, functools.partial(
-      _frobenius_estimate, output=output, num_projections=num_projections))(x, key)
+      _frobenius_estimate, output=output, num_projections=num_projections),
+      ("frobenius_estimate", output, num_projections))(x, key)
 
 
 def _frobenius_estimate(logits_fn, x, key, *, output, num_projections):
