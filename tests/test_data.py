@@ -3,6 +3,8 @@
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -45,6 +47,40 @@ def test_unprepared_tfds_dataset_without_download_is_a_clear_error(tmp_path):
   c = fmnist_data_config(name="mnist", data_dir=str(tmp_path), download=False)
   with pytest.raises(UatError, match="not prepared.*download=True"):
     data.load_split(c, "train")
+
+
+# A stand-in for a TFDS builder: prepared once its folder holds "done"; preparing takes a while
+# and counts itself in "prepared_by" (one line per process that prepared).
+_FAKE_BUILDER = """
+import os, sys, time
+from uat_jax import data
+root = sys.argv[1]
+
+class Builder:
+  data_dir = os.path.join(root, "dataset", "1.0.0")
+  def is_prepared(self):
+    return os.path.exists(os.path.join(self.data_dir, "done"))
+
+def prepare(builder):
+  with open(os.path.join(root, "prepared_by"), "a") as f:
+    f.write(str(os.getpid()) + chr(10))
+  time.sleep(1.5)  # long enough that the other process asks meanwhile
+  os.makedirs(builder.data_dir, exist_ok=True)
+  open(os.path.join(builder.data_dir, "done"), "w").close()
+
+assert data.prepared_once(Builder, prepare).is_prepared()
+"""
+
+
+def test_processes_starting_together_prepare_a_dataset_once(tmp_path):
+  env = {**os.environ, "PYTHONPATH": helpers.REPO}
+  procs = [subprocess.Popen([sys.executable, "-c", _FAKE_BUILDER, str(tmp_path)], env=env,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+  assert len((tmp_path / "prepared_by").read_text().splitlines()) == 1
+  assert (tmp_path / "dataset" / data.PREPARE_LOCK).exists()
 
 
 def test_unknown_dataset():

@@ -351,3 +351,74 @@ def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_
       "eval/pgd_accuracy": curve, "train/accuracy_adv": [[3120, 0.8]]}}))
   ro = report_lib.robust_overfitting(report_lib.Results(str(data)))
   assert ro["label"] == "occurred" and ro["drops"] == pytest.approx([-0.04] * 5)
+
+
+def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
+  """--only: the pieces whose names match a pattern, with the training runs they need (the
+  surrogate of a transfer attack included), in listing order; matching nothing is one line."""
+  from uat_jax import config_lib, study
+  s = config_lib.from_file("configs/fashion_mnist_study.py")
+  root = str(tmp_path / "root")
+  listing = study.pieces(s, root)
+  assert study.select(listing, "") == listing
+  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 strong_last, "
+                                                 "jacobian at_s1")]
+  # at_ls seed 4's transfer surrogate is the method's next seed, wrapping round to seed 0.
+  assert names == ["train at_s1", "train at_ls_alpha0.1_s0", "train at_ls_alpha0.1_s4",
+                   "jacobian at_s1", "evaluate at_ls_alpha0.1_s4 strong_last"]
+  with pytest.raises(UatError, match="matches no piece of the study"):
+    study.run(s, root, only="evaluate nothing *")
+
+
+def test_collect_merges_kept_data_and_refuses_a_run_trained_differently(tmp_path):
+  """report --merge: a workdir holding none of a run's pieces keeps the committed data as it
+  is; a run trained again with other training curves than the kept ones is refused (its kept
+  evaluations belong to other weights) and nothing is written; one with the same curves has
+  its new evaluations joined to the kept ones."""
+  import shutil
+  from uat_jax import config_lib, files, report as report_lib, study
+  s = config_lib.from_file("configs/fashion_mnist_study.py")
+  data_dir = str(tmp_path / "data")
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data_dir)
+  root = str(tmp_path / "root")
+  study.pieces(s, root)  # writes ROOT/sweep.json from sweep_from
+  before = {f: (tmp_path / "data" / "runs" / f).read_text()
+            for f in os.listdir(os.path.join(data_dir, "runs"))}
+  report_lib.collect(s, root, data_dir, merge=True)
+  assert {f: (tmp_path / "data" / "runs" / f).read_text() for f in before} == before
+
+  name = "at_s0"
+  kept = files.read_json(os.path.join(data_dir, "runs", f"{name}.json"))
+  w = os.path.join(root, "runs", name)
+  os.makedirs(w)
+  steps = sorted({st for c in kept["curves"].values() for st, _ in c})
+  records = [{"step": st, **{k: dict(map(tuple, c))[st] for k, c in kept["curves"].items()
+                             if st in dict(map(tuple, c))}} for st in steps]
+  records[3]["train/accuracy_adv"] += 1e-6
+  with open(os.path.join(w, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  files.write_json(study.trained_marker(w), kept["train"])
+  with pytest.raises(UatError, match=rf"{name} in .* was trained again and differs from .*"
+                     rf"\(train/accuracy_adv at step {steps[3]}: .*collect without --merge"):
+    report_lib.collect(s, root, data_dir, merge=True)
+  assert {f: (tmp_path / "data" / "runs" / f).read_text() for f in before} == before
+
+  records[3]["train/accuracy_adv"] -= 1e-6
+  with open(os.path.join(w, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  records_equal = files.read_curves(os.path.join(w, "metrics.jsonl"), report_lib.CURVES)
+  assert records_equal == kept["curves"]
+  output = "strong_grid"  # not in the kept data: a new evaluation of the same weights
+  assert output not in kept["evals"]
+  result = json.loads(json.dumps(kept["evals"]["strong"]))
+  files.write_json(study.results_marker(w, output), {
+      "checkpoint": result["checkpoint"], "checkpoint_step": result["checkpoint_step"],
+      "num_examples": 4, "eps": [0.1], "preset": "strong", "clean_accuracy": 0.5,
+      "only_robust": True, "clean_mask": "1100",
+      "attacks": {"APGD-CE": {"accuracy": {"0.1": 0.25}, "cumulative": {"0.1": 0.25}}},
+      "worst_case": {"accuracy": {"0.1": 0.25}, "mask": {"0.1": "1000"}}, "checks": []})
+  report_lib.collect(s, root, data_dir, merge=True)
+  merged = files.read_json(os.path.join(data_dir, "runs", f"{name}.json"))
+  assert merged["evals"]["strong_grid"]["worst_case"] == {"0.1": 0.25}
+  assert {k: v for k, v in merged["evals"].items() if k != output} == kept["evals"]
+  assert merged["curves"] == kept["curves"] and merged.get("jacobian") == kept.get("jacobian")

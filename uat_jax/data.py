@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import gzip
 import os
@@ -163,20 +164,46 @@ class Split:
     return int(self.labels.shape[0])
 
 
+PREPARE_LOCK = ".uat_jax_prepare.lock"  # in a dataset's TFDS folder, beside its versions
+
+
+def prepared_once(make_builder, prepare):
+  """make_builder()'s builder, prepared: when it is not, `prepare(builder)` runs while this
+  process holds an exclusive lock on PREPARE_LOCK in the dataset's folder, and a builder made
+  anew is returned. Processes that start together on a fresh machine (the study's, a launch
+  script's) thus prepare a dataset once: the others wait on the lock, then find it prepared,
+  instead of racing on TFDS's final rename. The lock is a POSIX record lock, released by the
+  kernel however its holder ends."""
+  builder = make_builder()
+  if builder.is_prepared():
+    return builder
+  folder = os.path.dirname(builder.data_dir)
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, PREPARE_LOCK), "a") as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    try:
+      builder = make_builder()  # another process may have prepared it meanwhile
+      if not builder.is_prepared():
+        prepare(builder)
+        builder = make_builder()
+    finally:
+      fcntl.lockf(f, fcntl.LOCK_UN)
+  return builder
+
+
 def _builder(data_config):
   """Returns a prepared TFDS builder for `data_config.name`, preparing it if needed."""
   tfds = _tfds()
   spec = get_spec(data_config.name)
   data_dir = data_config.data_dir or None
   if data_config.name == "fashion_mnist" and data_config.manual_dir:
-    builder = _fashion_mnist_builder_cls()(data_dir=data_dir)
-    if not builder.is_prepared():
+    def prepare_idx(builder):
       check_fashion_mnist_dir(data_config.manual_dir)
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
-    return builder
-  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-  if not builder.is_prepared():
+    return prepared_once(lambda: _fashion_mnist_builder_cls()(data_dir=data_dir), prepare_idx)
+
+  def prepare_download(builder):
     if not data_config.download:
       raise UatError(
           f"dataset {spec.tfds_name!r} is not prepared in {builder.data_dir}: set "
@@ -189,7 +216,7 @@ def _builder(data_config):
                      f"{str(e).splitlines()[0] if str(e) else ''}); prepare it on a machine with "
                      "network access and copy the TFDS data dir, or use the embedded "
                      "fashion_mnist") from e
-  return builder
+  return prepared_once(lambda: tfds.builder(spec.tfds_name, data_dir=data_dir), prepare_download)
 
 
 def load_split(data_config, split: str) -> Split:

@@ -106,9 +106,25 @@ def compact_eval(result: dict[str, Any]) -> dict[str, Any]:
       "masks": masks}
 
 
-def collect(study, root: str, data_dir: str) -> dict[str, int]:
+def _first_difference(kept: dict[str, list], new: dict[str, list]) -> Optional[str]:
+  """Where two runs' training curves first differ ("train/accuracy_adv at step 39: 0.2 vs
+  0.3"), over the steps both logged; None when they agree exactly. A run trained again by the
+  same program repeats its curves bit for bit, so exact equality is the test (no tolerance)."""
+  for name in sorted(set(kept) & set(new)):
+    a, b = dict(map(tuple, kept[name])), dict(map(tuple, new[name]))
+    for step in sorted(set(a) & set(b)):
+      if a[step] != b[step]:
+        return f"{name} at step {step}: {a[step]!r} kept vs {b[step]!r} now"
+  return None
+
+
+def collect(study, root: str, data_dir: str, merge: bool = False) -> dict[str, int]:
   """Copies what the report needs from ROOT into DATA_DIR (small JSON files), for every run of
-  the study that has results; returns {"found": n, "missing": m} pieces."""
+  the study that has results; returns {"found": n, "missing": m} pieces. With `merge`, what
+  DATA_DIR already holds of a run is kept where ROOT lacks it (a study resumed after its
+  workdir was lost: the runs it needs are trained again, and their new evaluations join the
+  kept ones); a run trained again must have logged exactly the kept training curves (the same
+  weights), else UatError and nothing is written."""
   from uat_jax import study as study_lib
   sweep_path = os.path.join(root, "sweep.json")
   if not os.path.exists(sweep_path):
@@ -118,20 +134,35 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
   finals = study_lib.final_runs(study, chosen)
   ablation = study_lib.ablation_runs(study, chosen)
   count = {"found": 0, "missing": 0}
-  for old in glob.glob(os.path.join(data_dir, "runs", "*.json")):  # from an earlier collection
-    os.remove(old)
+  written: dict[str, dict[str, Any]] = {}
   for runs, specs in ((finals, study.evals), (ablation, study.ablation_evals)):
     for run in runs:
       w = study_lib.run_dir(root, run)
+      kept_path = os.path.join(data_dir, "runs", f"{run.name}.json")
+      kept = files.read_json(kept_path) if merge and os.path.exists(kept_path) else {}
       out: dict[str, Any] = {"name": run.name, "method": run.method, "seed": run.seed,
                              "role": run.role, "variant": run.variant,
                              "dataset": run.config.data.name, "train_eps": run.config.attack.eps,
                              "best_metric": run.config.best_checkpoint.metric,
-                             "boundaries": list(run.config.optimizer.boundaries), "evals": {}}
+                             "boundaries": list(run.config.optimizer.boundaries),
+                             "evals": dict(kept.get("evals", {}))}
+      for key in ["train", "curves", "jacobian"] + [
+          f"jacobian_T_{m}" for m in study.jacobian.methods]:
+        if key in kept:
+          out[key] = kept[key]
       done = study_lib.trained_marker(w)
       if os.path.exists(done):
+        curves = files.read_curves(os.path.join(w, "metrics.jsonl"), CURVES)
+        differs = _first_difference(kept.get("curves", {}), curves)
+        if differs:
+          raise UatError(
+              f"{run.name} in {root} was trained again and differs from {kept_path} "
+              f"({differs}): its kept results belong to other weights; collect without "
+              "--merge to report ROOT alone, or retrain with the program that made the kept "
+              "data")
         out["train"] = {k: v for k, v in files.read_json(done).items() if k != "workdir"}
-        out["curves"] = files.read_curves(os.path.join(w, "metrics.jsonl"), CURVES)
+        out["curves"] = curves
+      if "train" in out:
         count["found"] += 1
       else:
         count["missing"] += 1
@@ -139,6 +170,7 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
         path = study_lib.results_marker(w, output)
         if os.path.exists(path):
           out["evals"][output] = compact_eval(files.read_json(path))
+        if output in out["evals"]:
           count["found"] += 1
         else:
           count["missing"] += 1
@@ -150,9 +182,14 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
           out[kind] = {**files.read_json(os.path.join(w, "eval", kind, "summary.json")),
                        "norms": norms}
           out[kind].pop("mean", None)
-        elif kind == "jacobian" and run.role == "final" and run.method in study.jacobian.methods:
+        elif (kind == "jacobian" and kind not in out and run.role == "final"
+              and run.method in study.jacobian.methods):
           count["missing"] += 1
-      files.write_json(os.path.join(data_dir, "runs", f"{run.name}.json"), out, indent=1)
+      written[run.name] = out
+  for old in glob.glob(os.path.join(data_dir, "runs", "*.json")):  # from an earlier collection
+    os.remove(old)
+  for name, out in written.items():
+    files.write_json(os.path.join(data_dir, "runs", f"{name}.json"), out, indent=1)
   files.write_json(os.path.join(data_dir, "sweep.json"), chosen, indent=1)
   files.write_json(os.path.join(data_dir, "study.json"), study.to_dict(), indent=1)
   return count
@@ -899,6 +936,9 @@ def _define_flags():
   flags.DEFINE_string("root", None, "The study's root (workdirs); not needed with --from_data.")
   flags.DEFINE_string("out", None, "Where REPORT.md, figures/ and data/ go.")
   flags.DEFINE_bool("from_data", False, "Rebuild the report from OUT/data only.")
+  flags.DEFINE_bool("merge", False, "Keep what OUT/data holds of the pieces ROOT lacks (a study "
+                    "resumed after its workdir was lost); a run trained again must repeat the "
+                    "kept training curves exactly.")
   flags.DEFINE_string("readme", None, "Also write the verdicts into this README, between its "
                       f"lines {README_BEGIN!r} and {README_END!r}.")
   flags.mark_flags_as_required(["out"])
@@ -911,7 +951,7 @@ def main():
   if not FLAGS.from_data:
     if FLAGS.study is None or FLAGS.root is None:
       raise UatError("pass --study and --root (or --from_data to rebuild from OUT/data)")
-    count = collect(FLAGS.study, FLAGS.root, data_dir)
+    count = collect(FLAGS.study, FLAGS.root, data_dir, FLAGS.merge)
     print(f"collected {count['found']} results ({count['missing']} pending)")
   build(data_dir, FLAGS.out, FLAGS.readme)
   print(f"wrote {os.path.join(FLAGS.out, 'REPORT.md')}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import fnmatch
 import functools
 import io
 import logging as pylogging
@@ -560,16 +561,45 @@ def schedule(list_pieces: Callable[[], list[Piece]], root: str, index: int = 0, 
   return status
 
 
-def run(study, root: str, shard: str = "", poll_s: float = POLL_S) -> dict[str, str]:
+def select(listing: list[Piece], only: str) -> list[Piece]:
+  """The pieces of `listing` whose names match one of the comma-separated shell patterns of
+  `only` (e.g. "evaluate *_on_clean_s? *,train at_s0"), with every piece they need, in listing
+  order; `only` empty: the whole listing. "choose" (the sweep still to finish) is kept: the
+  pieces after it are not listed yet."""
+  patterns = [p.strip() for p in only.split(",") if p.strip()]
+  if not patterns:
+    return listing
+  by_name = {p.name: p for p in listing}
+  keep = {p.name for p in listing if p.name == "choose"
+          or any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)}
+  todo = list(keep)
+  while todo:
+    for need in by_name[todo.pop()].needs:
+      if need in by_name and need not in keep:
+        keep.add(need)
+        todo.append(need)
+  return [p for p in listing if p.name in keep]
+
+
+def run(study, root: str, shard: str = "", poll_s: float = POLL_S,
+        only: str = "") -> dict[str, str]:
   """The pipeline, or the pieces of shard i of n (`schedule`; start the same command several
-  times to run pieces side by side). Each piece is skipped when finished before; a failing
-  piece is logged and the others go on; the end is a status table. Returns {piece: "done" |
-  "failed (log: PATH)" | "pending (...)"}; raises UatError if any failed."""
+  times to run pieces side by side), or only the pieces `only` selects with what they need
+  (`select`). Each piece is skipped when finished before; a failing piece is logged and the
+  others go on; the end is a status table. Returns {piece: "done" | "failed (log: PATH)" |
+  "pending (...)"}; raises UatError if any failed."""
   index, count = parse_shard(shard)
+
+  def listing() -> list[Piece]:
+    return select(pieces(study, root), only)
+
+  if only and not [p for p in listing() if p.name != "choose"]:
+    raise UatError(f"--only={only!r} matches no piece of the study: name pieces as the log "
+                   "does, with shell patterns, e.g. --only='evaluate * strong_last'")
   _compilation_cache(root)
   t0 = time.time()
-  status = schedule(functools.partial(pieces, study, root), root, index, count, poll_s)
-  for p in pieces(study, root):
+  status = schedule(listing, root, index, count, poll_s)
+  for p in listing():
     if p.name == "choose" and p.name not in status:
       status["choose"] = "pending (the sweep runs of every shard must finish)"
   print(status_table(status, index, count), flush=True)
@@ -715,6 +745,9 @@ def _define_flags():  # at the entry point only: report.py imports this module a
                     "estimated hours on accelerators; train nothing.")
   flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
                       "a SLURM array: --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
+  flags.DEFINE_string("only", "", "Comma-separated shell patterns of piece names (as the log "
+                      "names them): run only those pieces and what they need, e.g. "
+                      "--only='evaluate * strong_last'.")
   flags.mark_flags_as_required(["study", "root"])
 
 
@@ -728,7 +761,7 @@ def cli_main():
     if FLAGS.dry_run:
       print(dry_run(FLAGS.study, FLAGS.root), flush=True)
       return
-    run(FLAGS.study, FLAGS.root, FLAGS.shard)
+    run(FLAGS.study, FLAGS.root, FLAGS.shard, only=FLAGS.only)
 
   cli.run_app(main)
 
