@@ -391,9 +391,9 @@ def test_collect_merges_kept_data_and_refuses_a_run_trained_differently(tmp_path
   kept = files.read_json(os.path.join(data_dir, "runs", f"{name}.json"))
   w = os.path.join(root, "runs", name)
   os.makedirs(w)
-  steps = sorted({st for c in kept["curves"].values() for st, _ in c})
-  records = [{"step": st, **{k: dict(map(tuple, c))[st] for k, c in kept["curves"].items()
-                             if st in dict(map(tuple, c))}} for st in steps]
+  by_step = {k: dict(map(tuple, c)) for k, c in kept["curves"].items()}
+  steps = sorted({st for c in by_step.values() for st in c})
+  records = [{"step": st, **{k: c[st] for k, c in by_step.items() if st in c}} for st in steps]
   records[3]["train/accuracy_adv"] += 1e-6
   with open(os.path.join(w, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
@@ -406,11 +406,10 @@ def test_collect_merges_kept_data_and_refuses_a_run_trained_differently(tmp_path
   records[3]["train/accuracy_adv"] -= 1e-6
   with open(os.path.join(w, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
-  records_equal = files.read_curves(os.path.join(w, "metrics.jsonl"), report_lib.CURVES)
-  assert records_equal == kept["curves"]
+  assert files.read_curves(os.path.join(w, "metrics.jsonl"), report_lib.CURVES) == kept["curves"]
   output = "strong_grid"  # not in the kept data: a new evaluation of the same weights
   assert output not in kept["evals"]
-  result = json.loads(json.dumps(kept["evals"]["strong"]))
+  result = kept["evals"]["strong"]
   files.write_json(study.results_marker(w, output), {
       "checkpoint": result["checkpoint"], "checkpoint_step": result["checkpoint_step"],
       "num_examples": 4, "eps": [0.1], "preset": "strong", "clean_accuracy": 0.5,

@@ -134,6 +134,7 @@ def collect(study, root: str, data_dir: str, merge: bool = False) -> dict[str, i
   finals = study_lib.final_runs(study, chosen)
   ablation = study_lib.ablation_runs(study, chosen)
   count = {"found": 0, "missing": 0}
+  jacobian_kinds = ["jacobian"] + [f"jacobian_T_{m}" for m in study.jacobian.methods]
   written: dict[str, dict[str, Any]] = {}
   for runs, specs in ((finals, study.evals), (ablation, study.ablation_evals)):
     for run in runs:
@@ -146,8 +147,7 @@ def collect(study, root: str, data_dir: str, merge: bool = False) -> dict[str, i
                              "best_metric": run.config.best_checkpoint.metric,
                              "boundaries": list(run.config.optimizer.boundaries),
                              "evals": dict(kept.get("evals", {}))}
-      for key in ["train", "curves", "jacobian"] + [
-          f"jacobian_T_{m}" for m in study.jacobian.methods]:
+      for key in ["train", "curves"] + jacobian_kinds:
         if key in kept:
           out[key] = kept[key]
       done = study_lib.trained_marker(w)
@@ -174,7 +174,7 @@ def collect(study, root: str, data_dir: str, merge: bool = False) -> dict[str, i
           count["found"] += 1
         else:
           count["missing"] += 1
-      for kind in ["jacobian"] + [f"jacobian_T_{m}" for m in study.jacobian.methods]:
+      for kind in jacobian_kinds:
         path = os.path.join(w, "eval", kind, "norms.npz")
         if os.path.exists(path):
           with np.load(path) as z:
