@@ -355,17 +355,21 @@ def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_
 
 def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
   """--only: the pieces whose names match a pattern, with the training runs they need (the
-  surrogate of a transfer attack included), in listing order; matching nothing is one line."""
+  surrogate of an output with a transfer attack included, and only there), in listing order;
+  matching nothing is one line."""
   from uat_jax import config_lib, study
   s = config_lib.from_file("configs/fashion_mnist_study.py")
   root = str(tmp_path / "root")
   listing = study.pieces(s, root)
   assert study.select(listing, "") == listing
-  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 strong_last, "
+  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 paper_last, "
                                                  "jacobian at_s1")]
   # at_ls seed 4's transfer surrogate is the method's next seed, wrapping round to seed 0.
   assert names == ["train at_s1", "train at_ls_alpha0.1_s0", "train at_ls_alpha0.1_s4",
-                   "jacobian at_s1", "evaluate at_ls_alpha0.1_s4 strong_last"]
+                   "jacobian at_s1", "evaluate at_ls_alpha0.1_s4 paper_last"]
+  # The strong preset (AutoAttack) runs no transfer attack: its own run alone.
+  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 strong_last")]
+  assert names == ["train at_ls_alpha0.1_s4", "evaluate at_ls_alpha0.1_s4 strong_last"]
   with pytest.raises(UatError, match="matches no piece of the study"):
     study.run(s, root, only="evaluate nothing *")
 

@@ -250,6 +250,13 @@ def evaluation_config(run: Run, spec, output: str, surrogate: str) -> ml_collect
   return config
 
 
+def transfers(run: Run, spec, output: str) -> bool:
+  """Whether the output runs a transfer attack, i.e. needs the surrogate's run (the `strong`
+  preset does not: its pieces neither wait for nor train the next seed)."""
+  entries = config_lib.suite_entries(evaluation_config(run, spec, output, ""))
+  return any(e["attack"] == "transfer" for e in entries)
+
+
 def _evaluate(run: Run, spec, output: str, workdir: str, surrogate: str) -> None:
   evaluators.evaluate_workdir(evaluation_config(run, spec, output, surrogate), workdir)
 
@@ -386,7 +393,7 @@ def pieces(study, root: str) -> list[Piece]:
     for output in [o for o in specs if specs[o]["checkpoint"] == checkpoint
                    and bool(specs[o].get("deferred")) == deferred]:
       for r in [r for r in runs if report.output_eps(specs[output], r.method)]:
-        surrogate = surrogate_run(runs, r)
+        surrogate = surrogate_run(runs, r) if transfers(r, specs[output], output) else None
         w = run_dir(root, r)
         out.append(Piece(
             f"evaluate {r.name} {output}",
