@@ -9,6 +9,7 @@ import pytest
 from tests import helpers
 from tests.helpers import build_trainer, load_config
 from uat_jax import attacks, data, evaluate, models, sharding
+from uat_jax.evaluate import checks
 from uat_jax.errors import UatError
 
 EPS = (0.05, 0.1, 0.2)
@@ -48,7 +49,7 @@ def test_quick_suite_structure_and_ordering(quick):
   acc = {name: r["accuracy"] for name, r in quick["attacks"].items()}
   assert list(acc) == ["FGSM", "PGD-20", "CW-20"]
   for k in map(str, EPS):
-    assert acc["PGD-20"][k] <= acc["FGSM"][k] + evaluate.TOLERANCE
+    assert acc["PGD-20"][k] <= acc["FGSM"][k] + checks.TOLERANCE
     worst = quick["worst_case"]["accuracy"][k]
     assert worst <= min(a[k] for a in acc.values())
     cumulative = [quick["worst_case"]["cumulative"][n][k] for n in acc]

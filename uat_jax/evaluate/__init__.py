@@ -14,14 +14,14 @@ and the report has each attack's own and the cumulative accuracy.
 
 `uat_jax.evaluators` runs a suite on a workdir's checkpoint (`--mode=evaluate`), resumably.
 
-The package: this module runs suites; `checks` holds the gradient-masking checks and their
-thresholds, `results` the typed SuiteResult, the resumable store and the reports (re-exported
-here).
+The package: this module runs suites; `presets` holds the attacks and the named suites,
+`programs` compiles one entry's attack, `checks` the gradient-masking checks and their thresholds,
+`results` the typed SuiteResult, the resumable store and the reports. `__all__` is the public
+API.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -33,253 +33,11 @@ from absl import logging
 from uat_jax import attacks, losses, models, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
-from uat_jax.evaluate.checks import (BLACK_BOX, BLACK_BOX_GAP, LARGE_EPS, SATURATED, TOLERANCE,
-                                     WHITE_BOX, ZERO_GRAD, masking_checks)
-from uat_jax.evaluate.results import (AttackResult, ResultStore, SuiteResult, cached, format_csv,
-                                      format_table, plot, write_reports)
-
-# attack -> its kind and its parameters with defaults. `step_size_rel` is the step size as a
-# fraction of eps; `temperature` divides the logits before the loss (an adaptive attack);
-# `loss` is ce | cw | dlr | objective (the model's own training objective, given to run_suite).
-ATTACKS: dict[str, dict[str, Any]] = {
-    "fgsm": {"kind": WHITE_BOX, "params": {"loss": "ce", "temperature": 1.0}},
-    "pgd": {"kind": WHITE_BOX, "params": {
-        "steps": 20, "restarts": 1, "loss": "ce", "norm": "linf", "step_size_rel": 0.25,
-        "temperature": 1.0, "random_start": True, "unroll": -1}},
-    "apgd": {"kind": WHITE_BOX, "params": {
-        "steps": 100, "restarts": 1, "loss": "ce", "norm": "linf", "temperature": 1.0,
-        "unroll": -1}},
-    "apgd_t": {"kind": WHITE_BOX, "params": {"steps": 100, "num_targets": 9, "norm": "linf",
-                                             "unroll": -1}},
-    "fab_t": {"kind": WHITE_BOX, "params": {"steps": 100, "num_targets": 9, "restarts": 1}},
-    # segment: every this many queries the batch shrinks to the points still robust (0: never).
-    "square": {"kind": BLACK_BOX, "params": {"queries": 5000, "p_init": 0.8, "segment": 100}},
-    "spsa": {"kind": BLACK_BOX, "params": {"steps": 100, "samples": 128, "delta": 0.01,
-                                           "learning_rate": 0.01, "loss": "cw"}},
-    # PGD on a surrogate model (run_suite's `surrogates[name]`), fed to the target model.
-    "transfer": {"kind": BLACK_BOX, "params": {
-        "surrogate": "surrogate", "steps": 20, "restarts": 1, "loss": "ce",
-        "step_size_rel": 0.25, "unroll": -1}},
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"only_robust": False, "attacks": [
-        {"name": "FGSM", "attack": "fgsm"},
-        {"name": "PGD-20", "attack": "pgd", "steps": 20},
-        {"name": "CW-20", "attack": "pgd", "steps": 20, "loss": "cw"},
-    ]},
-    "paper": {"only_robust": False, "attacks": [
-        {"name": "FGSM", "attack": "fgsm"},
-        {"name": "PGD-20", "attack": "pgd", "steps": 20},
-        {"name": "PGD-100", "attack": "pgd", "steps": 100},
-        {"name": "CW-100", "attack": "pgd", "steps": 100, "loss": "cw"},
-        {"name": "Transfer-PGD-20", "attack": "transfer", "steps": 20},
-    ]},
-    # AutoAttack's standard sequence (Croce & Hein 2020), on the still-robust points.
-    "strong": {"only_robust": True, "attacks": [
-        {"name": "APGD-CE", "attack": "apgd", "steps": 100},
-        {"name": "APGD-T", "attack": "apgd_t", "steps": 100, "num_targets": 9},
-        {"name": "FAB-T", "attack": "fab_t", "steps": 100, "num_targets": 9},
-        {"name": "Square-5000", "attack": "square", "queries": 5000},
-    ]},
-    # Adaptive attacks for EntM/LS models: the margin, sharpened logits, the model's own loss,
-    # a scale-invariant loss, and a gradient-free attack.
-    "adaptive": {"only_robust": False, "attacks": [
-        {"name": "CW-100", "attack": "pgd", "steps": 100, "loss": "cw"},
-        {"name": "PGD-100-T0.1", "attack": "pgd", "steps": 100, "temperature": 0.1},
-        {"name": "PGD-100-objective", "attack": "pgd", "steps": 100, "loss": "objective"},
-        {"name": "APGD-DLR", "attack": "apgd", "steps": 100, "loss": "dlr"},
-        {"name": "SPSA-100", "attack": "spsa", "steps": 100},
-    ]},
-}
-
-# --------------------------------------------------------------------------------------------
-# Suite entries.
-# --------------------------------------------------------------------------------------------
-
-# Attacks by name, for picking them one by one (--config.evals.suite.select=apgd_ce,apgd_dlr).
-NAMED: dict[str, dict[str, Any]] = {
-    "fgsm": {"name": "FGSM", "attack": "fgsm"},
-    "pgd20": {"name": "PGD-20", "attack": "pgd", "steps": 20},
-    "pgd100": {"name": "PGD-100", "attack": "pgd", "steps": 100},
-    "cw20": {"name": "CW-20", "attack": "pgd", "steps": 20, "loss": "cw"},
-    "cw100": {"name": "CW-100", "attack": "pgd", "steps": 100, "loss": "cw"},
-    "apgd_ce": {"name": "APGD-CE", "attack": "apgd", "steps": 100},
-    "apgd_dlr": {"name": "APGD-DLR", "attack": "apgd", "steps": 100, "loss": "dlr"},
-    "apgd_t": {"name": "APGD-T", "attack": "apgd_t", "steps": 100, "num_targets": 9},
-    "fab_t": {"name": "FAB-T", "attack": "fab_t", "steps": 100, "num_targets": 9},
-    "square": {"name": "Square-5000", "attack": "square", "queries": 5000},
-    "spsa": {"name": "SPSA-100", "attack": "spsa", "steps": 100},
-    "transfer": {"name": "Transfer-PGD-20", "attack": "transfer", "steps": 20},
-    "pgd_objective": {"name": "PGD-100-objective", "attack": "pgd", "steps": 100,
-                      "loss": "objective"},
-}
-
-
-def preset(name: str) -> list[dict[str, Any]]:
-  """The attack entries of a preset (a fresh copy)."""
-  if name not in PRESETS:
-    raise UatError(f"unknown evaluation preset {name!r}: choose one of {sorted(PRESETS)} "
-                   "(--config.evals.suite.preset)")
-  return [dict(e) for e in PRESETS[name]["attacks"]]
-
-
-def named(keys: Sequence[str]) -> list[dict[str, Any]]:
-  """The entries of NAMED attacks, e.g. named(["apgd_ce", "apgd_dlr"])."""
-  unknown = [k for k in keys if k not in NAMED]
-  if unknown:
-    raise UatError(f"unknown attack name(s) {unknown}: choose from {sorted(NAMED)} "
-                   "(--config.evals.suite.select=apgd_ce,apgd_dlr)")
-  return [dict(NAMED[k]) for k in keys]
-
-
-def entry(e: dict[str, Any]) -> dict[str, Any]:
-  """An entry completed with its attack's defaults; unknown attacks or parameters are errors."""
-  e = dict(e)
-  attack = e.get("attack")
-  if attack not in ATTACKS:
-    raise UatError(f"unknown attack {attack!r} in suite entry {e}: choose one of {list(ATTACKS)}")
-  allowed = ATTACKS[attack]["params"]
-  unknown = sorted(set(e) - set(allowed) - {"attack", "name", "kind"})
-  if unknown:
-    raise UatError(f"unknown parameter(s) {unknown} for attack {attack!r}: it takes "
-                   f"{sorted(allowed)}")
-  full = {"attack": attack, **allowed, **e}
-  if full.get("norm", "linf") not in attacks.NORMS:
-    raise UatError(f"unknown norm {full['norm']!r} in suite entry {e}: choose one of "
-                   f"{attacks.NORMS}")
-  full.setdefault("name", "-".join([attack] + [f"{k}{full[k]}" for k in ("loss", "steps")
-                                               if k in full]))
-  full["kind"] = ATTACKS[attack]["kind"]
-  return full
-
-
-def _loss(e: dict[str, Any], objective: Optional[Callable]):
-  loss = e.get("loss", "ce")
-  if loss == "objective":
-    if objective is None:
-      raise UatError(f"attack {e['name']!r} uses loss 'objective' but no training objective was "
-                     "given: pass run_suite(..., objective=losses.per_example_objective(config))")
-    loss = objective
-  else:
-    loss = attacks.resolve_loss(loss)
-  t = e.get("temperature", 1.0)
-  return loss if t == 1.0 else attacks.temperature_scaled(loss, t)
-
-
-def make_attack(logits_fn, spec: dict[str, Any], *, surrogates: Optional[dict] = None,
-                objective: Optional[Callable] = None, mesh=None) -> Callable:
-  """A jitted `f(x, y, key, eps) -> x_adv` for one suite entry (eps traced: no recompiles).
-  Square with `segment` > 0 runs segment by segment on the points still robust (one process;
-  `mesh` places each compacted batch)."""
-  e = entry(spec)
-  a = e["attack"]
-  program = _program_key(e)
-
-  def jit(f, body):
-    return models.jit_with_model(f, body, program)
-
-  if a == "fgsm":
-    loss = _loss(e, objective)
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.fgsm(f, x, y, eps=eps, loss=loss))
-  if a == "pgd":
-    loss = _loss(e, objective)
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.pgd(
-        f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
-        norm=e["norm"], loss=loss, restarts=e["restarts"], random_start=e["random_start"],
-        unroll=e["unroll"]))
-  if a == "apgd":
-    loss = _loss(e, objective)
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.apgd(
-        f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"], loss=loss,
-        restarts=e["restarts"], unroll=e["unroll"]))
-  if a == "apgd_t":
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.apgd_targeted(
-        f, x, y, key=key, eps=eps, steps=e["steps"], norm=e["norm"],
-        num_targets=e["num_targets"], unroll=e["unroll"]))
-  if a == "fab_t":
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.fab_targeted(
-        f, x, y, key=key, eps=eps, steps=e["steps"], num_targets=e["num_targets"],
-        restarts=e["restarts"]))
-  if a == "square":
-    if e["segment"] > 0 and e["queries"] > 1 and jax.process_count() == 1:
-      return _compacted_square(logits_fn, e, mesh)
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.square(
-        f, x, y, key=key, eps=eps, queries=e["queries"], p_init=e["p_init"]))
-  if a == "spsa":
-    loss = _loss(e, objective)
-    return jit(logits_fn, lambda f, x, y, key, eps: attacks.spsa(
-        f, x, y, key=key, eps=eps, steps=e["steps"], samples=e["samples"], delta=e["delta"],
-        learning_rate=e["learning_rate"], loss=loss))
-  # transfer: the attack runs on the surrogate only
-  surrogate = (surrogates or {}).get(e["surrogate"])
-  if surrogate is None:
-    raise UatError(f"transfer attack {e['name']!r} needs a surrogate model {e['surrogate']!r}: "
-                   "pass run_suite(..., surrogates={name: logits_fn}) or, from the CLI, "
-                   "--config.evals.surrogate_workdir=<another workdir>")
-  loss = _loss(e, objective)
-  return jit(surrogate, lambda f, x, y, key, eps: attacks.transfer(
-      f, x, y, key=key, eps=eps, step_size=e["step_size_rel"] * eps, steps=e["steps"],
-      loss=loss, restarts=e["restarts"], unroll=e["unroll"]))
-
-
-def _program_key(e: dict[str, Any]) -> Optional[tuple]:
-  """The key under which an entry's jitted attack is kept (models.jit_with_model): the resolved
-  entry, which determines the attack's program; None (not kept) for an entry on the model's own
-  training objective, which each evaluation builds anew from its config."""
-  if e.get("loss") == "objective":
-    return None
-  return ("attack", json.dumps(e, sort_keys=True, default=repr))
-
-
-BUCKET_HALVINGS = 4  # a compacted batch runs at batch_size / 2**k, k <= this
-
-
-def bucket_sizes(batch_size: int, num_devices: int = 1) -> list[int]:
-  """The batch sizes a compacted attack runs at: batch_size halved BUCKET_HALVINGS times (not
-  below num_devices), each rounded up to a multiple of num_devices: five shapes, five compiled
-  programs (each one minutes for a large model on an accelerator), and a batch with fewer
-  points left than the smallest still costs at most 1/16 of a full one."""
-  round_up = lambda v: -(-v // num_devices) * num_devices
-  return sorted({round_up(max(batch_size >> k, 1)) for k in range(BUCKET_HALVINGS + 1)})
-
-
-def _compacted_square(logits_fn, e: dict[str, Any], mesh) -> Callable:
-  """Square on a batch, restricted every `segment` queries to the examples still correctly
-  classified (gathered into the smallest bucket that holds them; fooled ones keep their point).
-  Same schedule and acceptance rule as attacks.square, so the same distribution of results; the
-  random draws per example depend on its row in the bucket, so not the same bits."""
-  iterations, segment = e["queries"] - 1, e["segment"]
-  start = models.jit_with_model(logits_fn, lambda f, x, y, key, eps: attacks.square_start(
-      f, x, y, key=key, eps=eps), ("square_start",))
-  steps = models.jit_with_model(
-      logits_fn, lambda f, x, y, xb, mb, key, eps, lo, hi: attacks.square_steps(
-          f, x, y, xb, mb, key=key, eps=eps, start=lo, stop=hi, iterations=iterations,
-          p_init=e["p_init"]), ("square_steps", iterations, e["p_init"]))
-  num_devices = 1 if mesh is None else mesh.devices.size
-
-  def run(x, y, key, eps):
-    k0, key = jax.random.split(key)
-    x_best, m_best = start(x, y, k0, eps)
-    xb, mb = np.array(sharding.to_host(x_best)), np.array(sharding.to_host(m_best))
-    # Gathered in place of the full batch each segment; padding rows (zeros, margin 0) never
-    # accept a proposal.
-    arrays = {"x": sharding.to_host(x), "y": sharding.to_host(y), "xb": xb, "mb": mb}
-    sizes = bucket_sizes(len(mb), num_devices)
-    for lo in range(0, iterations, segment):
-      active = np.flatnonzero(mb > 0)
-      if not active.size:
-        break
-      size = next(s for s in sizes if s >= len(active))
-      (_, _, part), = Batches(arrays, size, mesh)(active)
-      new_x, new_m = steps(part["x"], part["y"], part["xb"], part["mb"], key, eps, np.int32(lo),
-                           np.int32(min(lo + segment, iterations)))
-      xb[active] = sharding.to_host(new_x)[: len(active)]
-      mb[active] = sharding.to_host(new_m)[: len(active)]
-    return xb
-
-  return run
-
+from uat_jax.evaluate.checks import LARGE_EPS, SATURATED, ZERO_GRAD, masking_checks
+from uat_jax.evaluate.presets import ATTACKS, NAMED, PRESETS, entry, named, preset
+from uat_jax.evaluate.programs import make_attack
+from uat_jax.evaluate.results import (AttackResult, ResultStore, SuiteResult, cached,
+                                      format_table, write_reports)
 
 # --------------------------------------------------------------------------------------------
 # Running attacks over batches.
@@ -508,3 +266,8 @@ def _extra_measurements(logits_fn, entries, runnable, batches, predict, key, gri
   extra["zero_gradient_fraction"] = float(cached(
       store, "check-zero-gradient", {}, lambda: _vanished(logits_fn, batches)).mean())
   return extra
+
+
+__all__ = ["ATTACKS", "NAMED", "PRESETS", "AttackResult", "ResultStore", "SuiteResult", "entry",
+           "eps_grid", "format_table", "make_attack", "named", "preset", "resolve_suite",
+           "run_suite", "write_reports", "zero_gradient_fraction"]
