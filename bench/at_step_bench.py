@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from uat_jax import attacks, config_lib, data, models, sharding, train  # noqa: E402
+from uat_jax import attacks, config_lib, data, models, optimizers, sharding, train  # noqa: E402
 
 SETUPS = {  # model -> (config file, input shape)
     "small_cnn": ("fashion_mnist", (28, 28, 1)),
@@ -60,8 +60,8 @@ class Ours:
     self.mesh = sharding.make_mesh(num_devices)
     spec = data.get_spec(c.data.name)
     model = models.create_model(c.model, spec)
-    schedule = train.create_learning_rate_schedule(c.optimizer, c.num_train_steps)
-    tx = train.create_optimizer(c.optimizer, schedule)
+    schedule = optimizers.learning_rate_schedule(c.optimizer, c.num_train_steps)
+    tx = optimizers.optimizer(c.optimizer, schedule)
     self.step_fn = train.make_train_step(c, model, spec, schedule, self.mesh)
     self.state = train.create_train_state(c, model, spec, tx, self.mesh)
     rng = np.random.default_rng(0)

@@ -37,9 +37,9 @@ def float64_rtol(num_terms: int, amplification: float = 1e3) -> float:
 
 def fmnist_data_config(**overrides):
   import ml_collections
-  from uat_jax import data
+  from uat_jax import fashion_mnist
   c = ml_collections.ConfigDict(dict(name="fashion_mnist", data_dir="",
-                                     manual_dir=data.DEFAULT_FASHION_MNIST_DIR, download=False,
+                                     manual_dir=fashion_mnist.DEFAULT_DIR, download=False,
                                      augment="default", validation_size=0))
   c.update(overrides)
   return c
@@ -48,12 +48,12 @@ def fmnist_data_config(**overrides):
 def small_fmnist(num_train: int = 4096, num_test: int = 1000):
   """{"train", "test"}: the first examples of the real Fashion-MNIST IDX files as data.Split,
   read directly (no TFDS): the small real-data fixture for unit tests."""
-  from uat_jax import data
+  from uat_jax import data, fashion_mnist
   out = {}
   for split, n in (("train", num_train), ("test", num_test)):
-    images_file, labels_file = data.FASHION_MNIST_FILES[split]
-    images = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, images_file))[:n]
-    labels = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, labels_file))[:n]
+    images_file, labels_file = fashion_mnist.FILES[split]
+    images = fashion_mnist.read_idx(os.path.join(fashion_mnist.DEFAULT_DIR, images_file))[:n]
+    labels = fashion_mnist.read_idx(os.path.join(fashion_mnist.DEFAULT_DIR, labels_file))[:n]
     out[split] = data.Split(np.ascontiguousarray(images[..., None]), labels.astype(np.int32))
   return out
 
@@ -67,11 +67,11 @@ def load_config(arg: str):
 def build_trainer(config, num_steps: int, mesh):
   """(model, init_state, train_step) for Fashion-MNIST, wired as train_and_evaluate wires them;
   `init_state()` gives a fresh state from config.seed."""
-  from uat_jax import data, train
+  from uat_jax import data, optimizers, train
   spec = data.get_spec("fashion_mnist")
   model = train.build_model(config, spec)
-  schedule = train.create_learning_rate_schedule(config.optimizer, num_steps)
-  tx = train.create_optimizer(config.optimizer, schedule)
+  schedule = optimizers.learning_rate_schedule(config.optimizer, num_steps)
+  tx = optimizers.optimizer(config.optimizer, schedule)
   step = train.make_train_step(config, model, spec, schedule, mesh)
   return model, lambda: train.prepare_state(
       step, train.create_train_state(config, model, spec, tx, mesh)), step
@@ -81,12 +81,12 @@ def final_state(workdir: str, config):
   """(step, host copy of the newest checkpoint's whole TrainState, optimizer state included)
   of a workdir trained with `config`."""
   import jax
-  from uat_jax import checkpoints, data, sharding, train
+  from uat_jax import checkpoints, data, optimizers, sharding, train
   spec = data.get_spec(config.data.name)
   mesh = sharding.make_mesh(1)
   model = train.build_model(config, spec, for_training=False)
-  tx = train.create_optimizer(config.optimizer,
-                              train.create_learning_rate_schedule(config.optimizer, 1))
+  tx = optimizers.optimizer(config.optimizer,
+                           optimizers.learning_rate_schedule(config.optimizer, 1))
   shapes = jax.eval_shape(lambda: train.create_train_state(config, model, spec, tx, mesh))
   rep = sharding.replicated(mesh)  # the layout to restore into (it may differ from the saver's)
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)

@@ -12,7 +12,7 @@ import pytest
 
 from tests import helpers
 from tests.helpers import fmnist_data_config
-from uat_jax import data, sharding
+from uat_jax import data, fashion_mnist, lock, sharding
 from uat_jax.errors import UatError
 
 
@@ -30,9 +30,9 @@ def test_fashion_mnist_counts_shapes_dtypes_histograms(fmnist):
 
 
 def test_tfds_split_equals_the_idx_files(fmnist):
-  for split, (images_file, labels_file) in data.FASHION_MNIST_FILES.items():
-    images = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, images_file))
-    labels = data.read_idx(os.path.join(data.DEFAULT_FASHION_MNIST_DIR, labels_file))
+  for split, (images_file, labels_file) in fashion_mnist.FILES.items():
+    images = fashion_mnist.read_idx(os.path.join(fashion_mnist.DEFAULT_DIR, images_file))
+    labels = fashion_mnist.read_idx(os.path.join(fashion_mnist.DEFAULT_DIR, labels_file))
     np.testing.assert_array_equal(fmnist[split].images[..., 0], images)
     np.testing.assert_array_equal(fmnist[split].labels, labels)
 
@@ -80,7 +80,7 @@ def test_processes_starting_together_prepare_a_dataset_once(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-2000:]
   assert len((tmp_path / "prepared_by").read_text().splitlines()) == 1
-  assert (tmp_path / "dataset" / data.PREPARE_LOCK).exists()
+  assert (tmp_path / "dataset" / lock.LOCK_FILE).exists()
 
 
 def test_unknown_dataset():
@@ -89,14 +89,14 @@ def test_unknown_dataset():
 
 
 def test_truncated_idx_file_is_reported(tmp_path):
-  src = os.path.join(data.DEFAULT_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz")
+  src = os.path.join(fashion_mnist.DEFAULT_DIR, "t10k-labels-idx1-ubyte.gz")
   with gzip.open(src, "rb") as f:
     raw = f.read()
   bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
   with gzip.open(bad, "wb") as f:
     f.write(raw[:-100])
   with pytest.raises(UatError, match="truncated"):
-    data.read_idx(str(bad))
+    fashion_mnist.read_idx(str(bad))
 
 
 def test_batches_are_pure_in_seed_and_step():

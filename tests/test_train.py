@@ -10,7 +10,7 @@ import pytest
 
 from tests import helpers
 from tests.helpers import build_trainer, load_config
-from uat_jax import config_lib, data, sharding, train
+from uat_jax import config_lib, data, estimate, optimizers, sharding, train
 from uat_jax.errors import UatError
 
 
@@ -48,7 +48,7 @@ def test_unknown_fields_are_rejected_and_variants_checked():
 def test_piecewise_schedule():
   c = load_config("at").optimizer
   c.schedule, c.learning_rate, c.boundaries, c.decay_factor = "piecewise", 0.1, (0.5, 0.75), 0.1
-  s = train.create_learning_rate_schedule(c, 100)
+  s = optimizers.learning_rate_schedule(c, 100)
   np.testing.assert_allclose([s(0), s(49), s(50), s(74), s(75), s(99)],
                              [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
 
@@ -196,14 +196,13 @@ def test_every_shipped_config_validates_on_common_device_counts():
 
 
 def test_the_estimate_counts_steps_from_the_dataset_size_and_hours_from_flops():
-  """train.estimate (--dry_run): steps from the recipe and the dataset's size without reading
+  """estimate.estimate (--dry_run): steps from the recipe and the dataset's size without reading
   data, hours = steps x FLOPs / (peak x utilization)."""
-  from uat_jax import train
   c = helpers.load_config("at")  # 20 epochs of the 60,000 Fashion-MNIST training images
-  e = train.estimate(c, flops=1e12)
+  e = estimate.estimate(c, flops=1e12)
   assert e["steps"] == math.ceil(20 * 60000 / 128)
-  for name, peak in train.ACCELERATORS.items():
-    assert e["hours"][name] == pytest.approx(e["steps"] * 1e12 / (peak * train.UTILIZATION) / 3600)
+  for name, peak in estimate.ACCELERATORS.items():
+    assert e["hours"][name] == pytest.approx(e["steps"] * 1e12 / (peak * estimate.UTILIZATION) / 3600)
   with c.unlocked():
     c.data.validation_size, c.num_train_steps = 5000, -1
-  assert train.estimate(c, flops=1e12)["steps"] == math.ceil(20 * 55000 / 128)
+  assert estimate.estimate(c, flops=1e12)["steps"] == math.ceil(20 * 55000 / 128)

@@ -14,7 +14,7 @@ import os
 import jax
 import ml_collections
 
-from uat_jax import attacks, data, evaluate, jacobian, losses, models
+from uat_jax import attacks, data, evaluate, fashion_mnist, jacobian, losses, models
 from uat_jax.errors import UatError
 
 # Defaults for beta (EntM) and alpha (LS) per method. The paper does not give its values
@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.name = "fashion_mnist"
   c.data.data_dir = ""  # TFDS data dir; "" = TFDS default (~/tensorflow_datasets or TFDS_DATA_DIR)
   # Fashion-MNIST only: local IDX files (Debian's dataset-fashion-mnist); "" = TFDS download.
-  c.data.manual_dir = data.DEFAULT_FASHION_MNIST_DIR
+  c.data.manual_dir = fashion_mnist.DEFAULT_DIR
   c.data.download = True  # let TFDS download datasets that are not prepared yet
   c.data.augment = "default"  # default (per dataset) | none | crop | crop_flip
   # > 0: hold out this many train examples (a fixed random subset) and evaluate on them instead

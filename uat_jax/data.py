@@ -3,7 +3,7 @@
 * Every dataset comes through TFDS. `mnist`, `fashion_mnist`, `cifar10`, `cifar100` and
   `svhn_cropped` use TFDS's own builders (downloaded where the machine can reach the hosts).
 * The embedded default, Fashion-MNIST from Debian's `dataset-fashion-mnist` package, is exposed
-  through a small TFDS builder with manual files (`FashionMnistIdx`): the four IDX files under
+  through a small TFDS builder with manual files (uat_jax.fashion_mnist): the four IDX files under
   `config.data.manual_dir` (default /usr/share/datasets/fashion-mnist) are prepared once into the
   TFDS data dir, then read like any other TFDS dataset.
 * A whole split is held as uint8 [N, H, W, C]; `batch_indices(seed, step, ...)` is a pure function
@@ -14,27 +14,16 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
-import gzip
+import io
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uat_jax import fashion_mnist, files, lock
 from uat_jax.errors import UatError
-
-DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
-INSTALL_HINT = ("install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or "
-                "point --config.data.manual_dir at a folder holding the four Fashion-MNIST IDX .gz files")
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -70,85 +59,16 @@ DATASETS = {
 }
 
 
-def get_spec(name: str) -> DatasetSpec:
-  if name not in DATASETS:
-    raise UatError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)} "
-                   "(--config.data.name)")
-  return DATASETS[name]
-
-
-# --------------------------------------------------------------------------------------------
-# The embedded Fashion-MNIST: a TFDS builder over the IDX files that Debian installs.
-# --------------------------------------------------------------------------------------------
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads one (optionally gzipped) IDX file into a numpy array (uint8 data only)."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-    raise UatError(f"{path} is not an unsigned-byte IDX file; reinstall it ({INSTALL_HINT})")
-  ndim = data[3]
-  dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-  body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-  if body.size != int(np.prod(dims)):
-    raise UatError(f"{path} is truncated ({body.size} bytes for shape {dims}); reinstall it "
-                   f"({INSTALL_HINT})")
-  return body.reshape(dims)
-
-
 def _tfds():
   import tensorflow_datasets as tfds  # heavy import; only where a dataset is loaded
   return tfds
 
 
-@functools.cache
-def _fashion_mnist_builder_cls():
-  """Defines the builder lazily so that importing uat_jax does not import TensorFlow."""
-  tfds = _tfds()
-
-  class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
-    """Fashion-MNIST (Xiao et al. 2017) from local IDX files, e.g. Debian's package."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Fashion-MNIST 60k/10k from the published IDX files."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Place train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
-        f"and t10k-labels-idx1-ubyte.gz in the manual dir: {INSTALL_HINT}.")
-
-    def _info(self):
-      return self.dataset_info_from_configs(
-          description="Fashion-MNIST read from local IDX files (same images as TFDS fashion_mnist).",
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Image(shape=(28, 28, 1)),
-              "label": tfds.features.ClassLabel(names=list(FASHION_MNIST_CLASSES)),
-          }),
-          supervised_keys=("image", "label"),
-          disable_shuffling=True,  # keep the published IDX order
-          homepage="https://github.com/zalandoresearch/fashion-mnist",
-      )
-
-    def _split_generators(self, dl_manager):
-      manual = os.fspath(dl_manager.manual_dir)
-      return {split: self._generate_examples(*(os.path.join(manual, f) for f in files))
-              for split, files in FASHION_MNIST_FILES.items()}
-
-    def _generate_examples(self, images_path, labels_path):
-      images = read_idx(images_path)
-      labels = read_idx(labels_path)
-      if images.shape[0] != labels.shape[0]:
-        raise UatError(f"{images_path} and {labels_path} disagree on the number of examples")
-      for i in range(images.shape[0]):
-        yield i, {"image": images[i][..., None], "label": int(labels[i])}
-
-  return FashionMnistIdx
-
-
-def check_fashion_mnist_dir(manual_dir: str) -> None:
-  missing = [f for files in FASHION_MNIST_FILES.values() for f in files
-             if not os.path.isfile(os.path.join(manual_dir, f))]
-  if missing:
-    raise UatError(f"Fashion-MNIST files {missing} not found in {manual_dir}: {INSTALL_HINT}")
+def get_spec(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise UatError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)} "
+                   "(--config.data.name)")
+  return DATASETS[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,30 +84,21 @@ class Split:
     return int(self.labels.shape[0])
 
 
-PREPARE_LOCK = ".uat_jax_prepare.lock"  # in a dataset's TFDS folder, beside its versions
-
-
 def prepared_once(make_builder, prepare):
   """make_builder()'s builder, prepared: when it is not, `prepare(builder)` runs while this
-  process holds an exclusive lock on PREPARE_LOCK in the dataset's folder, and a builder made
-  anew is returned. Processes that start together on a fresh machine (the study's, a launch
-  script's) thus prepare a dataset once: the others wait on the lock, then find it prepared,
-  instead of racing on TFDS's final rename. The lock is a POSIX record lock, released by the
-  kernel however its holder ends."""
+  process holds the exclusive lock of the dataset's folder (uat_jax.lock, waiting for it), and a
+  builder made anew is returned. Processes that start together on a fresh machine (the study's,
+  a launch script's) thus prepare a dataset once: the others wait on the lock, then find it
+  prepared, instead of racing on TFDS's final rename."""
   builder = make_builder()
   if builder.is_prepared():
     return builder
-  folder = os.path.dirname(builder.data_dir)
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, PREPARE_LOCK), "a") as f:
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    try:
-      builder = make_builder()  # another process may have prepared it meanwhile
-      if not builder.is_prepared():
-        prepare(builder)
-        builder = make_builder()
-    finally:
-      fcntl.lockf(f, fcntl.LOCK_UN)
+  with lock.lock(os.path.dirname(builder.data_dir), "preparing the dataset", wait=True,
+                 every_process=True):
+    builder = make_builder()  # another process may have prepared it meanwhile
+    if not builder.is_prepared():
+      prepare(builder)
+      builder = make_builder()
   return builder
 
 
@@ -198,10 +109,10 @@ def _builder(data_config):
   data_dir = data_config.data_dir or None
   if data_config.name == "fashion_mnist" and data_config.manual_dir:
     def prepare_idx(builder):
-      check_fashion_mnist_dir(data_config.manual_dir)
+      fashion_mnist.check_dir(data_config.manual_dir)
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
-    return prepared_once(lambda: _fashion_mnist_builder_cls()(data_dir=data_dir), prepare_idx)
+    return prepared_once(lambda: fashion_mnist.builder_cls()(data_dir=data_dir), prepare_idx)
 
   def prepare_download(builder):
     if not data_config.download:
@@ -267,10 +178,9 @@ def _decoded(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
   try:
     os.makedirs(folder, exist_ok=True)
     for path, array in zip(paths, (images, labels)):
-      tmp = f"{path}.{os.getpid()}.tmp"
-      with open(tmp, "wb") as f:
-        np.save(f, array)
-      os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+      buf = io.BytesIO()
+      np.save(buf, array)
+      files.write_atomic(path, buf.getvalue(), every_process=True)
   except OSError:
     pass  # a read-only data dir: decode next time too
   return images, labels

@@ -16,9 +16,10 @@ from typing import Any, Union
 from uat_jax import sharding
 
 
-def write_atomic(path: str, payload: Union[str, bytes]) -> None:
-  """Writes a file under a temporary name, then renames it: readers never see half a file."""
-  if not sharding.is_chief():
+def write_atomic(path: str, payload: Union[str, bytes], every_process: bool = False) -> None:
+  """Writes a file under a temporary name, then renames it: readers never see half a file.
+  Only process 0 writes, unless `every_process` (a file on each host's own disk)."""
+  if not (every_process or sharding.is_chief()):
     return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "wb") as f:

@@ -2,7 +2,8 @@
 
 Training, and evaluation writing into a workdir, hold `lock(directory, purpose)` while they
 write. A second process asking for the same directory gets one line naming the holder (host,
-pid, start time, command) and writes nothing.
+pid, start time, command) and writes nothing. The study's claims use the same lock, and so does
+preparing a dataset (`wait=True`: the second process waits, then finds the dataset prepared).
 
 Mechanism: a POSIX record lock (fcntl.lockf) on DIR/.lock. The kernel releases it when the
 holding process ends, however it ends (SIGKILL included), so a lock left by a dead process is
@@ -69,11 +70,12 @@ def _read(fd: int) -> Optional[dict]:
     return {"command": text[:200]}
 
 
-def _take(fd: int) -> bool:
-  """Takes the exclusive lock of the open file without waiting: False when another process
-  holds it; other OS errors (no POSIX locks on the filesystem) propagate."""
+def _take(fd: int, wait: bool = False) -> bool:
+  """Takes the exclusive lock of the open file, waiting for it with `wait`, else not: False
+  when another process holds it; other OS errors (no POSIX locks on the filesystem)
+  propagate."""
   try:
-    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
     if e.errno in (errno.EACCES, errno.EAGAIN):
       return False
@@ -82,12 +84,14 @@ def _take(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def lock(directory: str, purpose: str,
-         fix: str = "choose another directory to write to") -> Iterator[None]:
+def lock(directory: str, purpose: str, fix: str = "choose another directory to write to", *,
+         wait: bool = False, every_process: bool = False) -> Iterator[None]:
   """Holds the exclusive lock of `directory` for the block (creating the directory); raises
-  InUse (a UatError) naming the holder when another process has it, or the OS error and `fix`
-  when the directory cannot be written. A no-op on processes other than 0."""
-  if not sharding.is_chief():
+  InUse (a UatError) naming the holder when another process has it (with `wait`: waits for
+  it instead), or the OS error and `fix` when the directory cannot be written. A no-op on
+  processes other than 0 unless `every_process` (work that each process does, such as
+  preparing a dataset on its host's disk)."""
+  if not (every_process or sharding.is_chief()):
     yield
     return
   path = os.path.join(directory, LOCK_FILE)
@@ -101,7 +105,7 @@ def lock(directory: str, purpose: str,
     raise UatError(f"cannot write in {directory} ({e.strerror}): {fix}") from e
   try:
     try:
-      taken = _take(fd)
+      taken = _take(fd, wait)
     except OSError as e:
       raise UatError(f"cannot lock {path} ({e.strerror}): the filesystem does not support "
                      "POSIX locks; choose a directory on one that does") from e

@@ -39,7 +39,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main():
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
-  from uat_jax import evaluate, evaluators, jacobian_compare, sharding, train
+  from uat_jax import estimate, evaluate, evaluators, jacobian_compare, sharding, train
 
   if cli.multihost_args():
     sharding.initialize_distributed(*cli.multihost_args())
@@ -70,10 +70,10 @@ def main():
             flush=True)
     return
   if FLAGS.dry_run:
-    e = train.estimate(config)
+    e = estimate.estimate(config)
     print(f"{config.model.name} / {config.method} on {config.data.name}: {e['steps']:,} steps of "
           f"{e['flops'] / 1e9:,.1f} GFLOP; " + ", ".join(
-              f"{a} {h:.3g} h" for a, h in e["hours"].items()) + f" ({train.ESTIMATE_BASIS})",
+              f"{a} {h:.3g} h" for a, h in e["hours"].items()) + f" ({estimate.ESTIMATE_BASIS})",
           flush=True)
     return
   results = train.train_and_evaluate(config, workdirs[0],

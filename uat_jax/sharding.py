@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -83,3 +85,34 @@ def initialize_distributed(coordinator_address: str | None = None,
     raise UatError(f"jax.distributed.initialize failed ({' '.join(str(e).split())[:200]}): pass "
                    "--coordinator_address, --num_processes and --process_id, or run under SLURM "
                    "or on a TPU VM") from e
+
+
+class PmapStep:
+  """A step function `fn(state, batch, axis_name=...)` compiled with jax.pmap over the mesh's
+  devices (config.parallelism = "pmap").
+
+  Between steps the state carries a leading device axis: `prepare(state)` replicates a state
+  (as created or restored), `step(state, batch)` takes a global batch and splits it over the
+  devices, `export(state)` gives the plain state back (for evaluation and checkpoints)."""
+
+  def __init__(self, fn, mesh):
+    self.devices = list(mesh.devices.flat)
+    self.n = len(self.devices)
+    self._stacked = batch_sharded(mesh)  # a leading device axis, one slice per device
+    self._step = jax.pmap(functools.partial(fn, axis_name=DATA_AXIS),
+                          axis_name=DATA_AXIS, devices=self.devices,
+                          donate_argnums=(0,))
+
+  def prepare(self, state):
+    """One copy of `state` per device, stacked on a leading axis sharded over the devices."""
+    return jax.tree.map(
+        lambda a: jax.device_put(np.broadcast_to(a, (self.n,) + np.shape(a)), self._stacked),
+        jax.device_get(state))
+
+  def export(self, state):
+    return jax.tree.map(lambda a: a[0], state)
+
+  def __call__(self, state, batch):
+    batch = {k: np.asarray(v).reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()}
+    state, metrics = self._step(state, batch)
+    return state, jax.tree.map(lambda a: a[0], metrics)

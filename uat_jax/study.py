@@ -46,7 +46,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import (classifier, cli, config_lib, data, evaluators, files, jacobian, lock,
+from uat_jax import (classifier, cli, config_lib, data, estimate, evaluators, files, jacobian, lock,
                      losses, report, train)
 from uat_jax.errors import Preempted, UatError
 
@@ -629,18 +629,18 @@ def dry_run(study, root: str) -> str:
   runs = {r.name: r for r in sweep_runs(study) + final_runs(study, chosen)
           + ablation_runs(study, chosen)}
   header = ["run", "model", "method", "steps", "GFLOP/step"] + [
-      f"{a} h" for a in train.ACCELERATORS]
-  lines = [f"Dry run of {len(runs)} training runs under {root}: {train.ESTIMATE_BASIS}", "",
+      f"{a} h" for a in estimate.ACCELERATORS]
+  lines = [f"Dry run of {len(runs)} training runs under {root}: {estimate.ESTIMATE_BASIS}", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  totals = dict.fromkeys(train.ACCELERATORS, 0.0)
+  totals = dict.fromkeys(estimate.ACCELERATORS, 0.0)
   for r in runs.values():
     c = r.config
     key = (c.model.name, c.data.name, losses.method_parts(c.method)[0], c.attack.steps,
            c.batch_size, c.dtype)
     if key not in cache:
       logging.info("cost analysis of %s / %s (%s)", c.model.name, c.method, c.data.name)
-      cache[key] = train.step_flops(c)
-    e = train.estimate(c, flops=cache[key])
+      cache[key] = estimate.step_flops(c)
+    e = estimate.estimate(c, flops=cache[key])
     steps, hours = e["steps"], e["hours"]
     for a in totals:
       totals[a] += hours[a]
@@ -655,10 +655,10 @@ def dry_run(study, root: str) -> str:
             "evaluations during training come on top."]
   for key, flops in cache.items():
     if key[0] == "preact_resnet18" and key[2]:
-      rate = key[4] * train.ACCELERATORS["H100"] * train.UTILIZATION / flops
+      rate = key[4] * estimate.ACCELERATORS["H100"] * estimate.UTILIZATION / flops
       lines.append(f"PreAct ResNet-18 PGD-{key[3]} AT step: {flops / 1e9:,.0f} GFLOP per batch of "
                    f"{key[4]}, so about {rate:,.0f} images/s on an H100 at "
-                   f"{train.UTILIZATION:.0%}; "
+                   f"{estimate.UTILIZATION:.0%}; "
                    "published GPU figures: about 270 images/s in float32 (Rice et al.'s logs) "
                    "and about 705 images/s (the FastAT benchmark).")
   return "\n".join(lines)

@@ -24,10 +24,11 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import metrics as clu_metrics
+from flax import traverse_util
 from flax.training import train_state
 
-from uat_jax import (attacks, checkpoints, config_lib, data, lock, losses, models, sharding,
-                     writers)
+from uat_jax import (attacks, checkpoints, config_lib, data, files, lock, losses, models,
+                     optimizers, sharding, writers)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -52,74 +53,6 @@ def num_train_examples(config) -> int:
   data.validation_size, or data.train_size."""
   spec = data.get_spec(config.data.name)
   return config.data.train_size or spec.num_train - config.data.validation_size
-
-
-def step_flops(config) -> float:
-  """FLOPs of one training step of `config` at its global batch: XLA's cost analysis of the
-  lowered step with the attack loop unrolled (a rolled loop's body is counted once)."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.attack.unroll = True
-  mesh = sharding.make_mesh(1)
-  spec = data.get_spec(c.data.name)
-  model = build_model(c, spec)
-  schedule = create_learning_rate_schedule(c.optimizer, 1000)
-  state = create_train_state(c, model, spec, create_optimizer(c.optimizer, schedule), mesh)
-  step = make_train_step(c, model, spec, schedule, mesh)
-  batch = {"image": np.zeros((c.batch_size, *spec.shape), np.uint8),
-           "label": np.zeros((c.batch_size,), np.int32)}
-  cost = step.lower(state, sharding.shard_batch(batch, mesh)).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
-
-
-# Peak dense FLOP/s of one accelerator for float32 training (TF32 tensor cores on GPUs, as XLA
-# uses them for float32 convolutions and matmuls by default) or bfloat16 (TPUs), and the fraction
-# of it a convolutional AT step is assumed to reach. Estimates, not measurements.
-ACCELERATORS = {"H100": 495e12, "A100": 156e12, "TPU v4 chip": 275e12, "TPU v5e chip": 197e12}
-UTILIZATION = 0.3
-ESTIMATE_BASIS = (f"hours at {UTILIZATION:.0%} of each accelerator's peak dense FLOP/s ("
-                  + ", ".join(f"{a} {p / 1e12:.0f} TFLOP/s" for a, p in ACCELERATORS.items())
-                  + "); an assumption, not a measurement")
-
-
-def estimate(config, flops: float | None = None) -> dict[str, Any]:
-  """{"steps", "flops" (per step), "hours": {accelerator: hours}} of training `config` (the
-  evaluations during training not included); `flops` defaults to step_flops(config)."""
-  flops = step_flops(config) if flops is None else flops
-  steps = total_steps(config, num_train_examples(config))
-  return {"steps": steps, "flops": flops,
-          "hours": {a: steps * flops / (p * UTILIZATION) / 3600 for a, p in ACCELERATORS.items()}}
-
-
-def create_learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
-  lr = opt_config.learning_rate
-  if opt_config.schedule == "constant":
-    schedule = optax.constant_schedule(lr)
-  elif opt_config.schedule == "piecewise":
-    schedule = optax.piecewise_constant_schedule(
-        lr, {int(b * num_steps): opt_config.decay_factor for b in opt_config.boundaries})
-  elif opt_config.schedule == "cosine":
-    schedule = optax.cosine_decay_schedule(lr, max(1, num_steps - opt_config.warmup_steps))
-  else:
-    raise UatError(f"unknown optimizer.schedule {opt_config.schedule!r}")
-  if opt_config.warmup_steps > 0:
-    warmup = optax.linear_schedule(0.0, lr, opt_config.warmup_steps)
-    schedule = optax.join_schedules([warmup, schedule], [opt_config.warmup_steps])
-  return schedule
-
-
-def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD (momentum, optional Nesterov) or Adam; weight decay as an L2 term on the gradient of
-  every parameter, the way the PyTorch recipes (Madry, Rice) apply it."""
-  if opt_config.name == "sgd":
-    opt = optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
-  elif opt_config.name == "adam":
-    opt = optax.adam(schedule)
-  else:
-    raise UatError(f"unknown optimizer {opt_config.name!r}")
-  if opt_config.weight_decay > 0:
-    opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
-  return opt
 
 
 def create_train_state(config, model, spec, tx, mesh) -> TrainState:
@@ -225,36 +158,6 @@ def build_model(config, spec, for_training: bool = True):
       sharding.DATA_AXIS if config.parallelism == "pmap" else None))
 
 
-class PmapTrainStep:
-  """config.parallelism = "pmap": the train step compiled with jax.pmap over the mesh's devices.
-
-  Between steps the state carries a leading device axis: `prepare(state)` replicates a state
-  (as created or restored), `step(state, batch)` takes a global batch and splits it over the
-  devices, `export(state)` gives the plain state back (for evaluation and checkpoints)."""
-
-  def __init__(self, fn, mesh):
-    self.devices = list(mesh.devices.flat)
-    self.n = len(self.devices)
-    self._stacked = sharding.batch_sharded(mesh)  # a leading device axis, one slice per device
-    self._step = jax.pmap(functools.partial(fn, axis_name=sharding.DATA_AXIS),
-                          axis_name=sharding.DATA_AXIS, devices=self.devices,
-                          donate_argnums=(0,))
-
-  def prepare(self, state):
-    """One copy of `state` per device, stacked on a leading axis sharded over the devices."""
-    return jax.tree.map(
-        lambda a: jax.device_put(np.broadcast_to(a, (self.n,) + np.shape(a)), self._stacked),
-        jax.device_get(state))
-
-  def export(self, state):
-    return jax.tree.map(lambda a: a[0], state)
-
-  def __call__(self, state, batch):
-    batch = {k: np.asarray(v).reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()}
-    state, metrics = self._step(state, batch)
-    return state, jax.tree.map(lambda a: a[0], metrics)
-
-
 def make_train_step(config, model, spec, schedule, mesh):
   """The jitted (or, with config.parallelism = "pmap", pmapped) train step."""
   fn = functools.partial(train_step, model=model, config=config, spec=spec,
@@ -263,19 +166,19 @@ def make_train_step(config, model, spec, schedule, mesh):
     if jax.process_count() > 1:
       raise UatError("parallelism=pmap runs on one host; on several hosts use the default jit "
                      "over the mesh (--config.parallelism=jit)")
-    return PmapTrainStep(fn, mesh)
+    return sharding.PmapStep(fn, mesh)
   rep, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   return jax.jit(fn, in_shardings=(rep, batch), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 def prepare_state(step_fn, state):
   """The state in the form `step_fn` takes (replicated for pmap)."""
-  return step_fn.prepare(state) if isinstance(step_fn, PmapTrainStep) else state
+  return step_fn.prepare(state) if isinstance(step_fn, sharding.PmapStep) else state
 
 
 def export_state(step_fn, state):
   """The plain state from the form `step_fn` keeps it in."""
-  return step_fn.export(state) if isinstance(step_fn, PmapTrainStep) else state
+  return step_fn.export(state) if isinstance(step_fn, sharding.PmapStep) else state
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,17 +187,8 @@ def export_state(step_fn, state):
 
 def flatten_config(config) -> dict[str, Any]:
   """{"attack.eps": 0.1, ...}: one entry per leaf, for hyper-parameter logs."""
-  flat = {}
-
-  def walk(prefix, node):
-    for k, v in node.items():
-      if isinstance(v, (dict, ml_collections.ConfigDict)):
-        walk(f"{prefix}{k}.", v)
-      else:
-        flat[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-  walk("", config)
-  return flat
+  flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
 def _metrics_collection(keys):
@@ -380,8 +274,8 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
   num_steps = total_steps(config, len(train_split))
 
   model = build_model(config, spec)
-  schedule = create_learning_rate_schedule(config.optimizer, num_steps)
-  tx = create_optimizer(config.optimizer, schedule)
+  schedule = optimizers.learning_rate_schedule(config.optimizer, num_steps)
+  tx = optimizers.optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
   checkpoints.remove_partial(workdir)
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
@@ -393,8 +287,8 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
                             quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
     initial_step = int(jax.device_get(state.step))
     if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+      files.write_atomic(os.path.join(workdir, "config.json"),
+                         config.to_json_best_effort(indent=2, sort_keys=True))
     writer = writers.MultiWriter([
         writers.default_writer(workdir, just_logging=not is_chief),
         *([writers.JsonlWriter(os.path.join(workdir, "metrics.jsonl"), initial_step)]
@@ -421,7 +315,7 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
 def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, initial_step,
           mngr, best, writer, evaluators) -> dict[str, Any]:
   p_train_step = make_train_step(config, model, spec, schedule, mesh)
-  pmap_mode = isinstance(p_train_step, PmapTrainStep)
+  pmap_mode = isinstance(p_train_step, sharding.PmapStep)
   state = prepare_state(p_train_step, state)
   eval_model = build_model(config, spec, for_training=False)
   report_progress = writers.Progress(num_steps, writer, every_steps=config.log_every_steps)

@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests.helpers import REPO  # noqa: E402
-from uat_jax import config_lib, data, evaluate, models, sharding, train  # noqa: E402
+from uat_jax import config_lib, data, evaluate, models, optimizers, sharding, train  # noqa: E402
 
 BATCH = 8
 # Configs whose programs are another config's but for constants, the augmentation (tested in
@@ -43,8 +43,8 @@ def one_config(path: str) -> str:
   spec = data.get_spec(c.data.name)
   mesh = sharding.make_mesh(8)
   model = train.build_model(c, spec)
-  schedule = train.create_learning_rate_schedule(c.optimizer, 10)
-  tx = train.create_optimizer(c.optimizer, schedule)
+  schedule = optimizers.learning_rate_schedule(c.optimizer, 10)
+  tx = optimizers.optimizer(c.optimizer, schedule)
   step = train.make_train_step(c, model, spec, schedule, mesh)
   state = train.prepare_state(step, train.create_train_state(c, model, spec, tx, mesh))
   plain = train.export_state(step, state)

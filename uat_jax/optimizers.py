@@ -1,0 +1,39 @@
+"""The optimizer of a run from config.optimizer: its learning-rate schedule and the optax
+transformation (SGD or Adam, PyTorch-style weight decay)."""
+
+from __future__ import annotations
+
+import optax
+
+from uat_jax.errors import UatError
+
+
+def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
+  lr = opt_config.learning_rate
+  if opt_config.schedule == "constant":
+    schedule = optax.constant_schedule(lr)
+  elif opt_config.schedule == "piecewise":
+    schedule = optax.piecewise_constant_schedule(
+        lr, {int(b * num_steps): opt_config.decay_factor for b in opt_config.boundaries})
+  elif opt_config.schedule == "cosine":
+    schedule = optax.cosine_decay_schedule(lr, max(1, num_steps - opt_config.warmup_steps))
+  else:
+    raise UatError(f"unknown optimizer.schedule {opt_config.schedule!r}")
+  if opt_config.warmup_steps > 0:
+    warmup = optax.linear_schedule(0.0, lr, opt_config.warmup_steps)
+    schedule = optax.join_schedules([warmup, schedule], [opt_config.warmup_steps])
+  return schedule
+
+
+def optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SGD (momentum, optional Nesterov) or Adam; weight decay as an L2 term on the gradient of
+  every parameter, the way the PyTorch recipes (Madry, Rice) apply it."""
+  if opt_config.name == "sgd":
+    opt = optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
+  elif opt_config.name == "adam":
+    opt = optax.adam(schedule)
+  else:
+    raise UatError(f"unknown optimizer {opt_config.name!r}")
+  if opt_config.weight_decay > 0:
+    opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
+  return opt
