@@ -31,7 +31,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from uat_jax import attacks, config_lib, data, models, optimizers, sharding, train  # noqa: E402
+from uat_jax import attacks, data, models, optimizers, sharding, train  # noqa: E402
+from uat_jax import config as config_lib  # noqa: E402
 
 SETUPS = {  # model -> (config file, input shape)
     "small_cnn": ("fashion_mnist", (28, 28, 1)),
@@ -41,13 +42,13 @@ SETUPS = {  # model -> (config file, input shape)
 
 
 def load_config(dataset, method):
-  return config_lib.from_file(f"configs/{dataset}.py", method)
+  return config_lib.from_file(dataset, method)
 
 
 class Ours:
   """Our jitted train step for a model, method and K on one (or more) devices."""
 
-  def __init__(self, model_name, method="at", steps=10, batch=128, num_devices=1, unroll=-1,
+  def __init__(self, model_name, method="at", steps=10, batch=128, num_devices=1, unroll=1,
                plain_conv=False):
     dataset, shape = SETUPS[model_name]
     c = load_config(dataset, method)
@@ -167,7 +168,7 @@ def section_compile(args):
   y = jnp.zeros((500,), jnp.int32)
   variables = model.init(jax.random.PRNGKey(0), x[:1])
   fn = models.classifier(model, variables)
-  for unroll, label in ((-1, "-1 (default: rolled)"), (True, "True (full unroll)")):
+  for unroll, label in ((1, "1 (default: rolled)"), (True, "True (full unroll)")):
     t, compiled = {}, {}
     for k in (10, 100):
       f = jax.jit(lambda f, v, t_, key, eps: attacks.pgd(
@@ -187,7 +188,7 @@ def section_layout(args):
   print("| model | K | loop | plain lax conv | ours | plain / ours |")
   print("|---|---|---|---|---|---|")
   for name in [m for m in args.models if m != "preact_resnet18"]:
-    for k, unroll, loop in ((1, -1, "rolled"), (10, -1, "rolled"), (10, True, "unrolled")):
+    for k, unroll, loop in ((1, 1, "rolled"), (10, 1, "rolled"), (10, True, "unrolled")):
       fns = {"plain": Ours(name, steps=k, unroll=unroll, plain_conv=True),
              "ours": Ours(name, steps=k, unroll=unroll)}
       t = timed(fns, args.repeats)

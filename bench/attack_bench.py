@@ -108,7 +108,7 @@ def section_compaction(clf, x, y, eps_grid, queries, suites=("square", "strong")
 
 def train_default(workdir):
   subprocess.run([sys.executable, "-m", "uat_jax.main",
-                  "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":at,runlocal",
+                  "--config=fashion_mnist:at,runlocal",
                   f"--workdir={workdir}"], check=True, cwd=REPO)
 
 

@@ -2,7 +2,7 @@
 # One GPU host (all its GPUs: the train step is jit over a mesh of every visible device):
 # installs the CUDA build of the pinned JAX, prepares the study's dataset once, then runs a study
 # (python -m uat_jax.study; rerun the same command to resume).
-#   launch/gpu.sh STUDY_CONFIG ROOT       e.g. launch/gpu.sh configs/cifar10_study.py workdirs/c10
+#   launch/gpu.sh STUDY_CONFIG ROOT       e.g. launch/gpu.sh cifar10_study workdirs/c10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 study="${1:?usage: launch/gpu.sh STUDY_CONFIG ROOT}"

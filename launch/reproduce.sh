@@ -5,7 +5,7 @@
 # input-Jacobian norms with the temperature control -> results/fashion_mnist/REPORT.md (paired
 # tests, figures, claim verdicts). Rerunning skips finished pieces. About 6 hours of training on
 # 2 CPU cores (the sweep's committed choice is reused: sweep_from), then about 12 hours of
-# evaluation (configs/fashion_mnist_study.py).
+# evaluation (fashion_mnist_study).
 #
 #   launch/reproduce.sh                 # the study: workdirs/study, results/fashion_mnist
 #   launch/reproduce.sh --quick         # the same pipeline on a tiny budget (minutes; CI runs it):
@@ -13,7 +13,7 @@
 #   ROOT=... OUT=... launch/reproduce.sh [--quick]   # other places
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STUDY=configs/fashion_mnist_study.py
+STUDY=fashion_mnist_study
 ROOT="${ROOT:-workdirs/study}"
 OUT="${OUT:-results/fashion_mnist}"
 if [ "${1:-}" = "--quick" ]; then

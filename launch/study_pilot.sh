@@ -11,7 +11,7 @@ mkdir -p "$root/pilot"
 for candidate in "R1 10000 40" "R2 5000 80"; do
   read -r name size epochs <<<"$candidate"
   steps_per_epoch=$(( size / 128 ))
-  .venv/bin/python -m uat_jax.main --config=configs/fashion_mnist.py:at \
+  .venv/bin/python -m uat_jax.main --config=fashion_mnist:at \
     --workdir="$root/pilot/$name" \
     --config.model.name=small_cnn \
     --config.data.validation_size=5000 --config.data.train_size="$size" \
@@ -26,5 +26,5 @@ for candidate in "R1 10000 40" "R2 5000 80"; do
     >>"$root/pilot/$name.log" 2>&1
 done
 # The plan's rule over both runs: prints the table, writes ROOT/pilot/choice.json.
-.venv/bin/python -c "import sys; from uat_jax import study; study.write_pilot_choice(sys.argv[1])" \
+.venv/bin/python -c "import sys; from uat_jax.study import pilot; pilot.write_pilot_choice(sys.argv[1])" \
   "$root/pilot"

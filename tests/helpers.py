@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FMNIST_CONFIG = os.path.join(REPO, "configs", "fashion_mnist.py")
+FMNIST_CONFIG = "fashion_mnist"  # the packaged recipe, by name
 
 # Float32 unit roundoff. Comparisons between programs that add the same terms in another order
 # (other devices, processes, batch sizes, fusions) use bounds built from it; see float64_rtol.
@@ -59,8 +59,8 @@ def small_fmnist(num_train: int = 4096, num_test: int = 1000):
 
 
 def load_config(arg: str):
-  """configs/fashion_mnist.py:<arg> as the CLI would build it."""
-  from uat_jax import config_lib
+  """The fashion_mnist recipe with <arg> as the CLI would build it."""
+  from uat_jax import config as config_lib
   return config_lib.from_file(FMNIST_CONFIG, arg)
 
 

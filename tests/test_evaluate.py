@@ -273,16 +273,16 @@ def test_attacks_picked_one_by_one_from_the_command_line():
   c = load_config("at")
   c.evals.suite.preset = ""
   c.evals.suite.select = "apgd_ce,apgd_dlr"  # what --config.evals.suite.select=... sets
-  from uat_jax import config_lib
-  entries, _ = evaluate.resolve_suite(config_lib.suite_entries(c))
+  from uat_jax import validation
+  entries, _ = evaluate.resolve_suite(evaluate.suite_entries(c.evals.suite))
   assert [(e["name"], e["attack"], e["loss"]) for e in entries] == [
       ("APGD-CE", "apgd", "ce"), ("APGD-DLR", "apgd", "dlr")]
   c.evals.suite.preset = "quick"
-  assert [e["name"] for e in config_lib.suite_entries(c)] == [
+  assert [e["name"] for e in evaluate.suite_entries(c.evals.suite)] == [
       "FGSM", "PGD-20", "CW-20", "APGD-CE", "APGD-DLR"]
   c.evals.suite.select = "apgd_ce,bim"
   with pytest.raises(UatError, match="unknown attack name\\(s\\) \\['bim'\\]"):
-    config_lib.validate(c)
+    validation.validate(c)
 
 
 def test_square_on_the_still_robust_points_matches_square_on_all(trained):

@@ -137,7 +137,7 @@ def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
   """DRY_RUN=1 prints the per-host commands: the code is `git archive HEAD` (never the working
   tree), every worker gets a Python >= 3.11 environment once and runs the study under nohup with
   its own log, so rerunning resumes."""
-  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "tpu1", "zone-a", "configs/cifar10_study.py",
+  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "tpu1", "zone-a", "cifar10_study",
                          "/mnt/shared/c10"], cwd=REPO, capture_output=True, text=True,
                         env=dict(os.environ, DRY_RUN="1"), timeout=60)
   assert proc.returncode == 0, proc.stderr
@@ -147,7 +147,7 @@ def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
   assert "--worker=0" in lines[3] and "prepare_data.sh" in lines[3]  # one download, worker 0
   remote = proc.stdout.split("--command", 1)[1]
   for piece in ("sys.version_info < (3, 11)", "uv venv --python 3.11", "jax[tpu]==0.9.0",
-                "nohup .venv/bin/python -m uat_jax.study --study=\\'configs/cifar10_study.py\\'",
+                "nohup .venv/bin/python -m uat_jax.study --study=\\'cifar10_study\\'",
                 "--multihost", "/mnt/shared/c10/tpu/"):
     assert piece in remote, piece
 
@@ -177,7 +177,7 @@ def test_slurm_wrapper_forwards_sigterm_and_the_training_checkpoints(tmp_path):
   root = tmp_path / "root"
   env = dict(os.environ, SRUN=str(srun), SLURM_JOB_ID="77", SLURM_STEP_NODELIST="localhost",
              SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0")
-  wrapper = subprocess.Popen(["bash", "launch/slurm.sbatch", "configs/fashion_mnist_study.py:quick",
+  wrapper = subprocess.Popen(["bash", "launch/slurm.sbatch", "fashion_mnist_study:quick",
                               str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   first = root / "runs" / "entm_beta0.3_s0" / "checkpoints"

@@ -189,8 +189,7 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
     ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
     ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the 8 devices"),
     ("unwritable", "is not writable"),
-    ("--config.eval.every_steps=5", "--config.eval.every_steps is now "
-     "--config.evals.pgd.every_steps"),
+    ("--config=fashion:at", "'fashion' is neither a file nor a packaged recipe (cifar10, "),
     ("stray", "unexpected arguments ['stray']: every setting is a flag"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
@@ -223,7 +222,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   """Two real runlocal workdirs; evaluate one with the paper preset, the other as surrogate;
   a rerun loads every finished attack instead of recomputing it; then compare their
   input-Jacobian norms."""
-  std = "--config=" + os.path.join(REPO, "configs", "fashion_mnist.py") + ":standard,runlocal"
+  std = "--config=fashion_mnist:standard,runlocal"
   short = ["--config.num_train_steps=60", "--config.evals.pgd.every_steps=60",
            "--config.evals.pgd.num_examples=200"]
   target, surrogate = str(tmp_path / "target"), str(tmp_path / "surrogate")
@@ -271,6 +270,25 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert again.stderr.count("loaded the finished result") == 10 + 4  # 5 attacks x 2 eps + checks
   assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
 
+  # Evaluators are named instances: a second suite (FGSM alone) beside the first, and the pgd
+  # instance, each under its own name and output.
+  from uat_jax import evaluators
+  from uat_jax import config as config_lib
+  c = config_lib.load_workdir_config(target)
+  with c.unlocked():
+    c.evals.fgsm_only = config_lib.evaluator(
+        "suite", preset="", select="fgsm", output="fgsm_only", num_examples=32, eps=(0.1,),
+        batch_size=32, checks=False)
+  c.evals.pgd.num_examples = 32
+  both = evaluators.evaluate_workdir(c, target, names=("fgsm_only", "pgd"))
+  assert list(both["suites"]) == ["fgsm_only"]
+  assert list(both["suites"]["fgsm_only"]["attacks"]) == ["FGSM"]
+  assert {"fgsm_only/clean_accuracy", "fgsm_only/worst_case@0.1",
+          "eval/pgd_accuracy"} <= set(both["scalars"])
+  assert os.path.exists(os.path.join(out, "fgsm_only", "results.json"))
+  assert json.load(open(os.path.join(out, "pgd.json")))["eval/num_examples"] == 32
+  assert len(json.load(open(os.path.join(out, "results.json")))["attacks"]) == 5  # untouched
+
   jac = run_cli("--mode=jacobian", f"--workdir={target}", f"--workdir={surrogate}",
                 "--config.evals.jacobian.num_examples=20",
                 "--config.evals.jacobian.power_iters=10",
@@ -304,7 +322,8 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
 def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
   """Bad evaluation/Jacobian input: one line, exit status 2, nothing written. The CLI for the
   checks in main and a sample of the rest; every case in process (same UatError, same line)."""
-  from uat_jax import config_lib, evaluators, jacobian_compare
+  from uat_jax import evaluators, jacobian_compare
+  from uat_jax import config as config_lib
   from uat_jax.errors import UatError
   workdir, other = tmp_path / "w", tmp_path / "other"
   no_config = run_cli("--mode=evaluate", f"--workdir={workdir}", timeout=300)

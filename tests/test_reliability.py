@@ -312,12 +312,12 @@ def test_every_float_field_rejects_non_finite_values_in_one_line(field, value):
   """The validator (what the CLI runs before touching the workdir; the CLI's exit status and
   nothing-written are checked in tests/test_main.py) refuses nan and +-inf in every float field
   with one line naming the field."""
-  from uat_jax import config_lib
+  from uat_jax import validation
   c = load_config("at_entm,runlocal")
   section, _, name = field.rpartition(".")
   (c[section] if section else c)[name] = value
   with pytest.raises(UatError) as e:
-    config_lib.validate(c)
+    validation.validate(c)
   message = str(e.value)
   assert "\n" not in message and field.split(".")[-1] in message, message
 
@@ -361,14 +361,14 @@ def test_every_integer_field_rejects_values_outside_its_domain_in_one_line(case)
   """The validator refuses a generated value outside each integer field's domain (including
   values far outside it) with one line naming the field, before anything is written (the CLI's
   exit status and untouched workdir for such values: tests/test_main.py)."""
-  from uat_jax import config_lib
+  from uat_jax import validation
   field, value = case
   c = load_config("at_entm,runlocal")
   section, _, name = field.rpartition(".")
   with c.unlocked():
     (c[section] if section else c)[name] = value
   with pytest.raises(UatError) as e:
-    config_lib.validate(c)
+    validation.validate(c)
   message = str(e.value)
   assert "\n" not in message and name in message, message
 
@@ -384,12 +384,12 @@ def test_every_integer_field_rejects_values_outside_its_domain_in_one_line(case)
 def test_values_outside_a_fields_domain_are_one_line(field, value, message):
   """Values that passed validation and failed late (after files were written) are refused
   first (the command line turns these into one `error:` line and exit 2: tests/test_main.py)."""
-  from uat_jax import config_lib
+  from uat_jax import validation
   c = load_config("at_entm,runlocal")
   section, _, name = field.rpartition(".")
   (c[section] if section else c)[name] = value
   with pytest.raises(UatError, match=message):
-    config_lib.validate(c)
+    validation.validate(c)
 
 
 def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
@@ -405,7 +405,7 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
     pytest.skip(f"cannot mount a small tmpfs here (root needed): {mounted.stderr.strip()}")
   try:
     w = str(mnt / "w")
-    flags = ["--config=configs/fashion_mnist.py:at,runlocal", f"--workdir={w}",
+    flags = ["--config=fashion_mnist:at,runlocal", f"--workdir={w}",
              "--config.checkpoint_every_steps=2", "--config.evals.pgd.every_steps=1000",
              "--config.attack.steps=1"]
     full = helpers.run_cli(*flags, "--config.num_train_steps=12", timeout=300)

@@ -2,7 +2,7 @@
 train six methods and an ablation variant, evaluate best and last checkpoints with the paper and
 strong presets, Jacobians with the temperature control, the report), its rerun (every piece
 skipped), the report rebuilt from its JSON alone and a partial report; the pilot's rule, the
-mask packing and the temperature matching."""
+temperature matching, the scheduler's claims and the selection of pieces."""
 
 import json
 import math
@@ -67,9 +67,10 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   # final run, a deferred 4th for the 3 adversarially trained ones (last of all), 1 for the
   # ablation run; Jacobians of the 3 adversarially trained final runs and 1 temperature
   # control.
-  from uat_jax import config_lib, study as study_lib
-  quick = config_lib.from_file("configs/fashion_mnist_study.py", "quick")
-  names = [p.name for p in study_lib.pieces(quick, str(root))]
+  from uat_jax import config as config_lib
+  from uat_jax.study import pieces as pieces_lib
+  quick = config_lib.from_file("fashion_mnist_study", "quick")
+  names = [p.name for p in pieces_lib.pieces(quick, str(root))]
   assert len(names) == 2 + 4 + 1 + 5 * 3 + 3 + 1 + 3 + 1
   assert names[-3:] == [f"evaluate {r} strong_grid" for r in ("at_s0", "at_s1",
                                                              "at_entm_beta0.3_s0")]
@@ -86,7 +87,7 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   log.mkdir()  # the piece's log cannot be opened: the piece fails
   mine = names.index(broken) % 2  # the shard that holds the broken piece
   bad = subprocess.run(
-      [sys.executable, "-m", "uat_jax.study", "--study=configs/fashion_mnist_study.py:quick",
+      [sys.executable, "-m", "uat_jax.study", "--study=fashion_mnist_study:quick",
        f"--root={root}", f"--shard={mine}/2"], cwd=REPO, capture_output=True, text=True,
       timeout=600)
   count = len(names[mine::2])
@@ -101,42 +102,33 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   assert (out / "REPORT.md").read_text() == report
 
   # An unfinished study reports what is missing as pending, never a verdict.
-  from uat_jax import report as report_lib
+  from uat_jax.report import build, collect
   os.remove(root / "runs" / "at_s0" / "eval" / "strong" / "results.json")
   partial = tmp_path / "partial"
-  count = report_lib.collect(config_lib.from_file("configs/fashion_mnist_study.py", "quick"),
-                             str(root), str(partial / "data"))
+  count = collect.collect(config_lib.from_file("fashion_mnist_study", "quick"),
+                          str(root), str(partial / "data"))
   assert count["missing"] == 2  # with the piece that failed above
-  text = report_lib.build(str(partial / "data"), str(partial))
+  text = build.build(str(partial / "data"), str(partial))
   claim1 = next(x for x in text.splitlines() if x.startswith("**1. "))
   assert "AT+EntM: pending" in claim1
 
 
-def test_masks_pack_into_hex_and_back():
-  from uat_jax import report
-  rng = np.random.default_rng(0)
-  for n in (1, 3, 4, 5, 2000):
-    bits = "".join(rng.choice(["0", "1"], n))
-    packed = report.pack(bits)
-    assert len(packed) <= len(str(n)) + 1 + (n + 3) // 4
-    np.testing.assert_array_equal(report.unpack(packed), [int(b) for b in bits])
-
-
 def test_the_matching_temperature_equalizes_mean_entropy():
-  from uat_jax import study
+  from uat_jax.study import controls
   logits = np.random.default_rng(0).normal(size=(200, 10)).astype(np.float32) * 4
   for target in (0.3, 1.0, 2.0):
-    t = study.matching_temperature(logits, target)
+    t = controls.matching_temperature(logits, target)
     # Bisection to 60 halvings of log T; entropy is evaluated in float32 (error ~1e-6).
-    assert study.mean_entropy(logits, t) == pytest.approx(target, abs=1e-4)
-  assert study.matching_temperature(logits, study.mean_entropy(logits, 1.0)) == pytest.approx(
+    assert controls.mean_entropy(logits, t) == pytest.approx(target, abs=1e-4)
+  assert controls.matching_temperature(logits, controls.mean_entropy(logits, 1.0)) == pytest.approx(
       1.0, rel=1e-4)
   with pytest.raises(UatError, match="no temperature"):
-    study.matching_temperature(logits, math.log(10) + 0.1)  # above the uniform's entropy
+    controls.matching_temperature(logits, math.log(10) + 0.1)  # above the uniform's entropy
 
 
 def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
-  from uat_jax import config_lib, study
+  from uat_jax import config as config_lib
+  from uat_jax.study import pilot
 
   def run(name, size, val, train):
     w = tmp_path / name
@@ -152,7 +144,7 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
   # Decay at half of training: R1 still rises after it, R2 peaks then falls with a widening gap.
   run("R1", 1000, [0.5, 0.6, 0.65, 0.66], [0.5, 0.62, 0.67, 0.68])
   run("R2", 500, [0.5, 0.6, 0.70, 0.68], [0.5, 0.62, 0.75, 0.80])
-  choice = study.pilot_choice(str(tmp_path))
+  choice = pilot.pilot_choice(str(tmp_path))
   assert choice["chosen"] == "R2" and choice["overfitting_observed"]
   assert choice["candidates"]["R2"]["drop"] == pytest.approx(0.02)
   assert choice["candidates"]["R2"]["gap"] == pytest.approx(0.12)
@@ -160,7 +152,7 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
   metrics = tmp_path / "R2" / "metrics.jsonl"  # R2 cut short: not finished
   metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
   with pytest.raises(UatError, match="has not finished"):
-    study.pilot_choice(str(tmp_path))
+    pilot.pilot_choice(str(tmp_path))
 
 
 @pytest.mark.parametrize("path,variants,dataset,train_eps,large_eps", [
@@ -170,27 +162,29 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
     ("mnist_study", ("",), "mnist", 0.3, 0.4)])
 def test_the_accelerator_grids_build_and_validate_on_8_devices(tmp_path, path, variants, dataset,
                                                                train_eps, large_eps):
-  """The accelerator grids (configs/*_study.py but Fashion-MNIST's): every run's config validates
+  """The accelerator grids (the *_study recipes but Fashion-MNIST's): every run's config validates
   on 8 devices and holds out validation images for the sweep and the best checkpoint; the last
   checkpoint and the ablation are evaluated at the training eps and the large eps; before the
   sweep has run only the sweep pieces and the pending choice are listed."""
-  from uat_jax import config_lib, study
+  from uat_jax import validation
+  from uat_jax import config as config_lib
+  from uat_jax.study import pieces, spec
   for variant in variants:
-    s = config_lib.from_file(f"configs/{path}.py", variant)
+    s = config_lib.from_file(path, variant)
     chosen = {m: {"chosen": s.sweep[m][1][0]} for m in s.sweep}
-    runs = study.sweep_runs(s) + study.final_runs(s, chosen) + study.ablation_runs(s, chosen)
+    runs = spec.sweep_runs(s) + spec.final_runs(s, chosen) + spec.ablation_runs(s, chosen)
     assert len({r.name for r in runs}) == 12 + (3 * 3 + 3 * 2 - 4) + 3
     for r in runs:
-      config_lib.validate(r.config, 8)
+      validation.validate(r.config, 8)
       assert r.config.data.name == dataset and r.config.data.validation_size > 0
       assert r.config.attack.eps == pytest.approx(train_eps)
       assert r.config.best_checkpoint.metric == (
           "eval/pgd_accuracy" if r.method.startswith("at") else "eval/clean_accuracy")
     assert s.large_eps == pytest.approx(large_eps)
     assert max(s.evals.paper.eps) == pytest.approx(large_eps)
-    for spec in (s.evals.paper_last, s.evals.strong_last, s.ablation_evals.strong):
-      assert spec.eps == pytest.approx((train_eps, large_eps))
-    names = [p.name for p in study.pieces(s, str(tmp_path))]
+    for output in (s.evals.paper_last, s.evals.strong_last, s.ablation_evals.strong):
+      assert output.eps == pytest.approx((train_eps, large_eps))
+    names = [p.name for p in pieces.pieces(s, str(tmp_path))]
     assert len(names) == 13 and names[-1] == "choose"
 
 
@@ -198,9 +192,10 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
   """--dry_run: every training run with its steps, FLOPs per step from XLA's cost analysis and
   hours per accelerator; nothing trained. An AT step with PGD-10 costs less than 11 standard
   steps (the attack's backward passes need no weight gradients) and more than 6."""
-  from uat_jax import config_lib, study
-  s = config_lib.from_file("configs/fashion_mnist_study.py", "quick")
-  text = study.dry_run(s, str(tmp_path))
+  from uat_jax import config as config_lib
+  from uat_jax.study import cost
+  s = config_lib.from_file("fashion_mnist_study", "quick")
+  text = cost.dry_run(s, str(tmp_path))
   rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
           if line.startswith("| ") and not line.startswith(("| run", "| total"))}
   assert set(rows) >= {"standard_s0", "at_s0", "at_s1", "entm_beta0.3_s0", "entm_beta1_s0",
@@ -217,7 +212,8 @@ def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
   piece that needs the held one waits until it is finished, and so does a piece whose
   directory the other process has locked; with shards, a need of another shard that nobody
   runs leaves the piece pending."""
-  from uat_jax import lock, study
+  from uat_jax import lock
+  from uat_jax.study import pieces, scheduler
   root, ran = str(tmp_path / "root"), []
 
   def piece(name, needs=(), locks=None):
@@ -227,9 +223,9 @@ def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
       with lock.lock(locks or str(tmp_path / name.replace(" ", "_")), "test"):
         ran.append(name)
         marker.write_text("")
-    return study.Piece(name, marker.exists, needs, work)
+    return pieces.Piece(name, marker.exists, needs, work)
 
-  claim, ready = study.claim_dir(root, "train a"), tmp_path / "ready"
+  claim, ready = scheduler.claim_dir(root, "train a"), tmp_path / "ready"
   os.makedirs(claim)
   other = subprocess.Popen([sys.executable, "-c", f"""
 import fcntl, json, os, pathlib, time
@@ -246,7 +242,7 @@ pathlib.Path({str(tmp_path / "train_a.done")!r}).write_text("")
   assert f"pid {other.pid} " in lock.holder(claim)
   listing = [piece("train a"), piece("train b"), piece("evaluate a", ("train a",)),
              piece("evaluate b", ("train b",)), piece("evaluate c", locks=claim)]
-  status = study.schedule(lambda: listing, root, poll_s=0.1)
+  status = scheduler.schedule(lambda: listing, root, poll_s=0.1)
   assert other.wait() == 0 and lock.holder(claim) is None
   assert ran == ["train b", "evaluate b", "evaluate a", "evaluate c"]
   assert status == {"train a": "done", "train b": "done", "evaluate b": "done",
@@ -254,7 +250,7 @@ pathlib.Path({str(tmp_path / "train_a.done")!r}).write_text("")
 
   ran.clear()
   listing = [piece("train c"), piece("train d"), piece("evaluate d", ("train d",))]
-  status = study.schedule(lambda: listing, root, index=0, count=2, poll_s=0.1)
+  status = scheduler.schedule(lambda: listing, root, index=0, count=2, poll_s=0.1)
   assert ran == ["train c"] and status == {"train c": "done",
                                            "evaluate d": "pending (needs train d)"}
 
@@ -263,22 +259,22 @@ def test_the_committed_report_and_the_readme_verdicts_are_what_the_committed_dat
   """results/fashion_mnist/REPORT.md is exactly what the report code makes of the committed JSON
   (no hand edit; a change to the analysis that would change it shows here), and the README's
   verdict lines are the report's headlines."""
-  from uat_jax import report as report_lib
+  from uat_jax.report import claims as claims_lib, markdown, readme as readme_lib, view
   out = os.path.join(REPO, "results", "fashion_mnist")
-  r = report_lib.Results(os.path.join(out, "data"))
+  r = view.Results(os.path.join(out, "data"))
   fix = ("rebuild both: python -m uat_jax.report --from_data --out=results/fashion_mnist "
          "--readme=README.md")
-  claims = report_lib.claim_rows(r)
+  claims = claims_lib.claim_rows(r)
   with open(os.path.join(out, "REPORT.md")) as f:
-    assert f.read() == report_lib.markdown(r, claims) + "\n", fix
+    assert f.read() == markdown.markdown(r, claims) + "\n", fix
   with open(os.path.join(REPO, "README.md")) as f:
     readme = f.read()
-  block = report_lib.readme_block(claims)
+  block = readme_lib.readme_block(claims)
   assert block.count("\n- **") == 5 and block in readme, fix
 
 
 def test_the_readme_verdict_block_is_replaced_in_place_or_its_absence_named(tmp_path):
-  from uat_jax import report as report_lib
+  from uat_jax.report import readme as report_lib
   readme = tmp_path / "README.md"
   begin, end = report_lib.README_BEGIN, report_lib.README_END
   readme.write_text(f"# x\n\nbefore\n{begin}\n- old\n{end}\nafter\n")
@@ -297,12 +293,14 @@ def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
   replaces the sweep runs: no sweep piece and no pending choice are listed, the final runs use
   the chosen values, ROOT/sweep.json carries the choice with its source and the report names
   it; a file that does not match the study's sweep, or is missing, is one line naming the fix."""
-  from uat_jax import config_lib, report as report_lib, study
-  s = config_lib.from_file("configs/fashion_mnist_study.py")
+  from uat_jax import config as config_lib
+  from uat_jax.report import markdown
+  from uat_jax.study import pieces, spec
+  s = config_lib.from_file("fashion_mnist_study")
   with open(os.path.join(REPO, s.sweep_from)) as f:
     committed = json.load(f)
-  names = [p.name for p in study.pieces(s, str(tmp_path / "root"))]
-  assert "choose" not in names and study.sweep_runs(s) == []
+  names = [p.name for p in pieces.pieces(s, str(tmp_path / "root"))]
+  assert "choose" not in names and spec.sweep_runs(s) == []
   trained = [n for n in names if n.startswith("train ")]
   assert len(trained) == 5 * 3 + 3 * 3 + 3 * 2  # final runs and the ablation, no sweep run
   assert {"train at_entm_beta0.3_s0", "train at_ls_alpha0.1_s4", "train entm_beta0.3_s2",
@@ -315,7 +313,7 @@ def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
   class R:  # the report's view of the collected sweep
     sweep = written
   assert f"Taken from the finished sweep in `{s.sweep_from}`" in "\n".join(
-      report_lib.sweep_section(R))
+      markdown.sweep_section(R))
 
   wrong = json.loads(json.dumps(committed))
   wrong["at_ls"]["values"].pop("0.5")
@@ -323,17 +321,17 @@ def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
   s.sweep_from = str(tmp_path / "wrong.json")
   with pytest.raises(UatError, match=r"for at_ls over \['0.1', '0.2'\], but the study sweeps "
                      r"regularizer.alpha over \['0.1', '0.2', '0.5'\]: point sweep_from"):
-    study.pieces(s, str(tmp_path / "other"))
+    pieces.pieces(s, str(tmp_path / "other"))
   s.sweep_from = str(tmp_path / "missing.json")
   with pytest.raises(UatError, match="does not exist: point sweep_from at the sweep.json"):
-    study.pieces(s, str(tmp_path / "other"))
+    pieces.pieces(s, str(tmp_path / "other"))
 
 
 def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_path):
   """The plan's robust-overfitting rule is over every final AT seed: with one seed untrained
   the report says pending (how many are trained), with all of them it applies the rule."""
   import shutil
-  from uat_jax import report as report_lib
+  from uat_jax.report import claims, view
   data = tmp_path / "data"
   shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data)
   curve = [[39, 0.50], [1560, 0.74], [3120, 0.70]]  # 4 points below the best at the end
@@ -344,12 +342,12 @@ def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_
     run["curves"] = ({"eval/pgd_accuracy": curve, "train/accuracy_adv": [[3120, 0.8]]}
                      if seed < 4 else {})
     path.write_text(json.dumps(run))
-  text = report_lib.overfitting_text(report_lib.robust_overfitting(report_lib.Results(str(data))))
+  text = claims.overfitting_text(claims.robust_overfitting(view.Results(str(data))))
   assert text == "Robust overfitting: pending (4 of the 5 AT seeds trained)."
   path = data / "runs" / "at_s4.json"
   path.write_text(json.dumps({**json.loads(path.read_text()), "curves": {
       "eval/pgd_accuracy": curve, "train/accuracy_adv": [[3120, 0.8]]}}))
-  ro = report_lib.robust_overfitting(report_lib.Results(str(data)))
+  ro = claims.robust_overfitting(view.Results(str(data)))
   assert ro["label"] == "occurred" and ro["drops"] == pytest.approx([-0.04] * 5)
 
 
@@ -357,76 +355,19 @@ def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
   """--only: the pieces whose names match a pattern, with the training runs they need (the
   surrogate of an output with a transfer attack included, and only there), in listing order;
   matching nothing is one line."""
-  from uat_jax import config_lib, study
-  s = config_lib.from_file("configs/fashion_mnist_study.py")
+  from uat_jax import config as config_lib
+  from uat_jax.study import pieces, scheduler
+  s = config_lib.from_file("fashion_mnist_study")
   root = str(tmp_path / "root")
-  listing = study.pieces(s, root)
-  assert study.select(listing, "") == listing
-  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 paper_last, "
+  listing = pieces.pieces(s, root)
+  assert pieces.select(listing, "") == listing
+  names = [p.name for p in pieces.select(listing, "evaluate at_ls_alpha0.1_s4 paper_last, "
                                                  "jacobian at_s1")]
   # at_ls seed 4's transfer surrogate is the method's next seed, wrapping round to seed 0.
   assert names == ["train at_s1", "train at_ls_alpha0.1_s0", "train at_ls_alpha0.1_s4",
                    "jacobian at_s1", "evaluate at_ls_alpha0.1_s4 paper_last"]
   # The strong preset (AutoAttack) runs no transfer attack: its own run alone.
-  names = [p.name for p in study.select(listing, "evaluate at_ls_alpha0.1_s4 strong_last")]
+  names = [p.name for p in pieces.select(listing, "evaluate at_ls_alpha0.1_s4 strong_last")]
   assert names == ["train at_ls_alpha0.1_s4", "evaluate at_ls_alpha0.1_s4 strong_last"]
   with pytest.raises(UatError, match="matches no piece of the study"):
-    study.run(s, root, only="evaluate nothing *")
-
-
-def test_collect_merges_kept_data_and_refuses_a_run_trained_differently(tmp_path):
-  """report --merge: a workdir holding none of a run's pieces keeps the committed data as it
-  is; a run trained again with other training curves than the kept ones is refused (its kept
-  evaluations belong to other weights) and nothing is written; one with the same curves has
-  its new evaluations joined to the kept ones."""
-  import shutil
-  from uat_jax import config_lib, files, report as report_lib, study
-  s = config_lib.from_file("configs/fashion_mnist_study.py")
-  data_dir = str(tmp_path / "data")
-  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data_dir)
-  name, output = "at_s0", "strong_grid"
-  # The committed data gains evaluations as the study runs: drop this one from the copy, so the
-  # test below joins an evaluation the kept data lacks whatever the committed data holds.
-  path = os.path.join(data_dir, "runs", f"{name}.json")
-  kept = files.read_json(path)
-  kept["evals"].pop(output, None)
-  files.write_json(path, kept, indent=1)  # as report.collect writes it
-  root = str(tmp_path / "root")
-  study.pieces(s, root)  # writes ROOT/sweep.json from sweep_from
-  before = {f: (tmp_path / "data" / "runs" / f).read_text()
-            for f in os.listdir(os.path.join(data_dir, "runs"))}
-  report_lib.collect(s, root, data_dir, merge=True)
-  assert {f: (tmp_path / "data" / "runs" / f).read_text() for f in before} == before
-
-  kept = files.read_json(path)
-  w = os.path.join(root, "runs", name)
-  os.makedirs(w)
-  by_step = {k: dict(map(tuple, c)) for k, c in kept["curves"].items()}
-  steps = sorted({st for c in by_step.values() for st in c})
-  records = [{"step": st, **{k: c[st] for k, c in by_step.items() if st in c}} for st in steps]
-  records[3]["train/accuracy_adv"] += 1e-6
-  with open(os.path.join(w, "metrics.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-  files.write_json(study.trained_marker(w), kept["train"])
-  with pytest.raises(UatError, match=rf"{name} in .* was trained again and differs from .*"
-                     rf"\(train/accuracy_adv at step {steps[3]}: .*collect without --merge"):
-    report_lib.collect(s, root, data_dir, merge=True)
-  assert {f: (tmp_path / "data" / "runs" / f).read_text() for f in before} == before
-
-  records[3]["train/accuracy_adv"] -= 1e-6
-  with open(os.path.join(w, "metrics.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-  assert files.read_curves(os.path.join(w, "metrics.jsonl"), report_lib.CURVES) == kept["curves"]
-  assert output not in kept["evals"]  # a new evaluation of the same weights
-  result = kept["evals"]["strong"]
-  files.write_json(study.results_marker(w, output), {
-      "checkpoint": result["checkpoint"], "checkpoint_step": result["checkpoint_step"],
-      "num_examples": 4, "eps": [0.1], "preset": "strong", "clean_accuracy": 0.5,
-      "only_robust": True, "clean_mask": "1100",
-      "attacks": {"APGD-CE": {"accuracy": {"0.1": 0.25}, "cumulative": {"0.1": 0.25}}},
-      "worst_case": {"accuracy": {"0.1": 0.25}, "mask": {"0.1": "1000"}}, "checks": []})
-  report_lib.collect(s, root, data_dir, merge=True)
-  merged = files.read_json(os.path.join(data_dir, "runs", f"{name}.json"))
-  assert merged["evals"]["strong_grid"]["worst_case"] == {"0.1": 0.25}
-  assert {k: v for k, v in merged["evals"].items() if k != output} == kept["evals"]
-  assert merged["curves"] == kept["curves"] and merged.get("jacobian") == kept.get("jacobian")
+    scheduler.run(s, root, only="evaluate nothing *")

@@ -10,7 +10,8 @@ import pytest
 
 from tests import helpers
 from tests.helpers import build_trainer, load_config
-from uat_jax import config_lib, data, estimate, optimizers, sharding, train
+from uat_jax import data, estimate, optimizers, sharding, train, validation
+from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
 
@@ -33,7 +34,7 @@ def test_invalid_values_fail_with_a_clear_message(field, value, message):
   section, _, name = field.rpartition(".")
   (c[section] if section else c)[name] = value
   with pytest.raises(UatError, match=message):
-    config_lib.validate(c, num_devices=8 if field == "batch_size" else 1)
+    validation.validate(c, num_devices=8 if field == "batch_size" else 1)
 
 
 def test_unknown_fields_are_rejected_and_variants_checked():
@@ -83,7 +84,7 @@ def test_every_config_trains_and_evaluates_a_step_on_8_devices():
   lowered there instead)."""
   proc = helpers.run_program("every_config")  # tests/programs/every_config.py
   for name in ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"):
-    assert f"{name}.py: " in proc.stdout and "on 8 devices" in proc.stdout, proc.stdout
+    assert f"{name}: " in proc.stdout and "on 8 devices" in proc.stdout, proc.stdout
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_a_close_loss(small_fmnist):
@@ -108,10 +109,10 @@ def test_bfloat16_compute_keeps_float32_parameters_and_a_close_loss(small_fmnist
       jax.numpy.float32
   c.dtype = "float16"
   with pytest.raises(UatError, match="unknown dtype"):
-    config_lib.validate(c)
+    validation.validate(c)
   c.dtype = "float64"  # numerical checks only: needs 64-bit JAX, which the suite leaves off
   with pytest.raises(UatError, match="JAX_ENABLE_X64=1"):
-    config_lib.validate(c)
+    validation.validate(c)
 
 
 def test_a_run_leaves_no_open_file_or_thread_behind(tmp_path):
@@ -156,43 +157,26 @@ def test_a_run_leaves_no_open_file_or_thread_behind(tmp_path):
   assert open_files_under(tmp_path) == []
 
 
-def test_an_older_workdir_config_is_read_with_its_moved_fields(tmp_path):
-  import json
-  old = {"method": "at", "eval": {"every_steps": 7, "pgd_steps": 3},
-         "evals": {"preset": "paper", "eps": [0.1], "attacks": {"x": {"attack": "pgd", "steps": 3}}},
-         "jacobian": {"track_every_steps": 5, "track_examples": 9, "power_iters": 4}}
-  (tmp_path / "config.json").write_text(json.dumps(old))
-  c = config_lib.load_workdir_config(str(tmp_path))
-  assert (c.method, c.evals.pgd.every_steps, c.evals.pgd.steps) == ("at", 7, 3)
-  assert (c.evals.suite.preset, c.evals.suite.eps, c.evals.suite.attacks.x.steps) == (
-      "paper", (0.1,), 3)
-  assert (c.evals.jacobian.every_steps, c.evals.jacobian.num_examples,
-          c.evals.jacobian.power_iters) == (5, 9, 4)
-  assert config_lib.moved_field("evals.attacks.x.steps") == "evals.suite.attacks.x.steps"
-  assert config_lib.moved_field("evals.pgd.steps") is None
-
-
 def test_every_shipped_config_validates_on_common_device_counts():
   """Every config x method x variant validates on 1, 2, 4, 8 and 16 devices (evaluation batch
   sizes round up to the device count); on 6, the training batch of 128 does not divide and the
   one line proposes the nearest valid sizes."""
-  import glob
-  from uat_jax import config_lib
+  from uat_jax import validation
+  from uat_jax import config as config_lib
   from uat_jax.errors import UatError
   methods = ("standard", "entm", "ls", "at", "at_entm", "at_ls")
-  paths = [p for p in sorted(glob.glob(os.path.join(helpers.REPO, "configs", "*.py")))
-           if not p.endswith("_study.py")]
+  paths = [p for p in config_lib.recipes() if not p.endswith("_study")]
   assert len(paths) >= 5
   for path in paths:
     for method in methods:
       for variant in ("", ",runlocal"):
         c = config_lib.from_file(path, method + variant)
         for n in (1, 2, 4, 8, 16):
-          config_lib.validate(c, n)
+          validation.validate(c, n)
         if c.batch_size % 6:
           with pytest.raises(UatError, match=r"multiple of the 6 devices: use 126 or 132 "
                                              r"\(--config.batch_size=132\)"):
-            config_lib.validate(c, 6)
+            validation.validate(c, 6)
 
 
 def test_the_estimate_counts_steps_from_the_dataset_size_and_hours_from_flops():

@@ -3,13 +3,14 @@
     import uat_jax
     clf = uat_jax.load("workdirs/at_entm")     # a checkpoint for inference: uat_jax.classifier
 
-The library's modules, by layer (a module imports only from lower layers; pyproject.toml holds the
-import-linter contract): commands (main, study, report) > evaluators, jacobian_compare > train,
-classifier > config_lib > evaluate (the attack suite), jacobian > attacks > batching, files >
-sharding, losses, models, data, checkpoints, cli > errors.
+The library's packages and modules, by layer (a module imports only from lower layers;
+pyproject.toml holds the import-linter contract, docs/architecture.md the map): commands (main,
+report, study) > evaluators, jacobian_compare, estimate > train, classifier > validation >
+evaluate (the attack suite), jacobian > attacks, batching, writers > the leaves (data, models,
+losses, ..., config) > files > errors.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):

@@ -20,7 +20,8 @@ from typing import Any, Union
 import jax
 import numpy as np
 
-from uat_jax import checkpoints, config_lib, data, models, sharding
+from uat_jax import checkpoints, data, models, sharding
+from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
 
@@ -34,10 +35,6 @@ class Classifier:
 
   def __call__(self, x):
     return self.logits_fn(x)
-
-  @property
-  def variables(self) -> dict[str, Any]:
-    return self.logits_fn.args[0]
 
   def test_images(self, num_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The first `num_examples` test images (0: all) as float32 in [0, 1], and their labels."""

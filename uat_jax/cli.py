@@ -10,6 +10,7 @@ import threading
 
 from absl import app, flags, logging
 
+from uat_jax import config as config_lib
 from uat_jax.errors import STORAGE_ERRNOS, STORAGE_TEXTS, Preempted, UatError
 
 
@@ -57,6 +58,40 @@ def _quiet_hook(default):
 # After an error, the interpreter's exit waits for background threads (orbax's writers, after
 # an I/O error, may never finish): past this many seconds the process exits anyway.
 EXIT_GRACE_SECONDS = float(os.environ.get("UAT_EXIT_GRACE_SECONDS", "60"))
+
+
+def flag_value(argv, name):
+  """The value of --name=V or --name V in argv, else None."""
+  for i, a in enumerate(argv):
+    if a.startswith(f"--{name}="):
+      return a.split("=", 1)[1]
+    if a == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def with_config_files(argv, name: str):
+  """argv with --<name>=RECIPE[:arg] (a packaged recipe's name, e.g. fashion_mnist:at_entm)
+  replaced by the recipe's file, which ml_collections' config flag loads; a path stays as it
+  is. A value that is neither is one `error:` line naming the recipes."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith(f"--{name}="):
+      head, value = a.split("=", 1)
+    elif a == f"--{name}" and i + 1 < len(out):
+      head, value = None, out[i + 1]
+    else:
+      continue
+    spec, sep, arg = value.partition(":")
+    try:
+      resolved = config_lib.path_of(spec) + sep + arg
+    except UatError as e:
+      fail(str(e))
+    if head is None:
+      out[i + 1] = resolved
+    else:
+      out[i] = f"{head}={resolved}"
+  return out
 
 
 def define_multihost_flags() -> None:

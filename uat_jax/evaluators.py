@@ -1,7 +1,9 @@
 """Evaluators: what runs on a model during training and on a checkpoint in --mode=evaluate.
 
-One protocol, as big_vision's evaluators: an evaluator has a `name`, an `every_steps` period
-(0: not during training) and `run(logits_fn, step, mesh) -> {scalar name: value}`, where
+Built from config as big_vision's are: every instance `config.evals.<name>` names its `type`
+(below), and a config can hold any number of instances of a type (two suites with different
+presets, say). An evaluator has a `name`, an `every_steps` period (0: not during training) and
+`run(logits_fn, step, mesh) -> {scalar name: value}`, where
 logits_fn is the model in inference mode (a jax.tree_util.Partial over its variables, so the
 evaluator's compiled programs take the parameters as arguments and compile once per run). The
 training loop (train.train_and_evaluate) calls each at its period and logs its scalars;
@@ -9,10 +11,12 @@ training loop (train.train_and_evaluate) calls each at its period and logs its s
 and writes their results. Every evaluator batches through uat_jax.batching (padded, sharded over
 the mesh's devices).
 
-  pgd       clean and PGD accuracy at the training eps, mean predictive entropy (eval/...)
-  suite     the attack suite of uat_jax.evaluate with gradient-masking checks (suite/...)
-  jacobian  mean input-Jacobian norms on clean points (jacobian/<output>/<norm> and
-            jacobian/loss_grad)
+  pgd       clean and PGD accuracy at the training eps, mean predictive entropy
+  suite     the attack suite of uat_jax.evaluate with gradient-masking checks
+  jacobian  mean input-Jacobian norms on clean points (<name>/<output>/<norm>, <name>/loss_grad)
+
+Scalars are logged under the instance's name (config.scalar_prefix: the default pgd instance
+logs under eval/).
 
 During training each reads the evaluation split (data.eval_examples): the held-out validation
 examples when config.data.validation_size > 0 (model selection), else the test split. On a
@@ -29,8 +33,9 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from uat_jax import (attacks, classifier, config_lib, data, evaluate, files, jacobian, lock,
-                     losses, sharding)
+from uat_jax import (attacks, classifier, data, evaluate, files, jacobian, lock, losses,
+                     sharding, validation)
+from uat_jax import config as config_lib
 from uat_jax.batching import Batches
 
 
@@ -71,18 +76,19 @@ def _pgd_sums(f, x, y, mask, key, *, eps, steps, step_size, unroll):
 class PgdEvaluator:
   """Clean accuracy, PGD accuracy at the training eps (attack.eps, evals.pgd.steps and
   step_size, random start) and mean predictive entropy; the same points every time."""
-  name = "pgd"
-
-  def __init__(self, config, split: Optional[str] = None):
-    self.config, self.split = config, split
-    e = config.evals.pgd
+  def __init__(self, config, name: str = "pgd", split: Optional[str] = None,
+               out_dir: Optional[str] = None):
+    del out_dir  # its scalars are its result
+    self.config, self.name, self.split = config, name, split
+    self.prefix = config_lib.scalar_prefix(name, "pgd")
+    e = config.evals[name]
     self.every_steps = e.every_steps
     self._sums = jax.jit(functools.partial(_pgd_sums, eps=config.attack.eps, steps=e.steps,
                                            step_size=e.step_size, unroll=config.attack.unroll))
 
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
     del step
-    e = self.config.evals.pgd
+    e = self.config.evals[self.name]
     x, y = examples(self.config, e.num_examples, self.split)
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5EED)
     sums = None
@@ -91,9 +97,10 @@ class PgdEvaluator:
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     n = float(sums["count"])
-    return {"eval/clean_accuracy": float(sums["correct"]) / n,
-            "eval/pgd_accuracy": float(sums["pgd_correct"]) / n,
-            "eval/mean_entropy": float(sums["entropy"]) / n, "eval/num_examples": int(n)}
+    p = self.prefix
+    return {f"{p}/clean_accuracy": float(sums["correct"]) / n,
+            f"{p}/pgd_accuracy": float(sums["pgd_correct"]) / n,
+            f"{p}/mean_entropy": float(sums["entropy"]) / n, f"{p}/num_examples": int(n)}
 
 
 def format_summary(config, results: dict[str, Any]) -> str:
@@ -119,34 +126,34 @@ class SuiteEvaluator:
   logs suite/clean_accuracy and suite/worst_case@<eps>; with `out_dir` (--mode=evaluate) it also
   keeps finished (attack, eps) results under out_dir/state (a rerun resumes) and writes the
   reports there. `last` is the last SuiteResult."""
-  name = "suite"
-
-  def __init__(self, config, out_dir: Optional[str] = None, split: Optional[str] = None):
-    self.config, self.out_dir, self.split = config, out_dir, split
-    self.every_steps = config.evals.suite.every_steps
+  def __init__(self, config, name: str = "suite", split: Optional[str] = None,
+               out_dir: Optional[str] = None):
+    self.config, self.name, self.out_dir, self.split = config, name, out_dir, split
+    self.prefix = config_lib.scalar_prefix(name, "suite")
+    self.every_steps = config.evals[name].every_steps
     self.last: Optional[evaluate.SuiteResult] = None
     self._surrogates: Optional[dict] = None
 
   def eps(self) -> tuple[float, ...]:
-    s = self.config.evals.suite
+    s = self.config.evals[self.name]
     return tuple(s.eps) or data.get_spec(self.config.data.name).eps_grid
 
   def surrogates(self, mesh) -> tuple[dict, Optional[int]]:
-    s = self.config.evals.suite
+    s = self.config.evals[self.name]
     if not s.surrogate_workdir:
       return {}, None
     if self._surrogates is None:
       # The surrogate's checkpoint of the same kind (best or last) as the one evaluated.
-      kind = config_lib.evaluated_step(self.config)
+      kind = validation.evaluated_step(self.config)
       surrogate = classifier.load(s.surrogate_workdir, kind if isinstance(kind, str) else None,
                                   mesh=mesh)
       self._surrogates = {"surrogate": surrogate.logits_fn, "step": surrogate.step}
     return {"surrogate": self._surrogates["surrogate"]}, self._surrogates["step"]
 
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
-    s, config = self.config.evals.suite, self.config
+    s, config = self.config.evals[self.name], self.config
     x, y = examples(config, s.num_examples, self.split)
-    entries = config_lib.suite_entries(config)
+    entries = evaluate.suite_entries(s)
     only_robust = s.only_robust if s.only_robust is not None else (
         evaluate.PRESETS[s.preset]["only_robust"] if s.preset else False)
     surrogates, surrogate_step = self.surrogates(mesh)
@@ -173,8 +180,8 @@ class SuiteEvaluator:
                         "preset": s.preset, "split": split_name(config, self.split),
                         "surrogate_workdir": s.surrogate_workdir or None})
     self.last = result
-    scalars = {"suite/clean_accuracy": result.clean_accuracy}
-    scalars.update({f"suite/worst_case@{e:.4g}": v
+    scalars = {f"{self.prefix}/clean_accuracy": result.clean_accuracy}
+    scalars.update({f"{self.prefix}/worst_case@{e:.4g}": v
                     for e, v in result.worst_case_accuracy.items()})
     return scalars
 
@@ -186,33 +193,39 @@ class SuiteEvaluator:
 class JacobianEvaluator:
   """Mean input-Jacobian norms (config.evals.jacobian: outputs, norms, power iterations) on the
   first num_examples clean points of the evaluation split."""
-  name = "jacobian"
-
-  def __init__(self, config, split: Optional[str] = None):
-    self.config, self.split = config, split
-    self.every_steps = config.evals.jacobian.every_steps
+  def __init__(self, config, name: str = "jacobian", split: Optional[str] = None,
+               out_dir: Optional[str] = None):
+    del out_dir  # its scalars are its result
+    self.config, self.name, self.split = config, name, split
+    self.prefix = config_lib.scalar_prefix(name, "jacobian")
+    self.every_steps = config.evals[name].every_steps
 
   def run(self, logits_fn, step: int, mesh) -> dict[str, float]:
     del step
-    j = self.config.evals.jacobian
+    j = self.config.evals[self.name]
     x, y = examples(self.config, j.num_examples, self.split)
     scalars = {}
     for output in j.outputs:
       norms = jacobian.jacobian_norms(logits_fn, x, y, output=output, norms=tuple(j.norms),
                                       chunk_size=j.chunk_size, power_iters=j.power_iters,
                                       key=jax.random.PRNGKey(j.seed), mesh=mesh)
-      scalars["jacobian/loss_grad"] = float(norms.pop("loss_grad").mean())
-      scalars.update({f"jacobian/{output}/{k}": float(v.mean()) for k, v in norms.items()})
+      scalars[f"{self.prefix}/loss_grad"] = float(norms.pop("loss_grad").mean())
+      scalars.update({f"{self.prefix}/{output}/{k}": float(v.mean()) for k, v in norms.items()})
     return scalars
 
 
-EVALUATORS = {ev.name: ev for ev in (PgdEvaluator, SuiteEvaluator, JacobianEvaluator)}
+EVALUATORS = {"pgd": PgdEvaluator, "suite": SuiteEvaluator, "jacobian": JacobianEvaluator}
+
+
+def build(config, name: str, split: Optional[str] = None, out_dir: Optional[str] = None):
+  """The evaluator of instance config.evals.<name>, of the class its `type` names."""
+  return EVALUATORS[config.evals[name].type](config, name, split, out_dir)
 
 
 def for_training(config) -> list[Evaluator]:
-  """The evaluators of config.evals that run during training (every_steps > 0)."""
-  everyone = [cls(config) for cls in EVALUATORS.values()]
-  return [ev for ev in everyone if ev.every_steps > 0]
+  """The evaluator instances of config.evals that run during training (every_steps > 0)."""
+  return [build(config, name) for name, e in config_lib.evaluators(config).items()
+          if e.every_steps > 0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,44 +233,50 @@ def for_training(config) -> list[Evaluator]:
 # --------------------------------------------------------------------------------------------
 
 def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
-                     step: classifier.Step = None) -> dict[str, Any]:
-  """Runs the evaluators named in config.evals.on_evaluate on a checkpoint of `workdir`
-  (config.evals.checkpoint: last, best or a step; `step` overrides it) on config.evals.split
-  (the test split by default) and writes, holding the lock of the directory it writes to
-  (uat_jax.lock), into <workdir or evals.output_dir>/eval/<evals.suite.output>/: the suite's results.json, results.csv, results.md,
-  masking_checks.md and accuracy_vs_eps.png (finished (attack, eps) results are kept under
-  state/, so a rerun after a kill resumes), and <name>.json with the scalars of every other
-  evaluator. Returns {"suite": the suite's results
-  (SuiteResult.to_json()), "scalars": {name: value} of all of them}."""
+                     step: classifier.Step = None,
+                     names: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+  """Runs the evaluator instances `names` (default config.evals.on_evaluate) on a checkpoint of
+  `workdir` (config.evals.checkpoint: last, best or a step; `step` overrides it) on
+  config.evals.split (the test split by default) and writes, holding the lock of the directory
+  it writes to (uat_jax.lock), under <workdir or evals.output_dir>/eval/: each suite's
+  results.json, results.csv, results.md, masking_checks.md and accuracy_vs_eps.png in
+  eval/<its output>/ (finished (attack, eps) results are kept under state/ there, so a rerun
+  after a kill resumes), and each other instance's scalars in eval/<name>.json. Returns
+  {"suites": {name: SuiteResult.to_json()}, "scalars": {name: value} of all of them}."""
   mesh = sharding.make_mesh(num_devices)
-  config_lib.validate(config, mesh.devices.size)
-  step = config_lib.evaluated_step(config) if step is None else step
+  validation.validate(config, mesh.devices.size)
+  step = validation.evaluated_step(config) if step is None else step
+  names = config_lib.names(config.evals.on_evaluate) if names is None else tuple(names)
   clf = classifier.load(workdir, step, config, mesh)  # reads only: a bad workdir stays as is
   base = config.evals.output_dir or workdir
   with lock.lock(base, "evaluation", fix=lock.OUTPUT_DIR_FIX):  # fails before any attack
-    return _evaluate_locked(config, workdir, base, mesh, step, clf)
+    return _evaluate_locked(config, workdir, base, mesh, step, clf, names)
 
 
-def _evaluate_locked(config, workdir: str, base: str, mesh, step, clf) -> dict[str, Any]:
+def output_dir(config, name: str, base: str) -> str:
+  """Where instance `name` writes: <base>/eval/<output>/ for a suite, <base>/eval/ else."""
+  e = config.evals[name]
+  return os.path.join(base, "eval", e.output) if e.type == "suite" else os.path.join(base, "eval")
+
+
+def _evaluate_locked(config, workdir: str, base: str, mesh, step, clf, names) -> dict[str, Any]:
   found = clf.step
-  out_dir = os.path.join(base, "eval", config.evals.suite.output)
-  names = config_lib.on_evaluate(config)
   logging.info("Evaluating %s (step %d, %s) with %s", workdir, found, config.method, names)
-  out: dict[str, Any] = {"scalars": {}}
-  for name in names:  # config_lib.validate checked the names
-    split = config.evals.split
-    ev = (SuiteEvaluator(config, out_dir, split) if name == "suite"
-          else EVALUATORS[name](config, split))
+  out: dict[str, Any] = {"suites": {}, "scalars": {}}
+  split = config.evals.split
+  for name in names:
+    out_dir = output_dir(config, name, base)
+    ev = build(config, name, split, out_dir)
     scalars = ev.run(clf.logits_fn, found, mesh)
     out["scalars"].update(scalars)
-    if name == "suite":
+    if isinstance(ev, SuiteEvaluator):
       result = ev.last.to_json()
       result["workdir"] = os.path.abspath(workdir)
       result["checkpoint"] = str(step)
       evaluate.write_reports(result, out_dir)
-      out["suite"] = result
+      out["suites"][name] = result
     else:
       files.write_json(os.path.join(out_dir, f"{name}.json"),
                        {"workdir": os.path.abspath(workdir), "checkpoint_step": found,
-                        "split": split_name(config, config.evals.split), **scalars})
+                        "split": split_name(config, split), **scalars})
   return out

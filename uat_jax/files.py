@@ -11,15 +11,23 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any, Union
 
-from uat_jax import sharding
+
+
+def is_chief() -> bool:
+  """True on the process that writes files: process 0 of a multi-process JAX job, and any
+  process that has not imported JAX (it cannot be part of one), so that reading and writing
+  reports never loads JAX."""
+  jax = sys.modules.get("jax")
+  return jax is None or jax.process_index() == 0
 
 
 def write_atomic(path: str, payload: Union[str, bytes], every_process: bool = False) -> None:
   """Writes a file under a temporary name, then renames it: readers never see half a file.
   Only process 0 writes, unless `every_process` (a file on each host's own disk)."""
-  if not (every_process or sharding.is_chief()):
+  if not (every_process or is_chief()):
     return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "wb") as f:
@@ -31,7 +39,7 @@ def write_atomic(path: str, payload: Union[str, bytes], every_process: bool = Fa
 
 def write_json(path: str, value: Any, indent: int = 2) -> None:
   """`value` as JSON at `path` (atomically, creating the directory)."""
-  if sharding.is_chief():
+  if is_chief():
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   write_atomic(path, json.dumps(value, indent=indent))
 
@@ -81,6 +89,6 @@ def save_figure(fig, path: str) -> None:
   fig.tight_layout()
   fig.savefig(buf, format="png")
   pyplot().close(fig)
-  if sharding.is_chief():
+  if is_chief():
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   write_atomic(path, buf.getvalue())

@@ -18,6 +18,8 @@ saying which output and norm; we give all of them.
 from __future__ import annotations
 
 import functools
+import io
+import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from uat_jax import attacks, losses, models, sharding
+from uat_jax import attacks, files, losses, models, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
 
@@ -230,3 +232,28 @@ def analyze(logits_fn: Callable, x, y, *, outputs: Sequence[str] = ("logits", "p
       result[where]["loss_grad"] = r.pop("loss_grad")
       result[where].update({f"{output}/{k}": v for k, v in r.items()})
   return result
+
+
+def save(out_dir: str, norms: dict[str, dict[str, np.ndarray]],
+         info: dict[str, Any]) -> dict[str, Any]:
+  """The one on-disk layout of Jacobian results: out_dir/norms.npz with one array per
+  "<points>/<quantity>" (e.g. "clean/probs/fro") and out_dir/summary.json with `info` and
+  "summary": {points: {quantity: summarize(...)}}. `norms` is analyze()'s output. Returns the
+  summary."""
+  os.makedirs(out_dir, exist_ok=True)
+  buf = io.BytesIO()
+  np.savez(buf, **{f"{where}/{q}": v for where, d in norms.items() for q, v in d.items()})
+  files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
+  summary = {where: {q: summarize(v) for q, v in d.items()} for where, d in norms.items()}
+  files.write_json(os.path.join(out_dir, "summary.json"), {**info, "summary": summary})
+  return summary
+
+
+def load_norms(out_dir: str) -> dict[str, dict[str, np.ndarray]]:
+  """{points: {quantity: per-example norms}} as `save` wrote them."""
+  out: dict[str, dict[str, np.ndarray]] = {}
+  with np.load(os.path.join(out_dir, "norms.npz")) as z:
+    for key in z.files:
+      where, quantity = key.split("/", 1)
+      out.setdefault(where, {})[quantity] = z[key]
+  return out

@@ -10,7 +10,6 @@ uat_jax.jacobian.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from typing import Any, Optional, Sequence
 
@@ -18,7 +17,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from uat_jax import classifier, config_lib, data, files, jacobian, lock, sharding
+from uat_jax import classifier, data, files, jacobian, lock, sharding, validation
+from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
 def _label(result: dict[str, Any]) -> str:
@@ -34,7 +34,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
   baseline) and histogram.png; with config.evals.output_dir, DIR/jacobian/<workdir name>/ and
   DIR/jacobian/ instead."""
   mesh = sharding.make_mesh(num_devices)
-  config_lib.validate(config, mesh.devices.size)
+  validation.validate(config, mesh.devices.size)
   jc = config.evals.jacobian
   baseline = jc.baseline or workdirs[0]
   if os.path.abspath(baseline) not in [os.path.abspath(w) for w in workdirs]:
@@ -50,7 +50,7 @@ def analyze_workdirs(config, workdirs: Sequence[str],
                   "step_size": config.evals.pgd.step_size} if jc.adversarial else None)
   # Read every checkpoint first (a bad workdir stays as it is), then hold the lock of every
   # directory written to (one writer each).
-  clfs = [classifier.load(w, config_lib.evaluated_step(config), config=c, mesh=mesh)
+  clfs = [classifier.load(w, validation.evaluated_step(config), config=c, mesh=mesh)
           for w, c in zip(workdirs, configs)]
   out = config.evals.output_dir
   with contextlib.ExitStack() as stack:
@@ -73,17 +73,9 @@ def _analyze_locked(config, workdirs, configs, clfs, baseline, x, y, adversarial
                              key=jax.random.PRNGKey(jc.seed), mesh=mesh)
     out_dir = (os.path.join(out, "jacobian", os.path.basename(os.path.normpath(w))) if out
                else os.path.join(w, "jacobian"))
-    if sharding.is_chief():
-      os.makedirs(out_dir, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **{f"{where}/{k}": v for where, d in norms.items() for k, v in d.items()})
-    files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
-    summary = {where: {k: jacobian.summarize(v) for k, v in d.items()}
-               for where, d in norms.items()}
-    r = {"workdir": os.path.abspath(w), "method": c.method, "checkpoint_step": step,
-         "num_examples": n, "adversarial": adversarial, "summary": summary}
-    files.write_json(os.path.join(out_dir, "summary.json"), r)
-    r["norms"] = norms
+    info = {"workdir": os.path.abspath(w), "method": c.method, "checkpoint_step": step,
+            "num_examples": n, "adversarial": adversarial}
+    r = {**info, "summary": jacobian.save(out_dir, norms, info), "norms": norms}
     results.append(r)
   comparison = {"baseline": os.path.abspath(baseline), "workdirs": results}
   out_dir = os.path.join(out or workdirs[0], "jacobian")

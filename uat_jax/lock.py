@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 
 from absl import logging
 
-from uat_jax import sharding
+from uat_jax import files
 from uat_jax.errors import UatError
 
 LOCK_FILE = ".lock"
@@ -91,7 +91,7 @@ def lock(directory: str, purpose: str, fix: str = "choose another directory to w
   it instead), or the OS error and `fix` when the directory cannot be written. A no-op on
   processes other than 0 unless `every_process` (work that each process does, such as
   preparing a dataset on its host's disk)."""
-  if not (every_process or sharding.is_chief()):
+  if not (every_process or files.is_chief()):
     yield
     return
   path = os.path.join(directory, LOCK_FILE)

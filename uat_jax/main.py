@@ -1,6 +1,6 @@
 r"""Command line entry.
 
-  python -m uat_jax.main --config=configs/X.py:METHOD --workdir=W      # train (or resume)
+  python -m uat_jax.main --config=RECIPE:METHOD --workdir=W   # train (or resume), e.g. fashion_mnist:at
   python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.suite.preset=paper]
   python -m uat_jax.main --mode=jacobian --workdir=W_at --workdir=W_at_entm   # compare norms
   python -m uat_jax.main --multihost ...   # one process per host (TPU pod slice, SLURM)
@@ -17,7 +17,8 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from uat_jax import cli, config_lib
+from uat_jax import cli
+from uat_jax import config as config_lib
 from uat_jax.cli import fail
 from uat_jax.errors import UatError
 
@@ -61,13 +62,15 @@ def main():
   if FLAGS.mode == "evaluate":
     out = evaluators.evaluate_workdir(config, workdirs[0])
     if chief:
-      if "suite" in out:
-        print(evaluate.format_table(out["suite"]), flush=True)
+      for result in out["suites"].values():
+        print(evaluate.format_table(result), flush=True)
+      suites = tuple(f"{config_lib.scalar_prefix(n, 'suite')}/" for n in out["suites"])
       for name, value in out["scalars"].items():
-        if not name.startswith("suite/"):
+        if not name.startswith(suites):
           print(f"{name}: {value:.6g}", flush=True)
-      print(f"wrote {os.path.join(config.evals.output_dir or workdirs[0], 'eval', config.evals.suite.output)}",
-            flush=True)
+      base = config.evals.output_dir or workdirs[0]
+      for name in config_lib.names(config.evals.on_evaluate):
+        print(f"wrote {evaluators.output_dir(config, name, base)}", flush=True)
     return
   if FLAGS.dry_run:
     e = estimate.estimate(config)
@@ -82,44 +85,22 @@ def main():
     print(evaluators.format_summary(config, results), flush=True)
 
 
-def _flag_value(argv, name):
-  """The value of --name=V or --name V in argv, else None."""
-  for i, a in enumerate(argv):
-    if a.startswith(f"--{name}="):
-      return a.split("=", 1)[1]
-    if a == f"--{name}" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
 def _with_workdir_config(argv):
   """--mode=evaluate|jacobian without --config: the (first) workdir's own config
-  (uat_jax/workdir_config.py)."""
-  if (_flag_value(argv, "mode") not in ("evaluate", "jacobian")
-      or _flag_value(argv, "config") is not None):
+  (uat_jax/config/workdir.py)."""
+  if (cli.flag_value(argv, "mode") not in ("evaluate", "jacobian")
+      or cli.flag_value(argv, "config") is not None):
     return argv
-  workdir = _flag_value(argv, "workdir")
+  workdir = cli.flag_value(argv, "workdir")
   if not workdir:
     return argv  # absl reports the missing --workdir
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workdir_config.py")
-  return [argv[0], f"--config={path}:{workdir}", *argv[1:]]
-
-
-def _check_moved(argv) -> None:
-  """One line for an override of a config field that moved (config_lib.MOVED)."""
-  for a in argv:
-    if a.startswith("--config."):
-      path = a[len("--config."):].split("=", 1)[0]
-      new = config_lib.moved_field(path)
-      if new is not None:
-        fail(f"--config.{path} is now --config.{new}: rename the override")
+  return [argv[0], f"--config={config_lib.WORKDIR_CONFIG}:{workdir}", *argv[1:]]
 
 
 def _parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
-  _check_moved(argv)
   try:
-    argv = FLAGS(_with_workdir_config(argv))
+    argv = FLAGS(cli.with_config_files(_with_workdir_config(argv), "config"))
     FLAGS.config.method  # a config file that failed to load raises OSError on first use
     return argv
   except OSError as e:
@@ -130,7 +111,7 @@ def _parse_flags(argv):
       fail(str(root))
     fail(f"could not load the --config file ({type(root).__name__}: "
           f"{str(root).strip().splitlines()[-1]}); pass e.g. "
-          "--config=configs/fashion_mnist.py:at_entm")
+          "--config=fashion_mnist:at_entm")
   except flags.Error as e:
     text = str(e)
     if "UatError: " in text:  # raised by get_config(arg) inside the config file

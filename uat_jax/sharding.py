@@ -9,6 +9,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from uat_jax.errors import UatError
+from uat_jax.files import is_chief  # noqa: F401 -- the process that writes, for callers
 
 DATA_AXIS = "data"
 
@@ -33,11 +34,6 @@ def replicated(mesh) -> NamedSharding:
 
 def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def is_chief() -> bool:
-  """True on the process that writes files (process 0); every process on one host."""
-  return jax.process_index() == 0
 
 
 def _local_rows(sharding, global_rows: int) -> slice:

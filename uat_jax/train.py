@@ -27,8 +27,8 @@ from clu import metrics as clu_metrics
 from flax import traverse_util
 from flax.training import train_state
 
-from uat_jax import (attacks, checkpoints, config_lib, data, files, lock, losses, models,
-                     optimizers, sharding, writers)
+from uat_jax import (attacks, checkpoints, data, files, lock, losses, models, optimizers,
+                     sharding, validation, writers)
 from uat_jax.errors import Preempted, UatError
 
 
@@ -258,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   logged. Returns {"step": the last step, **the last scalars of every evaluator}. The checkpoint
   manager and the metric writers are closed on every exit, error or not."""
   mesh = sharding.make_mesh(num_devices) if mesh is None else mesh
-  config_lib.validate(config, mesh.devices.size)
+  validation.validate(config, mesh.devices.size)
   spec = data.get_spec(config.data.name)
   _check_workdir(workdir)
   logging.info("Loading %s", config.data.name)

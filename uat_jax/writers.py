@@ -29,29 +29,7 @@ def _format(value) -> str:
   return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-class _Ignore:
-  """The clu MetricWriter methods a writer of scalars leaves out."""
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-
-class LogWriter(_Ignore):
+class LogWriter:
   """One log line per call: "[step] name=value, ..." (names sorted), "[Hyperparameters] {...}"."""
 
   def write_scalars(self, step, scalars):
@@ -68,7 +46,7 @@ class LogWriter(_Ignore):
     pass
 
 
-class TensorBoardWriter(_Ignore):
+class TensorBoardWriter:
   """Scalars and hyper-parameters in a TensorBoard event file in `logdir`
   (events.out.tfevents.<time>.<host>.<pid>.v2, one per writer). A write the filesystem refuses
   raises OSError naming the file."""
@@ -143,7 +121,7 @@ def default_writer(workdir: str, just_logging: bool = False) -> MultiWriter:
   return MultiWriter([LogWriter()] + ([] if just_logging else [TensorBoardWriter(workdir)]))
 
 
-class JsonlWriter(_Ignore):
+class JsonlWriter:
   """Appends one JSON line {"step": s, name: value, ...} per write_scalars call, each handed to
   the OS as it is written (a killed process loses none it wrote).
 

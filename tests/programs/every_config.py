@@ -13,7 +13,6 @@ uat_jax.evaluate.run_suite on the same mesh. The models' parameter counts are ch
 the published architectures' (batch-norm models also carry running statistics).
 """
 
-import glob
 import os
 import sys
 
@@ -22,15 +21,15 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tests.helpers import REPO  # noqa: E402
-from uat_jax import config_lib, data, evaluate, models, optimizers, sharding, train  # noqa: E402
+from uat_jax import data, evaluate, models, optimizers, sharding, train, validation  # noqa: E402
+from uat_jax import config as config_lib  # noqa: E402
 
 BATCH = 8
 # Configs whose programs are another config's but for constants, the augmentation (tested in
 # tests/test_data.py) or the size of the last layer: their training step is traced and lowered
 # on the 8-device mesh (every shape, dtype and sharding checked) but not compiled or run, which
 # for a PreAct ResNet-18 is 10-15 s of the test budget each.
-LOWERED_ONLY = {"svhn.py": "cifar10.py", "cifar100.py": "cifar10.py (10 classes)"}
+LOWERED_ONLY = {"svhn": "cifar10", "cifar100": "cifar10 (10 classes)"}
 PARAMETERS = {("madry_cnn", 10): 3_274_634, ("preact_resnet18", 10): 11_172_170,
               ("preact_resnet18", 100): 11_218_340}
 
@@ -39,7 +38,7 @@ def one_config(path: str) -> str:
   c = config_lib.from_file(path)  # the config's default method: AT+EntM
   with c.unlocked():
     c.batch_size, c.attack.steps, c.evals.pgd.steps = BATCH, 1, 1
-  config_lib.validate(c, 8)
+  validation.validate(c, 8)
   spec = data.get_spec(c.data.name)
   mesh = sharding.make_mesh(8)
   model = train.build_model(c, spec)
@@ -54,7 +53,7 @@ def one_config(path: str) -> str:
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (BATCH, *spec.shape), dtype=np.uint8),
            "label": rng.integers(0, spec.num_classes, (BATCH,), dtype=np.int32)}
-  name = os.path.basename(path)
+  name = path
   if name in LOWERED_ONLY:
     text = step.lower(state, sharding.shard_batch(batch, mesh)).as_text()
     assert "sharding" in text and len(text) > 10_000, path
@@ -76,14 +75,13 @@ def one_config(path: str) -> str:
       jax.random.PRNGKey(0), eps=(c.attack.eps,), batch_size=BATCH, mesh=mesh, checks=False)
   robust = result.attacks["PGD"].robust[c.attack.eps]
   assert robust.shape == (BATCH,) and robust.sum() <= result.clean.sum()
-  return (f"{os.path.basename(path)}: {c.model.name} {spec.shape} {spec.num_classes} classes, "
+  return (f"{name}: {c.model.name} {spec.shape} {spec.num_classes} classes, "
           f"train step loss {loss:.3f}, PGD-{e.steps} eval {int(robust.sum())}/{BATCH} on 8 devices")
 
 
 def main():
   assert jax.device_count() == 8
-  paths = [p for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
-           if not p.endswith("_study.py")]
+  paths = [p for p in config_lib.recipes() if not p.endswith("_study")]
   for path in paths:
     print(one_config(path), flush=True)
 

@@ -34,7 +34,7 @@ from uat_jax import attacks, losses, models, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
 from uat_jax.evaluate.checks import LARGE_EPS, SATURATED, ZERO_GRAD, masking_checks
-from uat_jax.evaluate.presets import ATTACKS, NAMED, PRESETS, entry, named, preset
+from uat_jax.evaluate.presets import ATTACKS, NAMED, PRESETS, entry, named, preset, suite_entries
 from uat_jax.evaluate.programs import make_attack
 from uat_jax.evaluate.results import (AttackResult, ResultStore, SuiteResult, cached,
                                       format_table, write_reports)
@@ -270,4 +270,4 @@ def _extra_measurements(logits_fn, entries, runnable, batches, predict, key, gri
 
 __all__ = ["ATTACKS", "NAMED", "PRESETS", "AttackResult", "ResultStore", "SuiteResult", "entry",
            "eps_grid", "format_table", "make_attack", "named", "preset", "resolve_suite",
-           "run_suite", "write_reports", "zero_gradient_fraction"]
+           "run_suite", "suite_entries", "write_reports", "zero_gradient_fraction"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from uat_jax import attacks
+from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 from uat_jax.evaluate.checks import BLACK_BOX, WHITE_BOX
 
@@ -120,3 +121,13 @@ def entry(e: dict[str, Any]) -> dict[str, Any]:
                                                if k in full]))
   full["kind"] = ATTACKS[attack]["kind"]
   return full
+
+
+def suite_entries(s) -> list[dict]:
+  """The attack entries a suite evaluator instance (config.evals.<name> of type suite) asks
+  for: the preset's, the `select`ed ones, then its `attacks`."""
+  entries = preset(s.preset) if s.preset else []
+  entries += named(config_lib.names(s.select))
+  for name, entry in s.attacks.items():
+    entries.append({"name": name, **entry.to_dict()})
+  return entries

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from absl import logging
 
-from uat_jax import sharding
+from uat_jax import masks as mask_codec, sharding
 from uat_jax.errors import UatError
 from uat_jax.files import pyplot, save_figure, write_atomic, write_json
 
@@ -24,13 +24,8 @@ from uat_jax.files import pyplot, save_figure, write_atomic, write_json
 # The typed result.
 # --------------------------------------------------------------------------------------------
 
-def _mask_text(mask: np.ndarray) -> str:
-  """A boolean mask as a compact JSON string of '0'/'1' per example."""
-  return "".join("1" if v else "0" for v in np.asarray(mask, bool))
-
-
 def _mask_array(text: str) -> np.ndarray:
-  return np.frombuffer(text.encode(), np.uint8) == ord("1")
+  return mask_codec.unpack(text).astype(bool)
 
 
 def _by_eps(table: dict) -> dict[float, Any]:
@@ -84,7 +79,7 @@ class SuiteResult:
 
   def to_json(self, masks: bool = True) -> dict[str, Any]:
     """The results.json layout: accuracies keyed by str(eps) (JSON keys are strings), per-example
-    masks as '0'/'1' strings (unless masks=False), and `info`'s entries at the top level."""
+    masks packed by uat_jax.masks (unless masks=False), and `info`'s entries at the top level."""
     out: dict[str, Any] = {
         "num_examples": self.num_examples, "clean_accuracy": self.clean_accuracy,
         "eps": list(self.eps), "only_robust": self.only_robust, "attacks": {},
@@ -100,12 +95,12 @@ class SuiteResult:
       if a.accuracy is not None:
         r["accuracy"] = {str(e): v for e, v in a.accuracy.items()}
       if masks:
-        r["robust_mask"] = {str(e): _mask_text(m) for e, m in a.robust.items()}
+        r["robust_mask"] = {str(e): mask_codec.pack(m) for e, m in a.robust.items()}
       out["attacks"][name] = r
       out["worst_case"]["cumulative"][name] = r["cumulative"]
     if masks:
-      out["clean_mask"] = _mask_text(self.clean)
-      out["worst_case"]["mask"] = {str(e): _mask_text(m) for e, m in self.worst.items()}
+      out["clean_mask"] = mask_codec.pack(self.clean)
+      out["worst_case"]["mask"] = {str(e): mask_codec.pack(m) for e, m in self.worst.items()}
     out.update(self.info)
     return out
 

@@ -7,7 +7,7 @@ Not measured yet (the development machine had no MNIST download).
 `,runlocal`: small CNN, 300 steps, PGD-10 training, eval on 1,000 test images.
 """
 
-from uat_jax import config_lib
+from uat_jax.config import base
 
 
 def _dataset(c):
@@ -32,4 +32,4 @@ def _runlocal(c):
 
 
 def get_config(arg=None):
-  return config_lib.build(arg, _dataset, _runlocal)
+  return base.build(arg, _dataset, _runlocal)

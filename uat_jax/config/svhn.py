@@ -10,12 +10,13 @@ W/checkpoints_best (evaluate it with --config.evals.checkpoint=best).
 `,runlocal`: small CNN, 300 steps, PGD checks on the 1,000 validation images.
 """
 
-from uat_jax import config_lib
+from uat_jax.config import base
 
 
 def _dataset(c):
-  config_lib.resnet_at_recipe(c, "svhn_cropped", learning_rate=0.01, num_epochs=100.0)
+  base.resnet_at_recipe(c, "svhn_cropped", learning_rate=0.01, num_epochs=100.0,
+                        num_train=73257)
 
 
 def get_config(arg=None):
-  return config_lib.build(arg, _dataset)
+  return base.build(arg, _dataset)

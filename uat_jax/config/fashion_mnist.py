@@ -6,14 +6,14 @@ Adam 1e-3, batch 128, 20 epochs (9,380 steps). The paper's own hyper-parameters 
 (docs/paper.md); every choice is a field. Measured on 2 CPU cores (jax 0.9.0): 1.0 AT step/s
 with the Madry CNN, so about 2.6 hours for an AT method; a GPU takes minutes.
 
-  python -m uat_jax.main --config=configs/fashion_mnist.py:at_entm --workdir=workdirs/fm_at_entm
+  python -m uat_jax.main --config=fashion_mnist:at_entm --workdir=workdirs/fm_at_entm
 
 Methods (the part after the colon): standard, entm, ls, at, at_entm, at_ls.
 `,runlocal` (e.g. `:at_entm,runlocal`): small CNN, 300 steps, eval on 1,000 test images;
 measured on 2 CPU cores (jax 0.9.0): about 1-2 minutes for AT methods, 15 s for standard.
 """
 
-from uat_jax import config_lib
+from uat_jax.config import base
 
 
 def _dataset(c):
@@ -29,4 +29,4 @@ def _dataset(c):
 
 
 def get_config(arg=None):
-  return config_lib.build(arg, _dataset)
+  return base.build(arg, _dataset)

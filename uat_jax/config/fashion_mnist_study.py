@@ -1,6 +1,6 @@
 r"""The paper's study at CPU scale on the embedded Fashion-MNIST (docs/study_plan.md).
 
-  python -m uat_jax.study --study=configs/fashion_mnist_study.py --root=workdirs/study
+  python -m uat_jax.study --study=fashion_mnist_study --root=workdirs/study
   launch/reproduce.sh [--quick]        # the same, then the report in results/fashion_mnist/
 
 Regime (the plan's pilot chose R2): small CNN (0.21M parameters), batch 128, 5,000 training
@@ -11,9 +11,8 @@ L-inf eps 0.1, PGD-10 of step 0.025 with a random start. After every epoch PGD-2
 (adversarially trained methods) or clean validation accuracy (the others).
 
 Runs: a sweep of beta (EntM) / alpha (LS) per regularized method at the method's first seed with
-the final schedule (the sweep run of the chosen value is that seed's final run; the finished
-sweep of 2026-11-25 is reused, `sweep_from`, the plan's amendment 7); AT, AT+EntM,
-AT+LS with seeds 0-4, standard, EntM, LS with seeds 0-2; an ablation of AT+EntM
+the final schedule (the sweep run of the chosen value is that seed's final run; a finished
+sweep's choice is reused through `sweep_from`); AT, AT+EntM, AT+LS with seeds 0-4, standard, EntM, LS with seeds 0-2; an ablation of AT+EntM
 (`regularizer.on` clean / both, `attack.loss=objective`) with seeds 0-1. Evaluation on the first
 2,000 test images with the `paper` and `strong` presets: the best checkpoint on the eps grid
 (0.05, 0.1, 0.15, 0.2, 0.3; from 0.1 for the adversarially trained methods), the last
@@ -41,7 +40,7 @@ def get_config(arg=None):
   if arg not in (None, "", "quick"):
     raise ValueError(f"unknown study variant {arg!r}: use nothing or quick")
   s = ml_collections.ConfigDict()
-  s.config = "configs/fashion_mnist.py"  # the training config every run starts from
+  s.config = "fashion_mnist"  # the recipe (or config file) every run starts from
   s.methods = (("standard", "entm", "at", "at_entm") if quick else
                ("standard", "entm", "ls", "at", "at_entm", "at_ls"))
   # Seeds per method; the first seed also runs the sweep.
@@ -75,8 +74,8 @@ def get_config(arg=None):
       for m in ("standard", "entm", "ls")})
   # Sweeps at the method's first seed, scored by the best value of the run's best_checkpoint
   # metric on the validation split (ties: the smaller value). One value: nothing is swept.
-  # The sweep of 2026-11-25 (every value trained, scored on the validation split): its choice is
-  # taken as it stands, and its runs are not retrained (the plan's amendment 7). Set
+  # The committed sweep (every value trained, scored on the validation split): its choice is
+  # taken as it stands, and its runs are not retrained (docs/study_plan.md). Set
   # --study.sweep_from='' to run the sweep again.
   s.sweep_from = "" if quick else "results/fashion_mnist/sweep_2026-11-25.json"
   s.sweep = ml_collections.ConfigDict({
@@ -125,7 +124,7 @@ def get_config(arg=None):
   # AutoAttack is per still-robust point, so it is high where the adversarially trained models
   # stay robust (eps 0.05-0.15) and low elsewhere: the primary outcome (eps 0.2) comes first,
   # the adversarially trained models' eps 0.1 and 0.15 last, and their eps 0.05 (below the
-  # training eps, outside every claim) not at all (the plan's amendment 6).
+  # training eps, outside every claim) not at all (docs/study_plan.md).
   standard_like = {m: grid for m in s.methods if m not in ADVERSARIAL}
   if quick:  # the same paths on a 2-eps grid
     s.evals = ml_collections.ConfigDict({

@@ -1,12 +1,12 @@
 r"""The paper's grid on MNIST for accelerators, with the Fashion-MNIST study's design.
 
-  python -m uat_jax.study --study=configs/mnist_study.py --root=/shared/mnist_study
+  python -m uat_jax.study --study=mnist_study --root=/shared/mnist_study
 
-Every run starts from configs/mnist.py (Madry et al.'s recipe: Madry CNN, eps 0.3, PGD-40 of
+Every run starts from mnist (Madry et al.'s recipe: Madry CNN, eps 0.3, PGD-40 of
 0.01, Adam 1e-4, 80 epochs), with early stopping added for the study: 5,000 training images held
 out for validation, PGD-100 accuracy on their first 1,000 measured every epoch (430 steps), the
 best checkpoint kept by it (clean accuracy for standard, EntM and LS). The grid is CIFAR-10's
-(configs/cifar10_study.py, uat_jax.config_lib.accelerator_study): the sweep of beta / alpha on
+(cifar10_study, uat_jax.config.accelerator_study): the sweep of beta / alpha on
 the validation split at seed 0, seeds 0-2 for AT, AT+EntM and AT+LS and 0-1 for the others, the
 AT+EntM ablation at seed 0, 2,000 test images.
 
@@ -17,14 +17,14 @@ and differences between methods say nothing. Not run yet: the time per run on a 
 be measured (`--dry_run` estimates it).
 """
 
-from uat_jax import config_lib
+from uat_jax.config import accelerator_study
 
 
 def get_config(arg=None):
   if arg not in (None, ""):
     raise ValueError(f"unknown study variant {arg!r}: this study has none")
-  return config_lib.accelerator_study(
-      "configs/mnist.py", eps_grid=(0.1, 0.2, 0.3, 0.35, 0.4), large_eps=0.4,
+  return accelerator_study.accelerator_study(
+      "mnist", eps_grid=(0.1, 0.2, 0.3, 0.35, 0.4), large_eps=0.4,
       overrides={"data": {"validation_size": 5000},
                  "evals": {"pgd": {"every_steps": 430, "num_examples": 1000}},
                  "best_checkpoint": {"metric": "eval/pgd_accuracy"}})

@@ -1,0 +1,13 @@
+"""The study's report: `python -m uat_jax.report` (see __main__).
+
+  collect     from the study's workdirs into OUT/data/ (small JSON)
+  view        the collected data: runs, per-example outcomes, paired differences
+  claims      the plan's verdict rules, one function per claim
+  formatting  numbers, intervals, p-values as the report writes them
+  markdown    REPORT.md's text
+  figures     the figures
+  readme      the README's verdict block
+  build       REPORT.md, figures and the README block from OUT/data
+
+Building from OUT/data needs none of the training stack (JAX is not imported).
+"""

@@ -1,0 +1,208 @@
+"""REPORT.md's text from the collected data: status, verdicts, robust overfitting, best and last
+checkpoints, differences to the baseline, Jacobian norms, the ablation, the masking checks and
+the sweep."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from uat_jax import stats, tables
+from uat_jax.report.claims import (claim_rows, headline, overfitting_text,
+                                   robust_overfitting)
+from uat_jax.report.formatting import ci, mean_ci, pts
+from uat_jax.report.view import (DATASETS, JACOBIAN_PRIMARY, NAMES, NOT_EVALUATED, WEAK,
+                                 Results, spearman)
+
+
+def status(r: Results) -> list[str]:
+  rows = []
+  for m in r.methods + [v for v in r.ablation]:
+    runs = r.final.get(m) or r.ablation.get(m, [])
+    trained = sum("train" in x for x in runs)
+    role = "final" if m in r.final else "ablation"
+    evaluated = {o: sum(o in x["evals"] for x in runs) for o in r.specs(role)
+                 if r.eps_of(o, runs[0]["method"], role)}
+    rows.append([NAMES.get(m, m), f"{trained}/{len(runs)}"] +
+                [", ".join(f"{o} {n}/{len(runs)}" for o, n in evaluated.items())])
+  return [tables.markdown_table(["runs", "trained", "evaluated"], rows)]
+
+
+def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
+  """REPORT.md's text; `claims`: claim_rows(r) when the caller has them already."""
+  s = r.study
+  base = s["baseline"]
+  n = next(iter(s["evals"].values()))["num_examples"]
+  dataset = DATASETS.get(r.runs[0]["dataset"], r.runs[0]["dataset"])
+  lines = [f"# Whether and how uncertainty promotion improves robustness: {dataset}", "",
+           "Built by `python -m uat_jax.report` from the JSON in `data/` under the "
+           "pre-registered plan (`docs/study_plan.md`, committed before the runs). Training eps "
+           f"{r.train_eps:g}; the paper's larger eps is {r.large:g}. Differences are in "
+           "accuracy points, mean over paired seeds with a 95% hierarchical bootstrap interval "
+           "(seeds, then test images) in brackets; the margin is 1 point. The worst case is per "
+           "test image over every attack of both presets (`paper` and `strong`) of one "
+           f"checkpoint. Evaluation on the first {n} test images.", "",
+           "## Status", ""] + status(r) + ["", "## Verdicts", ""]
+  for c in claim_rows(r) if claims is None else claims:
+    lines += [f"{headline(c)} {c['text']}", ""]
+
+  lines += ["## Robust overfitting", "",
+            "Validation numbers of every final run (the best-checkpoint metric: PGD-20 "
+            "accuracy at the training eps for the adversarially trained methods, clean accuracy "
+            "for the others), best over training and at the end:", ""]
+  rows = []
+  for m in r.methods:
+    for run in r.final[m]:
+      bl, gap = r.best_and_last(run), r.train_gap(run)
+      rows.append([NAMES[m], str(run["seed"]), run["best_metric"],
+                   "pending" if not bl else f"{100 * bl[0]:.1f}",
+                   "pending" if not bl else f"{100 * bl[1]:.1f}",
+                   "pending" if not bl else pts(bl[1] - bl[0]),
+                   "" if gap is None else pts(gap)])
+  lines += [tables.markdown_table(["method", "seed", "metric", "best", "last", "last - best",
+                    "train - validation robust at the end"], rows), "",
+            overfitting_text(robust_overfitting(r)), "",
+            "![train vs validation robust accuracy](figures/robust_overfitting.png)", ""]
+
+  lines += ["## Best and last checkpoint", "",
+            "Accuracy (%), mean over seeds with the seed-bootstrap interval:", ""]
+  header = ["method", "checkpoint", "clean"] + [f"PGD-20 @{e:g}" for e in (r.train_eps, r.large)] \
+      + [f"worst @{e:g}" for e in (r.train_eps, r.large)]
+  rows = []
+  for m in r.methods:
+    for cp in ("best", "last"):
+      cell = lambda what, e: (mean_ci(r.accuracy(r.final[m], what, e, cp))
+                              if r.covers(r.final[m], e, cp) else NOT_EVALUATED)
+      rows.append([NAMES[m], cp, cell("clean", None)]
+                  + [cell(what, e) for what in (WEAK, "worst") for e in (r.train_eps, r.large)])
+  lines += [tables.markdown_table(header, rows), ""]
+
+  lines += ["## Differences to the baseline", "",
+            "Worst case, best checkpoint, per eps (AT+EntM and AT+LS against AT; EntM and LS "
+            "against standard):", ""]
+  header = ["method"] + [f"eps {e:g}" for e in r.grid]
+  rows = []
+  for m in r.methods:
+    b = base if m.startswith("at_") else s["standard_baseline"] if m in ("entm", "ls") else None
+    if b is None:
+      continue
+    cells = []
+    for e in r.grid:
+      d = r.paired(r.final[m], r.final[b], "worst", e)
+      cells.append(NOT_EVALUATED if not r.covers(r.final[m] + r.final[b], e)
+                   else "pending" if d is None else ci(d["interval"]))
+    rows.append([f"{NAMES[m]} - {NAMES[b]}"] + cells)
+  lines += [tables.markdown_table(header, rows), "", "![differences](figures/differences_vs_eps.png)", "",
+            "Accuracy per eps (%, best checkpoint; PGD-20 / worst case):", ""]
+  rows = [[NAMES[m], mean_ci(r.accuracy(r.final[m], "clean", None))]
+          + [f"{mean_ci(r.accuracy(r.final[m], WEAK, e))} / "
+             f"{mean_ci(r.accuracy(r.final[m], 'worst', e))}" if r.covers(r.final[m], e)
+             else NOT_EVALUATED for e in r.grid]
+          for m in r.methods]
+  lines += [tables.markdown_table(["method", "clean"] + [f"eps {e:g}" for e in r.grid], rows), ""]
+
+  lines += jacobian_section(r) + ablation_section(r) + checks_section(r) + sweep_section(r)
+  return "\n".join(lines)
+
+
+def jacobian_section(r: Results) -> list[str]:
+  base = r.study["baseline"]
+  lines = ["## Input-Jacobian norms", "",
+           f"Per test image on the first {r.study['jacobian']['num_examples']} test images, best "
+           "checkpoints; ratios are AT / method (geometric mean over seeds of the ratio of mean "
+           "norms, hierarchical bootstrap interval). `T-matched AT` is AT with its logits "
+           "divided by the temperature at which its mean predictive entropy on validation "
+           "images equals the method's.", ""]
+  rows = []
+  for m in r.study["jacobian"]["methods"]:
+    if m == base or not r.final.get(m):
+      continue
+    seeds = sorted({x["seed"] for x in r.final[base]} & {x["seed"] for x in r.final[m]})
+    at = [x for x in r.final[base] if x["seed"] in seeds]
+    other = [x for x in r.final[m] if x["seed"] in seeds]
+    cells = []
+    for q in ("probs/fro", "logits/fro", "probs/spectral"):
+      b, v = Results.norms(at, q), Results.norms(other, q)
+      if b is None or v is None:
+        cells.append("pending")
+        continue
+      i = stats.log_ratio_of_means(b, v)
+      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}]")
+    t = Results.norms(at, JACOBIAN_PRIMARY, f"jacobian_T_{m}")
+    b = Results.norms(at, JACOBIAN_PRIMARY)
+    if t is None or b is None:
+      cells.append("pending")
+    else:
+      i = stats.log_ratio_of_means(b, t)
+      temps = np.mean([x[f"jacobian_T_{m}"]["temperature"] for x in at])
+      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}] (T {temps:.2f})")
+    rows.append([NAMES[m]] + cells)
+  lines += [tables.markdown_table(["method", "AT / method probs/fro", "logits/fro", "probs/spectral",
+                    "AT / T-matched AT probs/fro"], rows), ""]
+  rows = []
+  for m in r.study["jacobian"]["methods"]:
+    sp = spearman(r, m)
+    rows.append([NAMES[m], "pending" if sp is None else
+                 f"{sp[0]:+.2f} ({', '.join(f'{x:+.2f}' for x in sp[1])})"])
+  lines += ["Spearman correlation per test image between the primary norm and the worst-case "
+            "robustness margin (mean over seeds; per seed in brackets):", "",
+            tables.markdown_table(["method", "rho"], rows), "",
+            "![Jacobian norm vs margin](figures/jacobian_vs_margin.png)", ""]
+  return lines
+
+
+def ablation_section(r: Results) -> list[str]:
+  base = r.study["baseline"]
+  ab = r.study["ablation"]
+  lines = ["## Ablation (exploratory, no verdicts)", "",
+           f"{NAMES[ab['method']]} variants minus AT on the same seeds ({list(ab['seeds'])}), "
+           "best checkpoints, worst case over both presets at each eps; points with 95% "
+           "intervals. The final runs use `regularizer.on=adversarial` and `attack.loss=ce`.", ""]
+  variants = [("adversarial, ce (final runs)",
+               [x for x in r.final.get(ab["method"], []) if x["seed"] in ab["seeds"]])]
+  variants += [(v, r.ablation[v]) for v in ab["variants"] if v in r.ablation]
+  rows = []
+  for name, runs in variants:
+    at = [x for x in r.final[base] if x["seed"] in ab["seeds"]]
+    cells = []
+    for what, eps in (("clean", None), ("worst", r.train_eps), ("worst", r.large)):
+      d = r.paired(runs, at, what, eps)  # an ablation run's mask: its own outputs
+      cells.append(NOT_EVALUATED if runs and not r.covers(runs + at, eps)
+                   else "pending" if d is None else ci(d["interval"]))
+    rows.append([name] + cells)
+  lines += [tables.markdown_table(["variant", "clean", f"worst @{r.train_eps:g}", f"worst @{r.large:g}"], rows),
+            ""]
+  return lines
+
+
+def checks_section(r: Results) -> list[str]:
+  rows = []
+  for m in r.methods:
+    for run in r.final[m]:
+      ev = run["evals"].get("paper")
+      if not ev:
+        continue
+      failed = [c["name"] for c in ev["checks"] if not c["passed"]]
+      rows.append([NAMES[m], str(run["seed"]),
+                   f"{len(ev['checks']) - len(failed)}/{len(ev['checks'])}",
+                   "; ".join(failed) or "none"])
+  return ["## Gradient-masking checks", "", "The paper preset's checks on the best checkpoints "
+          "(`uat_jax/evaluate/checks.py`):", "",
+          tables.markdown_table(["method", "seed", "passed", "failed"], rows), ""]
+
+
+def sweep_section(r: Results) -> list[str]:
+  rows = []
+  for m, sw in r.sweep.items():
+    scored = ", ".join(f"{v}: {100 * x:.1f}" for v, x in sw["values"].items())
+    rows.append([NAMES.get(m, m), sw["key"], sw.get("metric", ""),
+                 scored or "(one value, not swept)", str(sw["chosen"])])
+  sources = sorted({sw["source"] for sw in r.sweep.values() if sw.get("source")})
+  note = ([f"Taken from the finished sweep in `{', '.join(sources)}` (the study's `sweep_from`): "
+           "its runs are not retrained, and the first seed's final run of the chosen value is "
+           "trained anew, so its validation score can differ from the sweep's.", ""]
+          if sources else [])
+  return ["## Sweep (validation split, final schedule, first seed)", "", *note,
+          tables.markdown_table(["method", "parameter", "score (best logged, %)", "per value", "chosen"], rows),
+          ""]
