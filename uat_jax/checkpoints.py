@@ -70,14 +70,14 @@ def storage_guard(what: str):
     raise error from None
 
 
-def remove_partial(workdir: str) -> None:
-  """Removes the folders of checkpoints whose writing never finished (a kill or a full disk
-  mid-save; orbax never restores them), with a log line each. Process 0 only."""
+def log_partial(workdir: str) -> None:
+  """Names the folders of checkpoints whose writing never finished (a kill or a full disk
+  mid-save; orbax never restores them), which the training managers remove as they open
+  (orbax's cleanup_tmp_directories). Process 0 only."""
   if jax.process_index() != 0:
     return
   for which in ("last", "best"):
     for path in glob.glob(os.path.join(directory(workdir, which), f"*{TMP_SUFFIX}*")):
-      shutil.rmtree(path, ignore_errors=True)
       logging.warning("removed %s, a checkpoint whose writing did not finish", path)
 
 
@@ -158,7 +158,8 @@ def directory(workdir: str, which: str = "last") -> str:
 
 def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
   """The training manager of `workdir`: keeps the newest `max_to_keep` complete checkpoints."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(directory(workdir), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
@@ -173,7 +174,8 @@ def best_manager(workdir: str, metric: str, mode: str = "max") -> ocp.Checkpoint
   """W/checkpoints_best: orbax's best-checkpoint support keeps the one checkpoint whose `metric`
   (saved with it) is the highest (mode "max") or lowest ("min") so far, across resumes."""
   return ocp.CheckpointManager(directory(workdir, "best"),
-                               options=_best_options(metric, mode, max_to_keep=1, create=True),
+                               options=_best_options(metric, mode, max_to_keep=1, create=True,
+                                                     cleanup_tmp_directories=True),
                                item_handlers=ocp.StandardCheckpointHandler())
 
 

@@ -1,6 +1,6 @@
 r"""Command line entry.
 
-  python -m uat_jax.main --config=RECIPE:METHOD --workdir=W   # train (or resume), e.g. fashion_mnist:at
+  python -m uat_jax.main --config=RECIPE:METHOD --workdir=W   # train or resume; fashion_mnist:at
   python -m uat_jax.main --mode=evaluate --workdir=W [--config.evals.suite.preset=paper]
   python -m uat_jax.main --mode=jacobian --workdir=W_at --workdir=W_at_entm   # compare norms
   python -m uat_jax.main --multihost ...   # one process per host (TPU pod slice, SLURM)
@@ -23,7 +23,9 @@ from uat_jax.cli import fail
 from uat_jax.errors import UatError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fashion_mnist.py:at_entm",
+config_flags.DEFINE_config_file("config", None, "A packaged recipe by name (fashion_mnist, "
+                                "cifar10, ...) or a config file, then :METHOD[,runlocal], e.g. "
+                                "fashion_mnist:at_entm",
                                 lock_config=True)
 flags.DEFINE_multi_string("workdir", None, "Directory for checkpoints, metrics and results "
                           "(--mode=jacobian: repeat it to compare workdirs).")

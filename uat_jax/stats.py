@@ -1,5 +1,6 @@
 """The study's statistics (docs/study_plan.md): paired differences with hierarchical bootstrap
-confidence intervals, the exact McNemar test (scipy's binomial test), ratios of means, and the verdict labels.
+confidence intervals, the exact McNemar test (scipy's binomial test), ratios of means, and the
+verdict labels.
 
 Data come as arrays [S, N]: S seeds (independent training runs) by N test images, the images the
 same for every seed and both methods. A difference between method M and baseline B pairs seed s

@@ -277,7 +277,7 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
   schedule = optimizers.learning_rate_schedule(config.optimizer, num_steps)
   tx = optimizers.optimizer(config.optimizer, schedule)
   state = create_train_state(config, model, spec, tx, mesh)
-  checkpoints.remove_partial(workdir)
+  checkpoints.log_partial(workdir)  # the managers remove them as they open
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
   b = config.best_checkpoint
   best = checkpoints.best_manager(workdir, b.metric, b.mode) if b.metric else None

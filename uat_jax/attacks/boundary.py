@@ -1,4 +1,5 @@
-"""FAB-T (Croce & Hein 2020, "fast adaptive boundary"), L-inf: minimal-distortion targeted attack."""
+"""FAB-T (Croce & Hein 2020, "fast adaptive boundary"), L-inf: the minimal-distortion targeted
+attack."""
 
 from __future__ import annotations
 

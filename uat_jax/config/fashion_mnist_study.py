@@ -12,7 +12,8 @@ L-inf eps 0.1, PGD-10 of step 0.025 with a random start. After every epoch PGD-2
 
 Runs: a sweep of beta (EntM) / alpha (LS) per regularized method at the method's first seed with
 the final schedule (the sweep run of the chosen value is that seed's final run; a finished
-sweep's choice is reused through `sweep_from`); AT, AT+EntM, AT+LS with seeds 0-4, standard, EntM, LS with seeds 0-2; an ablation of AT+EntM
+sweep's choice is reused through `sweep_from`); AT, AT+EntM, AT+LS with seeds 0-4, standard,
+EntM, LS with seeds 0-2; an ablation of AT+EntM
 (`regularizer.on` clean / both, `attack.loss=objective`) with seeds 0-1. Evaluation on the first
 2,000 test images with the `paper` and `strong` presets: the best checkpoint on the eps grid
 (0.05, 0.1, 0.15, 0.2, 0.3; from 0.1 for the adversarially trained methods), the last

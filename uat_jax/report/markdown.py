@@ -16,7 +16,7 @@ from uat_jax.report.view import (DATASETS, JACOBIAN_PRIMARY, NAMES, NOT_EVALUATE
                                  Results, spearman)
 
 
-def status(r: Results) -> list[str]:
+def status_section(r: Results) -> list[str]:
   rows = []
   for m in r.methods + [v for v in r.ablation]:
     runs = r.final.get(m) or r.ablation.get(m, [])
@@ -43,7 +43,7 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
            "(seeds, then test images) in brackets; the margin is 1 point. The worst case is per "
            "test image over every attack of both presets (`paper` and `strong`) of one "
            f"checkpoint. Evaluation on the first {n} test images.", "",
-           "## Status", ""] + status(r) + ["", "## Verdicts", ""]
+           "## Status", ""] + status_section(r) + ["", "## Verdicts", ""]
   for c in claim_rows(r) if claims is None else claims:
     lines += [f"{headline(c)} {c['text']}", ""]
 

@@ -49,7 +49,7 @@ def _norms(study, logits_fn, config) -> dict[str, dict[str, np.ndarray]]:
   return out
 
 
-def jacobian_norms(study, root: str, run: spec.Run) -> None:
+def best_checkpoint_norms(study, root: str, run: spec.Run) -> None:
   """Per-example Jacobian norms of the run's best checkpoint on the first test images
   (W/eval/jacobian/)."""
   w = spec.run_dir(root, run)

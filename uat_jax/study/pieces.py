@@ -106,8 +106,8 @@ def pieces(study, root: str) -> list[Piece]:
     w = spec.run_dir(root, r)
     out.append(Piece(f"jacobian {r.name}",
                      _marker(os.path.join(spec.jacobian_dir(w), "summary.json")),
-                     (f"train {r.name}",), functools.partial(controls.jacobian_norms, study,
-                                                            root, r)))
+                     (f"train {r.name}",),
+                     functools.partial(controls.best_checkpoint_norms, study, root, r)))
   for base in [r for r in finals if r.method == study.baseline and r.method in j.methods]:
     for other in [r for r in finals if r.method in j.methods and r.method != study.baseline
                   and r.seed == base.seed]:
