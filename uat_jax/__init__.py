@@ -10,7 +10,7 @@ evaluate (the attack suite), jacobian > attacks, batching, writers > the leaves 
 losses, ..., config) > files > errors.
 """
 
-__version__ = "0.2.0"
+from uat_jax.version import VERSION as __version__  # noqa: E402
 
 
 def __getattr__(name):

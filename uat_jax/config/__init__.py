@@ -12,10 +12,10 @@ from uat_jax.config.base import (EVALUATOR_TYPES, METHOD_DEFAULTS, OPTIMIZERS, S
                                  VARIANTS, base_config, build, early_stopping, evaluator,
                                  evaluators, names, parse_arg, resnet_at_recipe, runlocal,
                                  scalar_prefix)
-from uat_jax.config.loading import (WORKDIR_CONFIG, from_file, load_workdir_config, path_of,
-                                    recipes, split_spec)
+from uat_jax.config.loading import (WORKDIR_CONFIG, describe, from_file, load_workdir_config,
+                                    path_of, recipes, split_spec)
 
 __all__ = ["EVALUATOR_TYPES", "METHOD_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "VARIANTS",
-           "base_config", "build", "early_stopping", "evaluator", "evaluators", "from_file",
+           "base_config", "build", "describe", "early_stopping", "evaluator", "evaluators", "from_file",
            "load_workdir_config", "names", "WORKDIR_CONFIG", "parse_arg", "path_of", "recipes",
            "resnet_at_recipe", "runlocal", "scalar_prefix", "split_spec"]

@@ -4,6 +4,7 @@ config a workdir was trained with (its config.json). Imports ml_collections only
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -38,6 +39,12 @@ def path_of(spec: str) -> str:
           else "")
   raise UatError(f"config {spec!r} is neither a file nor a packaged recipe ({', '.join(recipes())})"
                  f"{hint}")
+
+
+def describe(spec: str) -> str:
+  """A config file's docstring (what the recipe reproduces), read without running it."""
+  with open(path_of(spec)) as f:
+    return ast.get_docstring(ast.parse(f.read())) or ""
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:

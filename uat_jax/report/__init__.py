@@ -1,4 +1,4 @@
-"""The study's report: `python -m uat_jax.report` (see __main__).
+"""The study's report: `python -m uat_jax.report` (see entry.py).
 
   collect     from the study's workdirs into OUT/data/ (small JSON)
   view        the collected data: runs, per-example outcomes, paired differences
@@ -8,6 +8,7 @@
   figures     the figures
   readme      the README's verdict block
   build       REPORT.md, figures and the README block from OUT/data
+  entry       the command line (python -m uat_jax.report)
 
 Building from OUT/data needs none of the training stack (JAX is not imported).
 """

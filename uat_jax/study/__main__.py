@@ -1,52 +1,8 @@
-r"""The paper's study as one resumable pipeline (docs/reproducing.md, docs/study_plan.md).
+"""python -m uat_jax.study (uat_jax/study/entry.py)."""
 
-  python -m uat_jax.study --study=fashion_mnist_study[:quick] --root=workdirs/study
-  python -m uat_jax.study --study=cifar10_study --root=R --dry_run
+from uat_jax.study import entry
 
-Several processes started with the same command share the pieces (uat_jax.study.scheduler).
-"""
-
-from __future__ import annotations
-
-from absl import flags
-from ml_collections import config_flags
-
-from uat_jax import cli
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  config_flags.DEFINE_config_file("study", None, "Study config: a packaged one by name "
-                                  "(fashion_mnist_study, cifar10_study, ...; fashion_mnist_study:"
-                                  "quick) or a file", lock_config=True)
-  flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
-  cli.define_multihost_flags()
-  flags.DEFINE_bool("dry_run", False, "Print every training run with its FLOPs per step and "
-                    "estimated hours on accelerators; train nothing.")
-  flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
-                      "a SLURM array: --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
-  flags.DEFINE_string("only", "", "Comma-separated shell patterns of piece names (as the log "
-                      "names them): run only those pieces and what they need, e.g. "
-                      "--only='evaluate * strong_last'.")
-  flags.mark_flags_as_required(["study", "root"])
-
-
-def main():
-  from uat_jax import sharding  # after flag parsing, so XLA_FLAGS set by the caller apply
-  from uat_jax.study import cost, scheduler
-  if cli.multihost_args():
-    sharding.initialize_distributed(*cli.multihost_args())
-  if FLAGS.dry_run:
-    print(cost.dry_run(FLAGS.study, FLAGS.root), flush=True)
-    return
-  scheduler.run(FLAGS.study, FLAGS.root, FLAGS.shard, only=FLAGS.only)
-
-
-def cli_main():
-  _define_flags()
-  cli.run_app(main, flags_parser=lambda argv: FLAGS(cli.with_config_files(argv, "study")))
-
+__doc__ = entry.__doc__  # what --help shows
 
 if __name__ == "__main__":
-  cli_main()
+  entry.cli_main()
