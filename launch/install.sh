@@ -50,5 +50,6 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,test]'
+# The tested versions (constraints.txt) of the core, the datasets, the figures and the tests.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[data,plots,dev,test]'
 echo "uat_jax installed in .venv ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

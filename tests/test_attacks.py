@@ -279,3 +279,17 @@ def test_fab_finds_the_minimal_linf_perturbation_of_a_linear_classifier():
   # Points within 3% of the eps boundary may go either way; all others are decided.
   clear = np.abs(analytic / eps - 1) > 0.03
   np.testing.assert_array_equal(fooled[clear], (analytic <= eps)[clear])
+
+
+def test_labels_given_as_a_list_are_converted_or_refused_in_one_line():
+  x = np.random.default_rng(0).random((4, 4, 4, 1)).astype(np.float32)
+  logits_fn = lambda v: v.reshape(v.shape[0], -1)[:, :10] * 3.0  # noqa: E731
+  key = jax.random.PRNGKey(0)
+  as_list = attacks.pgd(logits_fn, x, [0, 1, 2, 3], key=key, eps=0.1, step_size=0.02, steps=2)
+  as_array = attacks.pgd(logits_fn, x, np.arange(4), key=key, eps=0.1, step_size=0.02, steps=2)
+  np.testing.assert_array_equal(as_list, as_array)
+  np.testing.assert_array_equal(attacks.fgsm(logits_fn, x, [0, 1, 2, 3], eps=0.1),
+                                attacks.fgsm(logits_fn, x, np.arange(4), eps=0.1))
+  with pytest.raises(UatError, match=r"labels must be 4 integers \(one per image\), got dtype "
+                                     r"float64"):
+    attacks.pgd(logits_fn, x, [0.5, 1, 2, 3], key=key, eps=0.1, step_size=0.02, steps=2)

@@ -183,7 +183,9 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("flag,message", [
-    ("--config.attack.epsx=0.1", "unknown config field"),
+    ("--config.attack.epsx=0.1", "); list the fields and their values with `uat-jax config "
+     "show RECIPE:METHOD`"),
+    ("--config.evals.suite.eps=abc", "evals.suite.eps=('abc',) must hold numbers"),
     ("--config.attack.eps=abc", "could not convert"),
     ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),  # every value: test_train.py
     ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
@@ -212,8 +214,11 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
 
 
 def strip_times(result):
+  """A result without what differs between two runs of the same evaluation: the seconds each
+  attack took and the date in its provenance."""
   for r in result["attacks"].values():
     r.pop("seconds")
+  result["provenance"].pop("date")
   return result
 
 
@@ -246,7 +251,7 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   optimizer = ["--config.optimizer.name=sgd", "--config.optimizer.weight_decay=5e-4"]
   flags = ["--mode=evaluate", f"--workdir={target}", "--config.evals.suite.preset=paper",
            *optimizer, f"--config.evals.suite.surrogate_workdir={surrogate}",
-           "--config.evals.suite.num_examples=32", "--config.evals.suite.eps=(0.1, 0.2)",
+           "--config.evals.suite.num_examples=32", "--config.evals.suite.eps=1/10,2/10",
            "--config.evals.suite.batch_size=32"]
   first = run_cli(*flags)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -256,6 +261,11 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
           "accuracy_vs_eps.png"} <= set(os.listdir(out))
   result = json.load(open(os.path.join(out, "results.json")))
   assert result["num_examples"] == 32 and result["checkpoint_step"] == 60
+  from uat_jax.version import VERSION
+  p = result["provenance"]  # what produced the result, beside the schema of the file
+  assert result["schema_version"] == 2 and p["uat_jax"] == VERSION and p["jax"] == jax_version()
+  assert p["threat_model"] == {"norm": "linf", "eps": [0.1, 0.2]} and p["seed"] == 0
+  assert p["backend"] == "cpu" and p["device_count"] >= 1 and p["git"]["commit"]
   assert list(result["attacks"]) == ["FGSM", "PGD-20", "PGD-100", "CW-100", "Transfer-PGD-20"]
   acc = {n: r["accuracy"] for n, r in result["attacks"].items()}
   assert acc["Transfer-PGD-20"]["0.1"] >= acc["PGD-20"]["0.1"] - 1 / 32  # black-box is weaker
@@ -301,11 +311,14 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert {"norms.npz", "summary.json"} <= set(os.listdir(os.path.join(surrogate, "jacobian")))
   table = open(os.path.join(out, "comparison.md")).read()
   assert "| clean | logits/fro |" in table and "| adversarial | probs/spectral |" in table
+  assert "'ratio' = the norm ratio this / baseline" in table and " ratio 1.00 " in table
   assert "target (standard)" in table and "surrogate (standard)" in table
   rows = open(os.path.join(out, "comparison.csv")).read().splitlines()
   baseline_rows = [r for r in rows[1:] if r.startswith(surrogate + ",")]
   assert baseline_rows and all(r.endswith(",1.0") for r in baseline_rows)
   import numpy as np
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert summary["provenance"]["uat_jax"] == VERSION and "date" in summary["provenance"]
   norms = np.load(os.path.join(out, "norms.npz"))
   assert norms["clean/logits/fro"].shape == (20,) and np.all(norms["clean/logits/fro"] > 0)
 
@@ -364,3 +377,21 @@ def test_evaluate_and_jacobian_errors_are_one_line(tmp_path):
     with pytest.raises(UatError, match=message):
       jacobian_compare.analyze_workdirs(c, [str(w) for w in workdirs])
   assert sorted(os.listdir(workdir)) == ["config.json"] and not other.exists()
+
+
+
+def test_eps_fractions_are_read_in_every_eps_field_and_lists_of_them():
+  """8/255 in --config.<...>.eps and .step_size, alone or in a list with or without parentheses,
+  becomes a decimal the config parser reads (the CLI end to end: the evaluation in
+  test_cli_train_evaluate_jacobian_end_to_end passes --config.evals.suite.eps=1/10,2/10)."""
+  from uat_jax import cli
+  assert cli.with_fractions(["--config.attack.eps=8/255", "--config.evals.x.eps=(2/255, 0.1)",
+                             "--config.attack.step_size=2/255", "--config.seed=1/2"]) == [
+      f"--config.attack.eps={8 / 255!r}", f"--config.evals.x.eps=({2 / 255!r}, 0.1)",
+      f"--config.attack.step_size={2 / 255!r}", "--config.seed=1/2"]
+  assert cli.with_fractions(["--config.evals.suite.eps=4/255,8/255"]) == [
+      f"--config.evals.suite.eps=({4 / 255!r},{8 / 255!r})"]
+
+def jax_version() -> str:
+  from importlib.metadata import version
+  return version("jax")

@@ -127,7 +127,9 @@ def test_a_flipped_bit_is_caught_by_the_checksums_and_old_checkpoints_still_rest
   with absl_log() as lines:
     assert uat_jax.load(workdir, config=config).step == 4  # unverified
     uat_jax.load(workdir, config=config)
-  assert sum("have no checksums" in line for line in lines) <= 1  # once per directory
+  # Once per directory, and saying what a missing record means now (not "an older version").
+  assert sum("has no checksum record (its run is still training, or was killed right after "
+             "the save)" in line for line in lines) == 1
 
 
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(trained, tmp_path):
@@ -239,6 +241,12 @@ def test_one_writer_per_workdir_and_a_dead_holder_is_taken_over(tmp_path):
     with pytest.raises(UatError, match=f"^{w} is in use by pid {holder.pid} on "
                                        f"{socket.gethostname()} \\(training since "):
       train.train_and_evaluate(tiny_config(), str(w))
+    # Evaluating a workdir that trains is refused before anything is restored, naming the way
+    # to evaluate it meanwhile.
+    from uat_jax import evaluators
+    with pytest.raises(UatError, match=r"\(training since .*: wait for it to finish, or evaluate "
+                                       r"it meanwhile with --config.evals.output_dir=DIR"):
+      evaluators.evaluate_workdir(tiny_config(), str(w))
     assert snapshot(str(w)) == before  # nothing touched
   finally:
     holder.kill()  # SIGKILL: no release, the holder's description stays in the file

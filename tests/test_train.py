@@ -80,8 +80,8 @@ def test_one_step_on_8_devices_equals_1_device_and_pmap_equals_jit():
 def test_every_config_trains_and_evaluates_a_step_on_8_devices():
   """Each shipped training config (model, input shape, classes, augmentation, attack,
   optimizer) runs one training step and one PGD evaluation step on 8 simulated devices (SVHN's
-  and CIFAR-100's, the CIFAR-10 program but for constants, flips or the last layer's size, are
-  lowered there instead)."""
+  and CIFAR-100's, the CIFAR-10 program but for constants, flips or the last layer's size, and
+  MNIST's, the Fashion-MNIST program but for constants, are lowered there instead)."""
   proc = helpers.run_program("every_config")  # tests/programs/every_config.py
   for name in ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"):
     assert f"{name}: " in proc.stdout and "on 8 devices" in proc.stdout, proc.stdout

@@ -136,8 +136,9 @@ def verify(mngr: ocp.CheckpointManager, step: int) -> None:
   if not os.path.exists(path):
     if str(mngr.directory) not in _UNVERIFIED_WARNED:
       _UNVERIFIED_WARNED.add(str(mngr.directory))
-      logging.warning("checkpoints in %s have no checksums (saved before uat_jax kept them): "
-                      "restoring without verification", mngr.directory)
+      logging.warning("checkpoint %d in %s has no checksum record (its run is still training, "
+                      "or was killed right after the save): restoring without verification",
+                      step, mngr.directory)
     return
   with open(path) as f:
     recorded = json.load(f)["sha256"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging as pylogging
 import os
+import re
 import sys
 import threading
 
@@ -91,6 +92,27 @@ def with_config_files(argv, name: str):
       out[i + 1] = resolved
     else:
       out[i] = f"{head}={resolved}"
+  return out
+
+
+FRACTION = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)(?![\w.])")
+FRACTION_FIELDS = ("eps", "step_size")  # fields on the [0, 1] image scale, often k/255
+
+
+def with_fractions(argv):
+  """argv with fractions such as 8/255 in --config.<...>.eps and .step_size overrides (alone or
+  in a list, `4/255,8/255` or `(4/255, 8/255)`) written as decimals, which the config parser
+  reads; a list given without parentheses gets them."""
+  out = []
+  for a in argv:
+    head, sep, value = a.partition("=")
+    field = head.rsplit(".", 1)[-1]
+    if sep and head.startswith("--config.") and field in FRACTION_FIELDS and "/" in value:
+      value = FRACTION.sub(lambda m: repr(float(m.group(1)) / float(m.group(2))), value)
+      if "," in value and not value.lstrip().startswith(("(", "[")):
+        value = f"({value})"
+      a = f"{head}={value}"
+    out.append(a)
   return out
 
 

@@ -175,6 +175,7 @@ class SuiteEvaluator:
         logits_fn, x, y, entries, jax.random.PRNGKey(s.seed), eps=eps, batch_size=s.batch_size,
         checks=s.checks, only_robust=only_robust, surrogates=surrogates,
         objective=losses.per_example_objective(config), mesh=mesh, store=store)
+    result.info["provenance"].update(seed=s.seed, training_seed=config.seed)
     result.info.update({"checkpoint_step": step, "method": config.method,
                         "dataset": config.data.name, "model": config.model.name,
                         "preset": s.preset, "split": split_name(config, self.split),
@@ -247,8 +248,13 @@ def evaluate_workdir(config, workdir: str, num_devices: Optional[int] = None,
   validation.validate(config, mesh.devices.size)
   step = validation.evaluated_step(config) if step is None else step
   names = config_lib.names(config.evals.on_evaluate) if names is None else tuple(names)
-  clf = classifier.load(workdir, step, config, mesh)  # reads only: a bad workdir stays as is
   base = config.evals.output_dir or workdir
+  holder = lock.holder(base)  # before restoring: a workdir that is training is refused at once
+  if holder:
+    raise lock.InUse(base, holder, fix=(
+        "wait for it to finish, or evaluate it meanwhile with --config.evals.output_dir=DIR "
+        "(the checkpoints are only read)" if base == workdir else None))
+  clf = classifier.load(workdir, step, config, mesh)  # reads only: a bad workdir stays as is
   with lock.lock(base, "evaluation", fix=lock.OUTPUT_DIR_FIX):  # fails before any attack
     return _evaluate_locked(config, workdir, base, mesh, step, clf, names)
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from uat_jax import attacks, files, losses, models, sharding
+from uat_jax import attacks, files, losses, models, provenance, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
 
@@ -245,7 +245,8 @@ def save(out_dir: str, norms: dict[str, dict[str, np.ndarray]],
   np.savez(buf, **{f"{where}/{q}": v for where, d in norms.items() for q, v in d.items()})
   files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
   summary = {where: {q: summarize(v) for q, v in d.items()} for where, d in norms.items()}
-  files.write_json(os.path.join(out_dir, "summary.json"), {**info, "summary": summary})
+  files.write_json(os.path.join(out_dir, "summary.json"), {
+      **info, "summary": summary, "provenance": provenance.record()})
   return summary
 
 

@@ -92,26 +92,29 @@ def _rows(comparison):
 
 
 def _ratio(comparison, r, where, q) -> float:
+  """The norm ratio this / baseline of mean norms: below 1, the norm shrinks by that factor."""
   base = next(b for b in comparison["workdirs"] if b["workdir"] == comparison["baseline"])
-  mean = r["summary"][where][q]["mean"]
-  return base["summary"][where][q]["mean"] / mean if mean > 0 else float("inf")
+  mean = base["summary"][where][q]["mean"]
+  return r["summary"][where][q]["mean"] / mean if mean > 0 else float("inf")
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:
-  """Markdown: mean (median) of every norm per workdir, and baseline mean / this mean."""
+  """Markdown: mean (median) of every norm per workdir, and the norm ratio this / baseline."""
   runs = comparison["workdirs"]
   base = next(r for r in runs if r["workdir"] == comparison["baseline"])
-  lines = [f"Input-Jacobian norms on {runs[0]['num_examples']} examples; "
-           f"'x' = mean of the baseline {_label(base)} / mean of the workdir.", "",
+  lines = [f"Input-Jacobian norms on {runs[0]['num_examples']} examples; 'ratio' = the norm "
+           f"ratio this / baseline ({_label(base)}) of mean norms: 0.50 means the norm shrinks "
+           "by half relative to the baseline.", "",
            "| points | quantity | " + " | ".join(_label(r) for r in runs) + " |",
            "|---|---" + "|---" * len(runs) + "|"]
   for where, q in _rows(comparison):
     cells = []
     for r in runs:
       s = r["summary"][where][q]
-      cells.append(f"{s['mean']:.4g} ({s['median']:.4g}) x{_ratio(comparison, r, where, q):.2f}")
+      cells.append(f"{s['mean']:.4g} ({s['median']:.4g}) ratio "
+                   f"{_ratio(comparison, r, where, q):.2f}")
     lines.append(f"| {where} | {q} | " + " | ".join(cells) + " |")
-  lines += ["", "Cells: mean (median) and the ratio to the baseline. Quantities: <output>/<norm> "
+  lines += ["", "Cells: mean (median) and the norm ratio this / baseline. Quantities: <output>/<norm> "
             "of d output / d x (fro = Frobenius, spectral = largest singular value, inf = max "
             "absolute row sum); loss_grad = |d CE / d x|_2."]
   return "\n".join(lines) + "\n"
@@ -119,7 +122,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 def comparison_csv(comparison: dict[str, Any]) -> str:
   lines = ["workdir,method,checkpoint_step,points,quantity,mean,std,median,p5,p95,"
-           "baseline_over_this"]
+           "ratio_this_over_baseline"]
   for r in comparison["workdirs"]:
     for where, q in _rows(comparison):
       s = r["summary"][where][q]

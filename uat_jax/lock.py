@@ -42,9 +42,9 @@ class InUse(UatError):
   """The directory's lock is held by another process (or by this one, for another purpose):
   `directory` and `holder` (its description)."""
 
-  def __init__(self, directory: str, holder: str):
-    super().__init__(f"{directory} is in use by {holder}: wait for it to finish, or choose "
-                     "another directory")
+  def __init__(self, directory: str, holder: str, fix: Optional[str] = None):
+    super().__init__(f"{directory} is in use by {holder}: "
+                     f"{fix or 'wait for it to finish, or choose another directory'}")
     self.directory, self.holder = directory, holder
 
 

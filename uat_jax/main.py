@@ -49,6 +49,7 @@ def main():
     logging.info("Process %d of %d", jax.process_index(), jax.process_count())
 
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
+  sharding.compilation_cache(os.path.join(sharding.user_cache_dir(), "jax"))
   config = FLAGS.config
   workdirs = FLAGS.workdir
   chief = sharding.is_chief()
@@ -102,7 +103,7 @@ def _with_workdir_config(argv):
 def _parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
   try:
-    argv = FLAGS(cli.with_config_files(_with_workdir_config(argv), "config"))
+    argv = FLAGS(cli.with_fractions(cli.with_config_files(_with_workdir_config(argv), "config")))
     FLAGS.config.method  # a config file that failed to load raises OSError on first use
     return argv
   except OSError as e:
@@ -122,7 +123,7 @@ def _parse_flags(argv):
   except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
     detail = str(e.args[0] if e.args else e).replace("\\n", " ")
     fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
-          "fields with --helpfull or read the config file")
+          "fields and their values with `uat-jax config show RECIPE:METHOD`")
   except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
     fail(f"bad config override: {e}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import numpy as np
@@ -112,3 +113,18 @@ class PmapStep:
     batch = {k: np.asarray(v).reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()}
     state, metrics = self._step(state, batch)
     return state, jax.tree.map(lambda a: a[0], metrics)
+
+
+def user_cache_dir() -> str:
+  """uat_jax's folder in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "uat_jax")
+
+
+def compilation_cache(directory: str, min_compile_time_s: float = 0.1) -> None:
+  """JAX's persistent compilation cache in `directory`, unless the user chose one
+  (JAX_COMPILATION_CACHE_DIR): a program compiled once (same model, attack and shapes) is
+  loaded by every later evaluation, training or study piece instead of compiled again."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_s)

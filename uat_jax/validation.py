@@ -63,6 +63,8 @@ def validate(c, num_devices: int = 1) -> None:
            "set a positive --config.num_train_steps or --config.num_epochs")
   _require(c.num_train_steps <= 0 or c.num_train_steps < 2 ** 31,
            f"num_train_steps={c.num_train_steps} must be below 2**31")
+  _require(isinstance(c.attack.eps, (int, float)),
+           f"attack.eps={c.attack.eps!r} must be a number, e.g. 0.1 or 8/255")
   attacks.check_eps(c.attack.eps)
   _require(c.attack.step_size >= 0 and math.isfinite(c.attack.step_size),
            f"attack.step_size={c.attack.step_size} must be >= 0")
@@ -157,6 +159,9 @@ def validate_evals(c) -> None:
     if ev.type == "pgd":
       _require(ev.steps >= 0, f"evals.{name}.steps={ev.steps} must be >= 0")
     elif ev.type == "suite":
+      _require(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ev.eps),
+               f"evals.{name}.eps={tuple(ev.eps)} must hold numbers on the [0, 1] scale, e.g. "
+               f"--config.evals.{name}.eps=0.1,0.2 or 4/255,8/255")
       for eps in ev.eps:
         attacks.check_eps(eps)
       evaluate.resolve_suite(evaluate.suite_entries(ev), ev.only_robust)

@@ -29,7 +29,8 @@ BATCH = 8
 # tests/test_data.py) or the size of the last layer: their training step is traced and lowered
 # on the 8-device mesh (every shape, dtype and sharding checked) but not compiled or run, which
 # for a PreAct ResNet-18 is 10-15 s of the test budget each.
-LOWERED_ONLY = {"svhn": "cifar10", "cifar100": "cifar10 (10 classes)"}
+LOWERED_ONLY = {"svhn": "cifar10", "cifar100": "cifar10 (10 classes)",
+                "mnist": "fashion_mnist"}
 PARAMETERS = {("madry_cnn", 10): 3_274_634, ("preact_resnet18", 10): 11_172_170,
               ("preact_resnet18", 100): 11_218_340}
 

@@ -40,7 +40,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   highest-loss one. Use loss="ce" (APGD-CE), "dlr" (APGD-DLR) or any per-example loss; see
   apgd_targeted for APGD-T.
   """
-  loss_fn, x = checked("APGD", x, y, eps, norm, loss, steps, restarts, min_steps=1)
+  loss_fn, x, y = checked("APGD", x, y, eps, norm, loss, steps, restarts, min_steps=1)
   project = PROJECTIONS[norm]
   b = x.shape[0]
   ckpt = dict(apgd_checkpoints(steps))
@@ -95,7 +95,7 @@ def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.A
   """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, once per target class, the
   targets being the `num_targets` classes with the highest clean logits after the top one. Each
   example keeps the first run that misclassified it, or else its result for the last target."""
-  check_inputs(x, y)
+  x, y = check_inputs(x, y)
   num_classes = jax.eval_shape(logits_fn, jnp.asarray(x[:1], jnp.float32)).shape[-1]
   if num_classes < 4 or not 1 <= num_targets <= num_classes - 1:
     raise UatError(f"APGD-T needs >= 4 classes and 1 <= num_targets <= {num_classes - 1}, got "

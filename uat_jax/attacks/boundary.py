@@ -105,7 +105,7 @@ def fab_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Ar
   projected onto the eps-ball (and [0, 1]), so it is adversarial exactly where FAB found a point
   at distance <= eps."""
   check_eps(eps)
-  check_inputs(x, y)
+  x, y = check_inputs(x, y)
   x = jnp.asarray(x, jnp.float32)
   num_classes = jax.eval_shape(logits_fn, x[:1]).shape[-1]
   if not 1 <= num_targets <= num_classes - 1 or steps < 1 or restarts < 1:

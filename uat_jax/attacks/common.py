@@ -141,14 +141,15 @@ def _check_norm(norm: str) -> None:
 
 
 def checked(name, x, y, eps, norm, loss, steps, restarts, min_steps):
-  """Validates an iterative attack's arguments; returns (per-example loss, float32 images)."""
-  check_inputs(x, y)
+  """Validates an iterative attack's arguments; returns (per-example loss, float32 images,
+  labels as an array)."""
+  x, y = check_inputs(x, y)
   _check_norm(norm)
   check_eps(eps, norm)
   if steps < min_steps or restarts < 1:
     raise UatError(f"{name} needs steps >= {min_steps} and restarts >= 1, got steps={steps}, "
                    f"restarts={restarts}")
-  return resolve_loss(loss), jnp.asarray(x, jnp.float32)
+  return resolve_loss(loss), jnp.asarray(x, jnp.float32), y
 
 
 def input_grad(logits_fn, loss_fn, y):

@@ -23,7 +23,7 @@ def spsa(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   directions are evaluated per forward pass. Each example returns its first misclassified
   iterate, or else the last one."""
   check_eps(eps)
-  check_inputs(x, y)
+  x, y = check_inputs(x, y)
   if steps < 1 or samples < 1 or not delta > 0:
     raise UatError(f"SPSA needs steps >= 1, samples >= 1 and delta > 0, got steps={steps}, "
                    f"samples={samples}, delta={delta}")

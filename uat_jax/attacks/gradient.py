@@ -18,7 +18,7 @@ def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
          loss: Union[str, PerExampleLoss] = "ce") -> jax.Array:
   """Fast gradient sign method (Goodfellow et al. 2015): one L-inf step of size eps from x."""
   check_eps(eps)
-  check_inputs(x, y)
+  x, y = check_inputs(x, y)
   x = jnp.asarray(x, jnp.float32)
   g = input_grad(logits_fn, resolve_loss(loss), y)(x)
   return project_linf(x + eps * jnp.sign(g), x, eps)
@@ -36,7 +36,7 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
   that misclassified it, or else the one with the highest loss. The step loop is a
   `lax.fori_loop`; `unroll` (an int, or True for fully unrolled) trades compile time for speed.
   """
-  loss_fn, x = checked("PGD", x, y, eps, norm, loss, steps, restarts, min_steps=0)
+  loss_fn, x, y = checked("PGD", x, y, eps, norm, loss, steps, restarts, min_steps=0)
   grad_fn = input_grad(logits_fn, loss_fn, y)
   project = PROJECTIONS[norm]
 

@@ -81,7 +81,7 @@ def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, e
   still-robust examples only: square_start and square_steps.)
   """
   check_eps(eps)
-  check_inputs(x, y)
+  x, y = check_inputs(x, y)
   if queries < 1:
     raise UatError(f"Square needs queries >= 1, got {queries}")
   x = jnp.asarray(x, jnp.float32)

@@ -30,11 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from uat_jax import attacks, losses, models, sharding
+from uat_jax import attacks, losses, models, provenance, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
 from uat_jax.evaluate.checks import LARGE_EPS, SATURATED, ZERO_GRAD, masking_checks
 from uat_jax.evaluate.presets import ATTACKS, NAMED, PRESETS, entry, named, preset, suite_entries
+from uat_jax.evaluate import progress as progress_lib
 from uat_jax.evaluate.programs import make_attack
 from uat_jax.evaluate.results import (AttackResult, ResultStore, SuiteResult, cached,
                                       format_table, write_reports)
@@ -47,19 +48,24 @@ PROGRESS_SECONDS = 30.0  # log within an (attack, eps) at most this often
 
 
 def _correct(predict, attack_fn, batches: Batches, idx: np.ndarray, key, eps, label: str = "",
-             keep: Optional[np.ndarray] = None) -> np.ndarray:
+             keep: Optional[np.ndarray] = None,
+             on_batch: Optional[Callable[[int, float], None]] = None) -> np.ndarray:
   """Per-example correctness under the attack on the examples `idx` (False elsewhere); with
-  `keep` (an array shaped like the images), the adversarial images are written into it."""
+  `keep` (an array shaped like the images), the adversarial images are written into it;
+  `on_batch(points, seconds)` after each batch."""
   y = batches.arrays["y"]
   out = np.zeros(len(y), bool)
   num_batches = batches.num_batches(len(idx))
   t0 = last = time.time()
   for i, sel, b in batches(idx):
+    t_batch = time.time()
     x_adv = attack_fn(b["x"], b["y"], jax.random.fold_in(key, i), jnp.float32(eps))
     out[sel] = sharding.to_host(predict(x_adv))[: len(sel)] == y[sel]
     if keep is not None:
       keep[sel] = sharding.to_host(x_adv)[: len(sel)]
     now = time.time()
+    if on_batch is not None:
+      on_batch(len(sel), now - t_batch)
     if label and now - last > PROGRESS_SECONDS and i + 1 < num_batches:
       last = now
       logging.info("  %s: batch %d/%d, ETA %.0fs", label, i + 1, num_batches,
@@ -125,27 +131,13 @@ def eps_grid(eps) -> tuple[float, ...]:
   return tuple(float(e) for e in values)
 
 
-def _eta(rate: Optional[float], later_eps, worst, only_robust: bool, n: int,
-         later_attacks: int) -> str:
-  """The time left, from this attack's measured seconds per attacked point: its remaining eps
-  (at most the points still robust there, under only_robust) and the attacks after it, which are
-  timed once they run (their cost per point differs by orders of magnitude: FGSM vs Square)."""
-  parts = []
-  if later_eps and rate is not None:
-    points = sum(int(worst[e].sum()) if only_robust else n for e in later_eps)
-    parts.append(f"ETA ~{rate * points:.0f}s for this attack")
-  if later_attacks:
-    parts.append(f"then {later_attacks} attack{'s' if later_attacks > 1 else ''} not yet timed")
-  return "; " + ", ".join(parts) if parts else ""
-
-
 def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "quick",
               key: Optional[jax.Array] = None, *, eps: Union[float, Sequence[float]],
               batch_size: int = 500, checks: bool = True, only_robust: Optional[bool] = None,
               surrogates: Optional[dict[str, Callable]] = None,
               objective: Optional[Callable] = None, mesh=None,
               store: Optional[ResultStore] = None,
-              return_adversarial: bool = False) -> SuiteResult:
+              return_adversarial: bool = False, progress: Optional[bool] = None) -> SuiteResult:
   """Runs every suite entry at every eps on (x, y); see the module docstring.
 
   `x`: float images [N, H, W, C] in [0, 1]; `y`: N integer labels; `eps`: a value or a sequence
@@ -154,8 +146,9 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
   is missing are skipped and listed under `skipped`); `objective(logits, labels) -> [B]` is the
   model's training loss for entries with loss "objective"; `mesh` shards batches over devices;
   `store` makes the run resumable; `return_adversarial` keeps every attack's adversarial images
-  (AttackResult.adversarial; it bypasses the store). Returns a SuiteResult; its `checks` are the
-  gradient-masking checks (with `checks`)."""
+  (AttackResult.adversarial; it bypasses the store); `progress` shows one bar with the ETA of
+  the whole suite (default on; UAT_JAX_PROGRESS=0 turns it off: uat_jax.evaluate.progress).
+  Returns a SuiteResult; its `checks` are the gradient-masking checks (with `checks`)."""
   x, y = attacks.check_inputs(x, y)
   x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
   n = len(y)
@@ -171,6 +164,9 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
   clean = _correct(predict, lambda v, t, k, e: v, batches, np.arange(n), key, 0.0)
   result = SuiteResult(num_examples=n, eps=grid, only_robust=only_robust, clean=clean,
                        attacks={}, worst={e: clean.copy() for e in grid})
+  result.info["provenance"] = provenance.record(
+      threat_model={"norm": entries[0].get("norm", "linf"), "eps": list(grid)},
+      key=np.asarray(jax.random.key_data(key)).tolist())
   runnable = []
   for e in entries:
     if e["attack"] == "transfer" and e["surrogate"] not in (surrogates or {}):
@@ -182,6 +178,26 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
     runnable.append((e, make_attack(logits_fn, e, surrogates=surrogates, objective=objective,
                                     mesh=mesh)))
 
+  bar = progress_lib.SuiteProgress(
+      [(e["name"], v) for e, _ in runnable for v in grid], n, progress_lib.enabled(progress),
+      points_for=lambda v: int(result.worst[v].sum()) if only_robust else n)
+  try:
+    _run_entries(runnable, grid, result, bar, predict, batches, key, x, only_robust, store,
+                 return_adversarial)
+  finally:
+    bar.close()
+
+  if checks:
+    result.extra = _extra_measurements(logits_fn, entries, runnable, batches, predict, key, grid,
+                                       result, store)
+    result.checks = masking_checks(result.to_json(masks=False))
+  return result
+
+
+def _run_entries(runnable, grid, result: SuiteResult, bar, predict, batches: Batches, key, x,
+                 only_robust: bool, store, return_adversarial: bool) -> None:
+  """Runs every (attack, eps) piece in order into `result` (run_suite's loop)."""
+  n = result.num_examples
   total, done = len(runnable) * len(grid), 0
   history: list[dict] = []  # earlier entries: under only_robust, a result depends on them
   for i, (e, attack_fn) in enumerate(runnable):
@@ -189,22 +205,20 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
                      attacked={}, adversarial={} if return_adversarial else None)
     own = {}
     t_attack = time.time()
-    rate = None  # seconds per attacked point of this attack, measured on its computed pieces
     for j, eps_value in enumerate(grid):
       idx = np.flatnonzero(result.worst[eps_value]) if only_robust else np.arange(n)
       store_key = {"entry": e, "eps": str(eps_value), "only_robust": only_robust,
                    "before": history if only_robust else []}
       keep = x.copy() if return_adversarial else None
+      bar.start(e["name"], eps_value, len(idx))
 
       def compute():
         return _correct(predict, attack_fn, batches, idx, jax.random.fold_in(key, 1000 * i + j),
-                        eps_value, f"{e['name']} eps={eps_value:.4g}", keep)
+                        eps_value, f"{e['name']} eps={eps_value:.4g}", keep, bar.batch)
 
-      t_piece = time.time()
       robust = (compute() if return_adversarial else
                 cached(store, f"{e['name']}-eps{eps_value}", store_key, compute)).astype(bool)
-      if len(idx) and time.time() - t_piece > 0.05:  # computed, not loaded from the store
-        rate = (time.time() - t_piece) / len(idx)
+      bar.finish()
       if keep is not None:
         r.adversarial[eps_value] = keep
       if not only_robust or i == 0:
@@ -214,22 +228,14 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
       r.cumulative[eps_value] = float(result.worst[eps_value].mean())
       r.attacked[eps_value] = int(len(idx))
       done += 1
-      logging.info("%s eps=%.4g: %s%d points attacked, worst case so far %.4f [%d/%d done%s]",
-                   e["name"], eps_value,
+      logging.info("%s eps=%.4g: %s%d points attacked, worst case so far %.4f [%d/%d done; "
+                   "suite ETA %s]", e["name"], eps_value,
                    f"accuracy {own[eps_value]:.4f}, " if eps_value in own else "", len(idx),
-                   r.cumulative[eps_value], done, total,
-                   _eta(rate, grid[j + 1:], result.worst, only_robust, n,
-                        len(runnable) - i - 1))
+                   r.cumulative[eps_value], done, total, bar.eta_text())
     r.accuracy = own or None
     r.seconds = round(time.time() - t_attack, 2)
     result.attacks[e["name"]] = r
     history.append(e)
-
-  if checks:
-    result.extra = _extra_measurements(logits_fn, entries, runnable, batches, predict, key, grid,
-                                       result, store)
-    result.checks = masking_checks(result.to_json(masks=False))
-  return result
 
 
 def _extra_measurements(logits_fn, entries, runnable, batches, predict, key, grid,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from absl import logging
 
-from uat_jax import masks as mask_codec, sharding
+from uat_jax import masks as mask_codec, provenance, sharding
 from uat_jax.errors import UatError
 from uat_jax.files import pyplot, save_figure, write_atomic, write_json
 
@@ -81,6 +81,7 @@ class SuiteResult:
     """The results.json layout: accuracies keyed by str(eps) (JSON keys are strings), per-example
     masks packed by uat_jax.masks (unless masks=False), and `info`'s entries at the top level."""
     out: dict[str, Any] = {
+        "schema_version": provenance.SCHEMA_VERSION,
         "num_examples": self.num_examples, "clean_accuracy": self.clean_accuracy,
         "eps": list(self.eps), "only_robust": self.only_robust, "attacks": {},
         "worst_case": {"accuracy": {str(e): v for e, v in self.worst_case_accuracy.items()},
@@ -120,7 +121,7 @@ class SuiteResult:
           cumulative=_by_eps(r["cumulative"]), attacked=_by_eps(r["attacked"]),
           accuracy=_by_eps(r["accuracy"]) if "accuracy" in r else None,
           seconds=r.get("seconds", 0.0))
-    known = {"num_examples", "clean_accuracy", "eps", "only_robust", "attacks", "worst_case",
+    known = {"schema_version", "num_examples", "clean_accuracy", "eps", "only_robust", "attacks", "worst_case",
              "skipped", "extra", "checks", "clean_mask"}
     return cls(
         num_examples=n, eps=tuple(float(e) for e in d["eps"]), only_robust=d["only_robust"],
@@ -250,13 +251,23 @@ def plot(result: dict[str, Any], path: str, title: str = "") -> None:
   save_figure(fig, path)
 
 
+def describe(result: dict[str, Any]) -> str:
+  """What was evaluated, for report titles: a uat_jax run's method, model, dataset, step and
+  preset, or, for any other model (run_suite from Python), its examples, eps and attacks."""
+  if result.get("model"):
+    return (f"{result.get('method', '')} {result['model']} on {result.get('dataset', '')}, "
+            f"step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
+  eps = ", ".join(f"{e:.4g}" for e in result["eps"])
+  return (f"a model evaluated from Python: {result['num_examples']} examples, eps {eps}, "
+          f"attacks {', '.join(result['attacks']) or 'none'}")
+
+
 def write_reports(result: dict[str, Any], out_dir: str) -> None:
   """results.json, results.csv, results.md, masking_checks.md, accuracy_vs_eps.png (atomic);
   `result` is SuiteResult.to_json()."""
   if sharding.is_chief():
     os.makedirs(out_dir, exist_ok=True)
-  title = (f"{result.get('method', '')} {result.get('model', '')} on {result.get('dataset', '')}"
-           f", step {result.get('checkpoint_step', '?')}, preset {result.get('preset') or '-'}")
+  title = describe(result)
   write_json(os.path.join(out_dir, "results.json"), result)
   write_atomic(os.path.join(out_dir, "results.csv"), format_csv(result))
   write_atomic(os.path.join(out_dir, "results.md"), f"# {title}\n\n{format_table(result)}\n")

@@ -9,7 +9,7 @@ import glob
 import os
 from typing import Any, Optional
 
-from uat_jax import files, jacobian
+from uat_jax import files, jacobian, provenance
 from uat_jax.errors import UatError
 from uat_jax.report.view import WEAK
 from uat_jax.study import spec
@@ -33,7 +33,7 @@ def compact_eval(result: dict[str, Any]) -> dict[str, Any]:
                   for name, a in result["attacks"].items()},
       "worst_case": result["worst_case"]["accuracy"],
       "checks": [{"name": c["name"], "passed": c["passed"]} for c in result.get("checks", [])],
-      "masks": masks}
+      "masks": masks, **({"provenance": result["provenance"]} if "provenance" in result else {})}
 
 
 def _jacobian(workdir: str, matched: str = "") -> Optional[dict[str, Any]]:
@@ -43,7 +43,7 @@ def _jacobian(workdir: str, matched: str = "") -> Optional[dict[str, Any]]:
   if not os.path.exists(os.path.join(out_dir, "norms.npz")):
     return None
   info = files.read_json(os.path.join(out_dir, "summary.json"))
-  info.pop("summary", None)
+  info.pop("summary", None)  # the per-example norms replace it; "provenance" is kept
   norms = jacobian.load_norms(out_dir)["clean"]
   return {**info, "norms": {q: [float(f"{v:.5g}") for v in a] for q, a in norms.items()}}
 
@@ -89,5 +89,6 @@ def collect(study, root: str, data_dir: str) -> dict[str, int]:
   for name, out in written.items():
     files.write_json(os.path.join(data_dir, "runs", f"{name}.json"), out, indent=1)
   files.write_json(os.path.join(data_dir, "sweep.json"), chosen, indent=1)
-  files.write_json(os.path.join(data_dir, "study.json"), study.to_dict(), indent=1)
+  files.write_json(os.path.join(data_dir, "study.json"),
+                   {**study.to_dict(), "provenance": provenance.record()}, indent=1)
   return count

@@ -29,6 +29,20 @@ def status_section(r: Results) -> list[str]:
   return [tables.markdown_table(["runs", "trained", "evaluated"], rows)]
 
 
+def provenance_line(p: Optional[dict[str, Any]]) -> str:
+  """Who collected the data: uat_jax's version, the commit, the date (each evaluation and run
+  in data/ carries its own provenance)."""
+  if not p:
+    return ("Provenance: the collected data record none (collected before uat_jax 0.2.0, which "
+            "records it in every result).")
+  git = p.get("git")
+  commit = (f" at commit {git['commit'][:12]}{' with uncommitted changes' if git['dirty'] else ''}"
+            if git else "")
+  return (f"Provenance: collected by uat_jax {p['uat_jax']}{commit} on {p['date'][:10]}; each "
+          "evaluation and run in `data/` carries its own (versions, devices, threat model, "
+          "seeds).")
+
+
 def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
   """REPORT.md's text; `claims`: claim_rows(r) when the caller has them already."""
   s = r.study
@@ -43,6 +57,7 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
            "(seeds, then test images) in brackets; the margin is 1 point. The worst case is per "
            "test image over every attack of both presets (`paper` and `strong`) of one "
            f"checkpoint. Evaluation on the first {n} test images.", "",
+           provenance_line(s.get("provenance")), "",
            "## Status", ""] + status_section(r) + ["", "## Verdicts", ""]
   for c in claim_rows(r) if claims is None else claims:
     lines += [f"{headline(c)} {c['text']}", ""]

@@ -22,7 +22,7 @@ import functools
 import os
 from typing import Callable
 
-from uat_jax import evaluate, evaluators, files, train
+from uat_jax import evaluate, evaluators, files, provenance, train
 from uat_jax.study import controls, spec, sweep
 
 
@@ -40,7 +40,8 @@ def train_run(run: spec.Run, workdir: str) -> None:
   """Trains (or resumes from its checkpoints), then writes the marker with the result."""
   result = train.train_and_evaluate(run.config, workdir,
                                     evaluators=evaluators.for_training(run.config))
-  files.write_json(spec.trained_marker(workdir), result)
+  files.write_json(spec.trained_marker(workdir), {
+      **result, "provenance": provenance.record(seed=run.seed, method=run.method)})
 
 
 def transfers(run: spec.Run, output: str) -> bool:

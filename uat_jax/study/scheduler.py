@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from uat_jax import lock, tables
+from uat_jax import lock, sharding, tables
 from uat_jax.errors import Preempted, UatError
 from uat_jax.study import pieces as pieces_lib
 
@@ -193,15 +193,6 @@ def status_table(status: dict[str, str], index: int = 0, count: int = 1) -> str:
                     tables.markdown_table(["piece", "status"], list(status.items()))])
 
 
-def _compilation_cache(root: str) -> None:
-  """JAX's persistent compilation cache under ROOT (unless the user set one): the study's
-  models share shapes, so most evaluation and Jacobian programs compile once for all of them,
-  and a rerun compiles nothing it compiled before."""
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(root, "jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-
-
 def run(study, root: str, shard: str = "", poll_s: float = POLL_S,
         only: str = "") -> dict[str, str]:
   """The pipeline, or the pieces of shard i of n (`schedule`; start the same command several
@@ -217,7 +208,9 @@ def run(study, root: str, shard: str = "", poll_s: float = POLL_S,
   if only and not [p for p in listing() if p.name != "choose"]:
     raise UatError(f"--only={only!r} matches no piece of the study: name pieces as the log "
                    "does, with shell patterns, e.g. --only='evaluate * strong_last'")
-  _compilation_cache(root)
+  # The study's models share shapes: most programs compile once for all of them, and a rerun
+  # compiles nothing it compiled before.
+  sharding.compilation_cache(os.path.join(root, "jax_cache"))
   t0 = time.time()
   status = schedule(listing, root, index, count, poll_s)
   for p in listing():
