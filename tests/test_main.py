@@ -280,24 +280,6 @@ def test_cli_train_evaluate_jacobian_end_to_end(tmp_path):
   assert again.stderr.count("loaded the finished result") == 10 + 4  # 5 attacks x 2 eps + checks
   assert strip_times(json.load(open(os.path.join(out, "results.json")))) == strip_times(result)
 
-  # Evaluators are named instances: a second suite (FGSM alone) beside the first, and the pgd
-  # instance, each under its own name and output.
-  from uat_jax import evaluators
-  from uat_jax import config as config_lib
-  c = config_lib.load_workdir_config(target)
-  with c.unlocked():
-    c.evals.fgsm_only = config_lib.evaluator(
-        "suite", preset="", select="fgsm", output="fgsm_only", num_examples=32, eps=(0.1,),
-        batch_size=32, checks=False)
-  c.evals.pgd.num_examples = 32
-  both = evaluators.evaluate_workdir(c, target, names=("fgsm_only", "pgd"))
-  assert list(both["suites"]) == ["fgsm_only"]
-  assert list(both["suites"]["fgsm_only"]["attacks"]) == ["FGSM"]
-  assert {"fgsm_only/clean_accuracy", "fgsm_only/worst_case@0.1",
-          "eval/pgd_accuracy"} <= set(both["scalars"])
-  assert os.path.exists(os.path.join(out, "fgsm_only", "results.json"))
-  assert json.load(open(os.path.join(out, "pgd.json")))["eval/num_examples"] == 32
-  assert len(json.load(open(os.path.join(out, "results.json")))["attacks"]) == 5  # untouched
 
   jac = run_cli("--mode=jacobian", f"--workdir={target}", f"--workdir={surrogate}",
                 "--config.evals.jacobian.num_examples=20",

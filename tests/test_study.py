@@ -53,6 +53,12 @@ def test_reproduce_quick_end_to_end_then_resume(tmp_path):
   assert run("at_s0")["train"]["eval/num_examples"] == 100  # training read validation only
   assert run("at_s0")["evals"]["paper"]["checkpoint"] == "best"
   assert run("at_s0")["evals"]["paper_last"]["checkpoint"] == "last"
+  # Each evaluation output is a named evaluator instance of the run's config, written to its own
+  # folder (several suite instances in one config).
+  saved = json.loads((root / "runs" / "at_s0" / "config.json").read_text())["evals"]
+  assert {o: saved[o]["type"] for o in ("paper", "strong", "paper_last", "strong_grid")} == {
+      o: "suite" for o in ("paper", "strong", "paper_last", "strong_grid")}
+  assert saved["strong"]["preset"] == "" and saved["strong"]["output"] == "strong"
   results = json.loads((root / "runs" / "at_s0" / "eval" / "paper" / "results.json").read_text())
   assert results["split"] == "test" and results["surrogate_workdir"].endswith("at_s1")
   control = json.loads((root / "runs" / "at_s0" / "eval" / "jacobian_T_at_entm" /

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from uat_jax import (attacks, classifier, data, evaluate, files, jacobian, lock, losses,
-                     sharding, validation)
+                     sharding, tables, validation)
 from uat_jax import config as config_lib
 from uat_jax.batching import Batches
 
@@ -109,12 +109,10 @@ def format_summary(config, results: dict[str, Any]) -> str:
   rows = [("clean accuracy", results["eval/clean_accuracy"]),
           (f"PGD-{e.steps} accuracy (eps={config.attack.eps:.4g})", results["eval/pgd_accuracy"]),
           ("mean predictive entropy (nats)", results["eval/mean_entropy"])]
-  width = max(len(r[0]) for r in rows)
-  lines = [f"{config.data.name} / {config.model.name} / {config.method}: "
-           f"{results['eval/num_examples']} {data.eval_split_name(config.data)} examples",
-           f"| {'metric'.ljust(width)} | value  |", f"|{'-' * (width + 2)}|--------|"]
-  lines += [f"| {name.ljust(width)} | {value:.4f} |" for name, value in rows]
-  return "\n".join(lines)
+  return (f"{config.data.name} / {config.model.name} / {config.method}: "
+          f"{results['eval/num_examples']} {data.eval_split_name(config.data)} examples\n"
+          + tables.markdown_table(["metric", "value"], [[n, f"{v:.4f}"] for n, v in rows],
+                                  aligned=True))
 
 
 # --------------------------------------------------------------------------------------------

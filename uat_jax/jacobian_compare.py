@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from uat_jax import classifier, data, files, jacobian, lock, sharding, validation
+from uat_jax import classifier, data, files, jacobian, lock, sharding, tables, validation
 from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
@@ -104,19 +104,15 @@ def format_comparison(comparison: dict[str, Any]) -> str:
   base = next(r for r in runs if r["workdir"] == comparison["baseline"])
   lines = [f"Input-Jacobian norms on {runs[0]['num_examples']} examples; 'ratio' = the norm "
            f"ratio this / baseline ({_label(base)}) of mean norms: 0.50 means the norm shrinks "
-           "by half relative to the baseline.", "",
-           "| points | quantity | " + " | ".join(_label(r) for r in runs) + " |",
-           "|---|---" + "|---" * len(runs) + "|"]
-  for where, q in _rows(comparison):
-    cells = []
-    for r in runs:
-      s = r["summary"][where][q]
-      cells.append(f"{s['mean']:.4g} ({s['median']:.4g}) ratio "
-                   f"{_ratio(comparison, r, where, q):.2f}")
-    lines.append(f"| {where} | {q} | " + " | ".join(cells) + " |")
-  lines += ["", "Cells: mean (median) and the norm ratio this / baseline. Quantities: <output>/<norm> "
-            "of d output / d x (fro = Frobenius, spectral = largest singular value, inf = max "
-            "absolute row sum); loss_grad = |d CE / d x|_2."]
+           "by half relative to the baseline.", ""]
+  rows = [[where, q] + [f"{r['summary'][where][q]['mean']:.4g} "
+                        f"({r['summary'][where][q]['median']:.4g}) ratio "
+                        f"{_ratio(comparison, r, where, q):.2f}" for r in runs]
+          for where, q in _rows(comparison)]
+  lines.append(tables.markdown_table(["points", "quantity"] + [_label(r) for r in runs], rows))
+  lines += ["", "Cells: mean (median) and the norm ratio this / baseline. Quantities: "
+            "<output>/<norm> of d output / d x (fro = Frobenius, spectral = largest singular "
+            "value, inf = max absolute row sum); loss_grad = |d CE / d x|_2."]
   return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from absl import logging
 
-from uat_jax import masks as mask_codec, provenance, sharding
+from uat_jax import masks as mask_codec, provenance, sharding, tables
 from uat_jax.errors import UatError
 from uat_jax.files import pyplot, save_figure, write_atomic, write_json
 
@@ -188,17 +188,15 @@ def cached(store: Optional[ResultStore], name: str, key: dict[str, Any],
 def format_table(result: dict[str, Any]) -> str:
   """Markdown: robust accuracy per attack, the cumulative worst case, and the checks."""
   keys = [str(e) for e in result["eps"]]
-  head = " | " + " | ".join(f"eps {float(k):.4g}" for k in keys) + " |"
-  rule = "|---" * (len(keys) + 2) + "|"
+  rows = [[name, r["kind"]] + [f"{r['accuracy'][k]:.4f}" if r.get("accuracy")
+                               else f"({r['cumulative'][k]:.4f})" for k in keys]
+          for name, r in result["attacks"].items()]
+  rows.append(["**worst case**", "all"] + [f"**{result['worst_case']['accuracy'][k]:.4f}**"
+                                           for k in keys])
   lines = [f"Clean accuracy {result['clean_accuracy']:.4f} on {result['num_examples']} examples"
            + (" (each attack on the points still robust)" if result.get("only_robust") else ""),
-           "", "| attack | kind" + head, rule]
-  for name, r in result["attacks"].items():
-    own = r.get("accuracy")
-    lines.append(f"| {name} | {r['kind']} | " + " | ".join(
-        f"{own[k]:.4f}" if own else f"({r['cumulative'][k]:.4f})" for k in keys) + " |")
-  lines.append("| **worst case** | all | " + " | ".join(
-      f"**{result['worst_case']['accuracy'][k]:.4f}**" for k in keys) + " |")
+           "", tables.markdown_table(["attack", "kind"] + [f"eps {float(k):.4g}" for k in keys],
+                                     rows)]
   if result.get("only_robust"):
     lines.append("")
     lines.append("Values in parentheses: worst case after that attack (it ran only on the points "

@@ -21,6 +21,9 @@ CURVES = ("eval/pgd_accuracy", "eval/clean_accuracy", "eval/mean_entropy", "trai
 def compact_eval(result: dict[str, Any]) -> dict[str, Any]:
   """What the report needs of one results.json: accuracies per attack, the worst case, the
   masking checks and the clean, PGD-20 and worst-case masks."""
+  if ":" not in result["clean_mask"]:
+    raise UatError("a results.json of uat_jax 0.1.0 (unpacked masks): move its eval/<output> "
+                   "folder aside and rerun the study, which evaluates it again")
   masks: dict[str, Any] = {"clean": result["clean_mask"],
                            "worst": dict(result["worst_case"]["mask"])}
   if WEAK in result["attacks"]:
@@ -44,7 +47,10 @@ def _jacobian(workdir: str, matched: str = "") -> Optional[dict[str, Any]]:
     return None
   info = files.read_json(os.path.join(out_dir, "summary.json"))
   info.pop("summary", None)  # the per-example norms replace it; "provenance" is kept
-  norms = jacobian.load_norms(out_dir)["clean"]
+  norms = jacobian.load_norms(out_dir).get("clean")
+  if norms is None:
+    raise UatError(f"{out_dir} holds Jacobian norms in the layout of uat_jax 0.1.0: move the "
+                   "folder aside and rerun the study, which computes them again")
   return {**info, "norms": {q: [float(f"{v:.5g}") for v in a] for q, a in norms.items()}}
 
 
