@@ -185,7 +185,6 @@ def test_sigterm_and_sigkill_then_resume_equal_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--config.attack.epsx=0.1", "); list the fields and their values with `uat-jax config "
      "show RECIPE:METHOD`"),
-    ("--config.evals.suite.eps=abc", "evals.suite.eps=('abc',) must hold numbers"),
     ("--config.attack.eps=abc", "could not convert"),
     ("--config.attack.eps=-0.1", "eps=-0.1 is outside [0, 1]"),  # every value: test_train.py
     ("--config.data.manual_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
@@ -373,6 +372,14 @@ def test_eps_fractions_are_read_in_every_eps_field_and_lists_of_them():
       f"--config.attack.step_size={2 / 255!r}", "--config.seed=1/2"]
   assert cli.with_fractions(["--config.evals.suite.eps=4/255,8/255"]) == [
       f"--config.evals.suite.eps=({4 / 255!r},{8 / 255!r})"]
+  # What the parser makes of a word in a list field (a string) is one line, not a TypeError.
+  from uat_jax import validation
+  from uat_jax.errors import UatError
+  c = helpers.load_config("at,runlocal")
+  c.evals.suite.eps = ("abc",)
+  with pytest.raises(UatError, match=r"evals.suite.eps=\('abc',\) must hold numbers on the "
+                                     r"\[0, 1\] scale, e.g. --config.evals.suite.eps=0.1,0.2"):
+    validation.validate(c)
 
 def jax_version() -> str:
   from importlib.metadata import version

@@ -27,7 +27,7 @@ def test_shapes_and_sizes(name, dataset, params):
   spec = data.get_spec(dataset)
   x = jnp.zeros((2, *spec.shape))
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
-  logits = model.apply(variables, x, train=False)
+  logits = jax.jit(lambda v: model.apply(v, x, train=False))(variables)  # not op by op
   assert logits.shape == (2, spec.num_classes) and logits.dtype == jnp.float32
   if params is not None:
     assert sum(p.size for p in jax.tree.leaves(variables["params"])) == params
