@@ -16,6 +16,6 @@ from uat_jax.config.loading import (WORKDIR_CONFIG, describe, from_file, load_wo
                                     path_of, recipes, split_spec)
 
 __all__ = ["EVALUATOR_TYPES", "METHOD_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "VARIANTS",
-           "base_config", "build", "describe", "early_stopping", "evaluator", "evaluators", "from_file",
-           "load_workdir_config", "names", "WORKDIR_CONFIG", "parse_arg", "path_of", "recipes",
-           "resnet_at_recipe", "runlocal", "scalar_prefix", "split_spec"]
+           "WORKDIR_CONFIG", "base_config", "build", "describe", "early_stopping", "evaluator",
+           "evaluators", "from_file", "load_workdir_config", "names", "parse_arg", "path_of",
+           "recipes", "resnet_at_recipe", "runlocal", "scalar_prefix", "split_spec"]
