@@ -132,6 +132,42 @@ def test_a_flipped_bit_is_caught_by_the_checksums_and_old_checkpoints_still_rest
              "the save)" in line for line in lines) == 1
 
 
+
+def test_a_damaged_checksum_record_is_named_and_its_checkpoint_verified_by_restoring(
+    trained, tmp_path):
+  """A record cut short (the checkpoint intact) is reported as a damaged record, naming its
+  file; the checkpoint it describes restores (orbax decodes every array) and nothing is moved
+  aside, also with every record damaged and by training; deleting the records and rerunning
+  the training command writes them again."""
+  import json
+  src, config = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  records = sorted(glob.glob(os.path.join(workdir, checkpoints.CHECKSUM_DIR, "checkpoints",
+                                          "*.json")))
+  assert [os.path.basename(r) for r in records] == ["2.json", "4.json"]
+  newest = records[-1]
+  with open(newest, "r+") as f:
+    f.truncate(100)
+  with absl_log() as lines:
+    assert uat_jax.load(workdir, config=config).step == 4
+  assert any(f"the checksum record {newest} is damaged" in line and "checkpoint 4 is verified "
+             "by restoring it" in line for line in lines), lines
+  for path in records:
+    with open(path, "r+") as f:
+      f.truncate(100)
+  with absl_log() as lines:
+    assert train.train_and_evaluate(config, workdir)["step"] == 4  # finished: resumes at 4
+  assert not os.path.exists(os.path.join(workdir, checkpoints.CORRUPT_DIR))
+  assert sum("is damaged" in line for line in lines) >= 1
+  for path in records:
+    os.remove(path)
+  train.train_and_evaluate(config, workdir)
+  for path in records:  # written again from the checkpoints' files
+    with open(path) as f:
+      assert json.load(f)["sha256"]
+
+
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(trained, tmp_path):
   src, config = trained
   workdir = str(tmp_path / "w")

@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from uat_jax import files
 from uat_jax.errors import STORAGE_ERRNOS, STORAGE_TEXTS, UatError
 
 CORRUPT_DIR = "corrupt_checkpoints"
@@ -116,10 +117,8 @@ def write_checksums(mngr: ocp.CheckpointManager) -> None:
     path = _manifest_path(mngr, step)
     if not os.path.exists(path):
       digests = _digests(os.path.join(str(mngr.directory), str(step)))
-      tmp = f"{path}.tmp-{os.getpid()}"
-      with open(tmp, "w") as f:
-        json.dump({"step": step, "sha256": digests}, f, indent=1, sort_keys=True)
-      os.replace(tmp, path)
+      files.write_atomic(path, json.dumps({"step": step, "sha256": digests}, indent=1,
+                                          sort_keys=True))
   for name in os.listdir(folder):
     stem = name[:-5] if name.endswith(".json") else ""
     if stem.isdigit() and int(stem) not in steps:
@@ -140,8 +139,18 @@ def verify(mngr: ocp.CheckpointManager, step: int) -> None:
                       "or was killed right after the save): restoring without verification",
                       step, mngr.directory)
     return
-  with open(path) as f:
-    recorded = json.load(f)["sha256"]
+  try:
+    with open(path) as f:
+      recorded = json.load(f)["sha256"]
+    if not isinstance(recorded, dict):
+      raise ValueError("no table of checksums")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    # The record, not the checkpoint, is damaged: the data is verified by restoring it (orbax
+    # decodes and checks every array), and nothing is moved aside for it.
+    logging.warning("the checksum record %s is damaged (%s): checkpoint %d is verified by "
+                    "restoring it instead; to rebuild it, delete it and rerun the training "
+                    "command (training writes every missing record)", path, f"{type(e).__name__}: {e}"[:120], step)
+    return
   step_dir = os.path.join(str(mngr.directory), str(step))
   found = _digests(step_dir)
   for name, digest in sorted(recorded.items()):
