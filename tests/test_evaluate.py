@@ -298,3 +298,26 @@ def test_square_on_the_still_robust_points_matches_square_on_all(trained):
   p = r.attacks["whole"].accuracy[0.1]
   assert r.attacks["compacted"].accuracy[0.1] < r.clean_accuracy - 0.2  # it does attack
   assert abs(r.attacks["compacted"].accuracy[0.1] - p) <= 3 * np.sqrt(2 * p * (1 - p) / 200)
+
+
+def test_the_suite_eta_counts_every_piece_left_at_each_attacks_measured_cost():
+  """The ETA from the second batch on (the first holds the compilation), an untimed attack at
+  the timed ones' cost, pieces of only_robust at their points; the same with the bar off (a
+  disabled tqdm bar counts nothing, so the counts are the progress object's own)."""
+  from uat_jax.evaluate import progress
+  for show in (False, True):
+    p = progress.SuiteProgress([("A", 0.1), ("A", 0.2), ("B", 0.1)], 100, show,
+                               points_for=lambda eps: 40 if eps == 0.1 else 100)
+    assert p.eta_text() == "not yet timed"
+    p.start("A", 0.1, 100)
+    p.batch(50, 5.0)  # compilation included: counted only while it is the only batch
+    assert p.eta() == pytest.approx(50 * 0.1 + 100 * 0.1 + 40 * 0.1)
+    p.batch(50, 1.0)
+    p.finish()
+    # A at 1 s / 50 points; B untimed, at A's cost; B's eps-0.1 piece on its 40 points.
+    assert p.eta() == pytest.approx(100 * 0.02 + 40 * 0.02)
+    assert p.eta_text() == "~3s (1 attack estimated from the others)"
+    p.start("A", 0.2, 60)  # fewer points than planned
+    p.finish()  # loaded from a store: no batch timed, the points count
+    assert (p.done, p.total) == (160, 260)
+    p.close()

@@ -31,6 +31,8 @@ class SuiteProgress:
                points_for: Callable[[float], int]):
     self.pending = list(pieces)
     self.n, self.points_for, self.current = n, points_for, ""
+    # The counts the ETA needs, kept here: a disabled tqdm bar counts nothing.
+    self.total, self.done, self.piece_end = len(pieces) * n, 0, 0
     self.cost: dict[str, tuple[float, int, int]] = {}  # name -> (seconds, points, batches)
     interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     self.bar = tqdm(total=len(pieces) * n, unit="pt", desc="attack suite", disable=not show,
@@ -41,21 +43,26 @@ class SuiteProgress:
   def start(self, name: str, eps: float, points: int) -> None:
     """Piece (name, eps) starts on `points` points: the total drops by those it skips."""
     self.pending.remove((name, eps))
-    self.bar.total -= self.n - points
+    self.total -= self.n - points
+    self.bar.total = self.total
     self.current = name
-    self.started_total = self.bar.n + points  # where the bar stands once this piece is done
+    self.piece_end = self.done + points  # where the count stands once this piece is done
 
   def batch(self, points: int, seconds: float) -> None:
     spent, counted, batches = self.cost.get(self.current, (0.0, 0, 0))
     if batches == 1:  # the first batch held the compilation: time from the second on
       spent, counted = 0.0, 0
     self.cost[self.current] = (spent + seconds, counted + points, batches + 1)
-    self.bar.update(points)
+    self.advance(points)
     self.bar.set_postfix_str(f"{self.current}; ETA {self.eta_text()}", refresh=False)
 
   def finish(self) -> None:
     """The current piece is done (computed, or loaded from a store): its points count."""
-    self.bar.update(self.started_total - self.bar.n)
+    self.advance(self.piece_end - self.done)
+
+  def advance(self, points: int) -> None:
+    self.done += points
+    self.bar.update(points)
 
   def per_point(self, name: str) -> Optional[float]:
     if name in self.cost:
@@ -66,7 +73,7 @@ class SuiteProgress:
 
   def eta(self) -> Optional[float]:
     """Seconds left: the current piece's rest and every pending piece."""
-    left = (self.bar.total or 0) - self.bar.n - self.n * len(self.pending)
+    left = self.total - self.done - self.n * len(self.pending)
     cost = self.per_point(self.current)
     if cost is None:
       return None
