@@ -240,7 +240,8 @@ def save(out_dir: str, norms: dict[str, dict[str, np.ndarray]],
   "<points>/<quantity>" (e.g. "clean/probs/fro") and out_dir/summary.json with `info` and
   "summary": {points: {quantity: summarize(...)}}. `norms` is analyze()'s output. Returns the
   summary."""
-  os.makedirs(out_dir, exist_ok=True)
+  if files.is_chief():  # the process that writes (files.write_atomic)
+    os.makedirs(out_dir, exist_ok=True)
   buf = io.BytesIO()
   np.savez(buf, **{f"{where}/{q}": v for where, d in norms.items() for q, v in d.items()})
   files.write_atomic(os.path.join(out_dir, "norms.npz"), buf.getvalue())
