@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -206,10 +207,26 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
           if line.startswith("| ") and not line.startswith(("| run", "| total"))}
   assert set(rows) >= {"standard_s0", "at_s0", "at_s1", "entm_beta0.3_s0", "entm_beta1_s0",
                        "at_entm_beta0.3_on_clean_s0"}
-  assert rows["at_s0"][1:4] == ["small_cnn", "at", "30"]
-  standard, at = float(rows["standard_s0"][4]), float(rows["at_s0"][4])
+  assert rows["at_s0"][1:5] == ["small_cnn", "at", "float32", "30"]
+  standard, at = float(rows["standard_s0"][5]), float(rows["at_s0"][5])
   assert 6 < at / standard < 11
   assert "| total |" in text and not os.listdir(tmp_path)
+  # With the user's measurement of the AT step on two devices: that rate, the hours it gives,
+  # and the grid's wall-clock when the runs share the devices.
+  from uat_jax.study import spec
+  chosen = {m: {"key": k, "chosen": v[0]} for m, (k, v) in s.sweep.items()}
+  c = next(r.config for r in spec.final_runs(s, chosen) if r.name == "at_s0")
+  row = {"device": "mine", "step": "at", "model": "small_cnn", "image": [28, 28, 1],
+         "dtype": "float32", "batch": c.batch_size, "attack_steps": c.attack.steps,
+         "images_per_s": 64.0, "gflop_per_image": at / c.batch_size}
+  table = tmp_path.parent / "throughput.json"
+  table.write_text(json.dumps([row]))
+  with mock.patch.dict(os.environ, {"UAT_JAX_THROUGHPUT": str(table)}):
+    text = cost.dry_run(s, str(tmp_path), devices=2)
+  line = next(x for x in text.splitlines() if x.startswith("| at_s0 |")).split(" | ")
+  assert line[6:8] == ["64", "measured"] and float(line[8][:-2]) == pytest.approx(
+      30 * c.batch_size / 64 / 3600, rel=0.01)
+  assert "on mine" in text and "Wall-clock of the grid on 2 devices (2 runs at a time" in text
 
 
 def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):

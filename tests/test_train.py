@@ -179,14 +179,20 @@ def test_every_shipped_config_validates_on_common_device_counts():
             validation.validate(c, 6)
 
 
-def test_the_estimate_counts_steps_from_the_dataset_size_and_hours_from_flops():
+def test_the_estimate_counts_steps_from_the_dataset_size_and_hours_from_the_measured_rate():
   """estimate.estimate (--dry_run): steps from the recipe and the dataset's size without reading
-  data, hours = steps x FLOPs / (peak x utilization)."""
+  data, hours = steps x batch / the measured images/s (uat_jax.throughput)."""
   c = helpers.load_config("at")  # 20 epochs of the 60,000 Fashion-MNIST training images
-  e = estimate.estimate(c, flops=1e12)
-  assert e["steps"] == math.ceil(20 * 60000 / 128)
-  for name, peak in estimate.ACCELERATORS.items():
-    assert e["hours"][name] == pytest.approx(e["steps"] * 1e12 / (peak * estimate.UTILIZATION) / 3600)
+  row = {"device": "dev", "step": "at", "model": c.model.name, "image": [28, 28, 1],
+         "dtype": "float32", "batch": 128, "attack_steps": c.attack.steps,
+         "images_per_s": 1000.0, "gflop_per_image": 1e12 / 128 / 1e9}
+  e = estimate.estimate(c, flops=1e12, rows_of_tables=[[row]])
+  assert e["steps"] == math.ceil(20 * 60000 / 128) and e["basis"] == "measured"
+  assert e["hours"] == pytest.approx(e["steps"] * 128 / 1000 / 3600)
+  with c.unlocked():
+    c.dtype = "bfloat16"  # no row of that dtype on that device: not estimated, and said so
+  e = estimate.estimate(c, flops=1e12, rows_of_tables=[[row]])
+  assert e["hours"] is None and "uat-jax bench" in estimate.summary(c, e)
   with c.unlocked():
     c.data.validation_size, c.num_train_steps = 5000, -1
   assert estimate.estimate(c, flops=1e12)["steps"] == math.ceil(20 * 55000 / 128)

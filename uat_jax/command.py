@@ -6,6 +6,7 @@
   uat-jax jacobian --workdir=W1 --workdir=W2                          # Jacobian norms compared
   uat-jax study --study=fashion_mnist_study --root=R [--dry_run]      # the paper's study
   uat-jax report --from_data --out=results/fashion_mnist              # its report
+  uat-jax bench [--cases=...]                                         # measure this device
   uat-jax config list                                                 # the packaged recipes
   uat-jax config show RECIPE[:METHOD[,runlocal]]                      # every field and value
 
@@ -23,7 +24,7 @@ from uat_jax.config import reference
 from uat_jax.errors import UatError
 
 MODES = ("train", "evaluate", "jacobian")
-SUBCOMMANDS = MODES + ("study", "report", "config")
+SUBCOMMANDS = MODES + ("study", "report", "bench", "config")
 
 
 def recipe_list() -> str:
@@ -80,6 +81,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from uat_jax.report import entry
     sys.argv = ["uat-jax report", *rest]
     entry.cli_main()
+  elif sub == "bench":
+    from uat_jax import benchmark
+    return benchmark.main(rest)
   else:
     try:
       return config_command(rest)

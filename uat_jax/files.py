@@ -15,13 +15,18 @@ import sys
 from typing import Any, Union
 
 
-
 def is_chief() -> bool:
   """True on the process that writes files: process 0 of a multi-process JAX job, and any
   process that has not imported JAX (it cannot be part of one), so that reading and writing
   reports never loads JAX."""
   jax = sys.modules.get("jax")
   return jax is None or jax.process_index() == 0
+
+
+def user_cache_dir() -> str:
+  """uat_jax's folder in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "uat_jax")
 
 
 def write_atomic(path: str, payload: Union[str, bytes], every_process: bool = False) -> None:

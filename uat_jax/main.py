@@ -36,20 +36,21 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "jacobian"],
                   "(config.evals.jacobian) of one or more workdirs compared.")
 cli.define_multihost_flags()
 flags.DEFINE_bool("dry_run", False, "--mode=train: print the run's steps, FLOPs per step and "
-                  "estimated hours on accelerators; train nothing.")
+                  "estimated hours on the first device of the measured throughput table (the "
+                  "user's own after `uat-jax bench`); train nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main():
   import jax  # after flag parsing, so XLA_FLAGS set by the caller apply
-  from uat_jax import estimate, evaluate, evaluators, jacobian_compare, sharding, train
+  from uat_jax import estimate, evaluate, evaluators, files, jacobian_compare, sharding, train
 
   if cli.multihost_args():
     sharding.initialize_distributed(*cli.multihost_args())
     logging.info("Process %d of %d", jax.process_index(), jax.process_count())
 
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
-  sharding.compilation_cache(os.path.join(sharding.user_cache_dir(), "jax"))
+  sharding.compilation_cache(os.path.join(files.user_cache_dir(), "jax"))
   config = FLAGS.config
   workdirs = FLAGS.workdir
   chief = sharding.is_chief()
@@ -76,11 +77,7 @@ def main():
         print(f"wrote {evaluators.output_dir(config, name, base)}", flush=True)
     return
   if FLAGS.dry_run:
-    e = estimate.estimate(config)
-    print(f"{config.model.name} / {config.method} on {config.data.name}: {e['steps']:,} steps of "
-          f"{e['flops'] / 1e9:,.1f} GFLOP; " + ", ".join(
-              f"{a} {h:.3g} h" for a, h in e["hours"].items()) + f" ({estimate.ESTIMATE_BASIS})",
-          flush=True)
+    print(estimate.summary(config, estimate.estimate(config)), flush=True)
     return
   results = train.train_and_evaluate(config, workdirs[0],
                                      evaluators=evaluators.for_training(config))

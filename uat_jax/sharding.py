@@ -15,13 +15,14 @@ from uat_jax.files import is_chief  # noqa: F401 -- the process that writes, for
 DATA_AXIS = "data"
 
 
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A mesh over the first `num_devices` devices (all when None).
+def make_mesh(num_devices: int | None = None, backend: str | None = None) -> jax.sharding.Mesh:
+  """A mesh over the first `num_devices` devices (all when None) of `backend` (the default
+  backend when None).
 
   Auto axis types: with the Explicit default of these JAX versions, Flax CNNs fail on a reshape
   of the sharded batch inside jit.
   """
-  devices = jax.devices()
+  devices = jax.devices(backend)
   n = len(devices) if not num_devices else num_devices
   if n > len(devices):
     raise UatError(f"asked for {n} devices but only {len(devices)} are visible")
@@ -113,12 +114,6 @@ class PmapStep:
     batch = {k: np.asarray(v).reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()}
     state, metrics = self._step(state, batch)
     return state, jax.tree.map(lambda a: a[0], metrics)
-
-
-def user_cache_dir() -> str:
-  """uat_jax's folder in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "uat_jax")
 
 
 def compilation_cache(directory: str, min_compile_time_s: float = 0.1) -> None:

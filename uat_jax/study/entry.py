@@ -22,8 +22,13 @@ def _define_flags():
                                   "quick) or a file", lock_config=True)
   flags.DEFINE_string("root", None, "Directory holding the study's workdirs.")
   cli.define_multihost_flags()
-  flags.DEFINE_bool("dry_run", False, "Print every training run with its FLOPs per step and "
-                    "estimated hours on accelerators; train nothing.")
+  flags.DEFINE_bool("dry_run", False, "Print every training run with its FLOPs per step, hours "
+                    "from the measured throughput table and the grid's wall-clock on --devices "
+                    "devices; train nothing.")
+  flags.DEFINE_integer("devices", 1, "--dry_run: the number of devices the grid shares.")
+  flags.DEFINE_integer("devices_per_run", 1, "--dry_run: devices each training run uses.")
+  flags.DEFINE_string("device", None, "--dry_run: the measured device to estimate for (default: "
+                      "the user's own after `uat-jax bench`, else the first of the table).")
   flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
                       "a SLURM array: --shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
   flags.DEFINE_string("only", "", "Comma-separated shell patterns of piece names (as the log "
@@ -38,7 +43,11 @@ def main():
   if cli.multihost_args():
     sharding.initialize_distributed(*cli.multihost_args())
   if FLAGS.dry_run:
-    print(cost.dry_run(FLAGS.study, FLAGS.root), flush=True)
+    if FLAGS.devices < 1 or FLAGS.devices_per_run < 1 or FLAGS.devices % FLAGS.devices_per_run:
+      cli.fail(f"--devices={FLAGS.devices} is not a multiple of --devices_per_run="
+               f"{FLAGS.devices_per_run} (both at least 1)")
+    print(cost.dry_run(FLAGS.study, FLAGS.root, FLAGS.devices, FLAGS.devices_per_run,
+                       FLAGS.device), flush=True)
     return
   scheduler.run(FLAGS.study, FLAGS.root, FLAGS.shard, only=FLAGS.only)
 
