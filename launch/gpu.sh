@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One GPU host (all its GPUs: the train step is jit over a mesh of every visible device):
-# installs the CUDA build of the pinned JAX, prepares the study's dataset once, then runs a study
-# (python -m uat_jax.study; rerun the same command to resume).
+# One GPU host: installs the CUDA build of the pinned JAX, prepares the study's dataset once, then
+# runs a study (python -m uat_jax.study; rerun the same command to resume). With several GPUs the
+# study starts one worker per GPU, each training its own runs (logs in ROOT/workers/); add
+# --devices_per_run=K for runs over K GPUs each.
 #   launch/gpu.sh STUDY_CONFIG ROOT       e.g. launch/gpu.sh cifar10_study workdirs/c10
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# A Cloud TPU VM pod slice: a study (python -m uat_jax.study) on every worker, one process per
-# host (jax.distributed.initialize() finds the other hosts from the TPU metadata; --multihost).
+# A Cloud TPU VM pod slice: a study (python -m uat_jax.study) on every host. For a grid of
+# independent runs each host's study process starts one worker per chip (uat_jax.study.placement;
+# --devices_per_run in STUDY_FLAGS for 2 or 4 chips per run), and all of them share ROOT's
+# claims; no JAX job spans the hosts. MULTIHOST=1 instead joins every host into one JAX job
+# (jax.distributed.initialize() finds them from the TPU metadata): one run over the whole slice.
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE STUDY_CONFIG ROOT      # start, or resume after a stop
 #   DRY_RUN=1 launch/tpu_pod.sh ...                        # print the commands, run nothing
@@ -38,7 +41,7 @@ if [ ! -x .venv/bin/python ]; then
 fi"
 start="set -euo pipefail
 cd ~/uat_jax && mkdir -p '$ROOT/tpu'
-nohup .venv/bin/python -m uat_jax.study --study='$STUDY' --root='$ROOT' --multihost \
+nohup .venv/bin/python -m uat_jax.study --study='$STUDY' --root='$ROOT' ${MULTIHOST:+--multihost} \
   >> '$ROOT/tpu/'\$(hostname).log 2>&1 < /dev/null &
 echo \"started on \$(hostname): log $ROOT/tpu/\$(hostname).log\""
 run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command "$setup"

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from tests.helpers import REPO
+from uat_jax.errors import UatError
 
 SCRIPTS = sorted(os.path.join("launch", f) for f in os.listdir(os.path.join(REPO, "launch"))
                  if f.endswith((".sh", ".sbatch")))
@@ -32,14 +33,14 @@ def sbatch_options():
 
 @pytest.mark.parametrize("nodes,gpus", [(None, None), (1, 4)])  # the script's 2 x 8, and 1 x 4
 def test_slurm_layout_gives_every_gpu_one_process(monkeypatch, nodes, gpus):
-  """jax's SLURM detection (what --multihost runs) for every task of the job: one process per
-  GPU, process ids 0..n-1, the coordinator on the first node, and each process's local device
-  its SLURM_LOCALID, so that together they cover every GPU of every node exactly once."""
+  """jax's SLURM detection (what MULTIHOST=1 sbatch --ntasks-per-node=<GPUs> runs: one run over
+  every GPU) for every task of the job: one process per GPU, process ids 0..n-1, the
+  coordinator on the first node, and each process's local device its SLURM_LOCALID, so that
+  together they cover every GPU of every node exactly once."""
   from jax._src import clusters  # jax's own detection, as jax.distributed.initialize calls it
   opts = sbatch_options()
   nodes = nodes or int(opts["nodes"])
-  per_node = gpus or int(opts["ntasks-per-node"])
-  assert (gpus or int(opts["gpus-per-node"])) == per_node  # one task per GPU
+  per_node = gpus or int(opts["gpus-per-node"])  # one task per GPU
   hostnames = [f"gpu-{i:02d}" for i in range(1, nodes + 1)]
   seen = set()
   for node in range(nodes):
@@ -148,8 +149,13 @@ def test_tpu_pod_dry_run_ships_the_commit_and_runs_under_nohup():
   remote = proc.stdout.split("--command", 1)[1]
   for piece in ("sys.version_info < (3, 11)", "uv venv --python 3.11", "jax[tpu]==0.9.0",
                 "nohup .venv/bin/python -m uat_jax.study --study=\\'cifar10_study\\'",
-                "--multihost", "/mnt/shared/c10/tpu/"):
+                "/mnt/shared/c10/tpu/"):
     assert piece in remote, piece
+  assert "--multihost" not in remote  # a grid: one worker per chip on every host
+  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "tpu1", "zone-a", "cifar10_study",
+                         "/mnt/shared/c10"], cwd=REPO, capture_output=True, text=True,
+                        env=dict(os.environ, DRY_RUN="1", MULTIHOST="1"), timeout=60)
+  assert "--multihost" in proc.stdout.split("--command", 1)[1]  # one run over the slice
 
 
 FAKE_SRUN = """#!/usr/bin/env bash
@@ -194,3 +200,67 @@ def test_slurm_wrapper_forwards_sigterm_and_the_training_checkpoints(tmp_path):
   step, path = re.match(r"preempted \(SIGTERM\): checkpoint saved at step (\d+) in (\S+);",
                         line).groups()
   assert os.path.isdir(os.path.join(path, step))  # the checkpoint the SIGTERM asked for
+
+
+def test_a_four_gpu_host_runs_one_worker_per_gpu_and_restarts_a_killed_one(tmp_path):
+  """The launcher on a simulated 4-GPU host (CUDA_VISIBLE_DEVICES=0,1,2,3): four real worker
+  processes, one per GPU, share 8 pieces by the scheduler's claims; every GPU runs pieces side by
+  side, no piece finishes twice, and a worker killed (SIGKILL) in the middle of a piece is started
+  again and its piece finished."""
+  import signal
+  import sys
+  import time
+  from uat_jax.study import placement
+  envs = placement.plan({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 1)
+  assert envs == [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(4)]
+  assert placement.plan({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4) == []  # one run, all four
+  assert placement.plan({"CUDA_VISIBLE_DEVICES": "3"}, 1) == []  # SLURM's one GPU per task
+  root = tmp_path / "root"
+  root.mkdir()
+  env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+  env["PYTHONPATH"] = REPO
+  result = []
+  thread = threading.Thread(target=lambda: result.append(placement.launch(
+      [sys.executable, os.path.join(REPO, "tests", "programs", "placement_worker.py"),
+       str(root)], envs, str(tmp_path / "workers"), poll_s=0.05, env=env)))
+  thread.start()
+  deadline = time.time() + 120
+  started = root / "started"
+  while time.time() < deadline and not (started.is_dir() and any(
+      p.name.startswith("p4.") for p in started.iterdir())):
+    time.sleep(0.02)
+  victim = int(next(p.name for p in started.iterdir() if p.name.startswith("p4.")).split(".")[1])
+  os.kill(victim, signal.SIGKILL)
+  thread.join(timeout=120)
+  logs = "".join(p.read_text() for p in (tmp_path / "workers").iterdir())
+  assert result == [0], logs[-3000:]
+  finished = [line.split() for line in (root / "finished.log").read_text().splitlines()]
+  names = [f[0] for f in finished]
+  assert sorted(names) == [f"p{i}" for i in range(8)]  # each piece finished exactly once
+  assert {f[1] for f in finished[:4]} == {"0", "1", "2", "3"}  # every GPU ran a piece
+  assert next(int(f[2]) for f in finished if f[0] == "p4") != victim  # resumed by another run
+
+
+def test_slurm_and_tpu_hosts_get_one_worker_per_device():
+  """Grids on SLURM (2 nodes x 8 GPUs: one task per node, which starts a worker per GPU; array
+  tasks share ROOT's claims) and on a TPU pod slice (4 hosts x 4 chips: one study process per
+  host, a worker per chip with its own chip and mesh-controller port), none joined into one JAX
+  job; --multihost stays for a single run over every device."""
+  from uat_jax.study import placement
+  opts = sbatch_options()
+  assert opts["ntasks-per-node"] == "1" and opts["gpus-per-node"] == "8"
+  text = open(os.path.join(REPO, "launch", "slurm.sbatch")).read()
+  assert '${MULTIHOST:+--multihost}' in text
+  gpus = {(node, env["CUDA_VISIBLE_DEVICES"]) for node in range(int(opts["nodes"]))
+          for env in placement.plan({"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 1)}
+  assert len(gpus) == 16
+  assert [e["CUDA_VISIBLE_DEVICES"] for e in placement.plan(
+      {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 2)] == ["0,1", "2,3", "4,5", "6,7"]
+  chips = [(host, env["TPU_VISIBLE_CHIPS"], env["TPU_MESH_CONTROLLER_PORT"]) for host in range(4)
+           for env in placement.plan({"TPU_VISIBLE_CHIPS": "0,1,2,3"}, 1)]
+  assert len(set(chips)) == 16 and len({c[1:] for c in chips}) == 4
+  assert all(e["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "1,1,1" and e["TPU_PROCESS_BOUNDS"] == "1,1,1"
+             for e in placement.plan({"TPU_VISIBLE_CHIPS": "0,1,2,3"}, 1))
+  assert placement.plan({"TPU_VISIBLE_CHIPS": "0,1,2,3"}, 2)[1]["TPU_VISIBLE_CHIPS"] == "2,3"
+  with pytest.raises(UatError, match="does not divide the 8 GPU devices"):
+    placement.plan({"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 3)

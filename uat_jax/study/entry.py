@@ -4,9 +4,15 @@ r"""The paper's study as one resumable pipeline (docs/reproducing.md, docs/study
   python -m uat_jax.study --study=cifar10_study --root=R --dry_run
 
 Several processes started with the same command share the pieces (uat_jax.study.scheduler).
+On a host with several accelerators the command starts one worker per device (or per
+--devices_per_run devices), each running its own pieces (uat_jax.study.placement); --multihost
+instead makes all processes one JAX job, for a single run too large for one device.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -26,7 +32,11 @@ def _define_flags():
                     "from the measured throughput table and the grid's wall-clock on --devices "
                     "devices; train nothing.")
   flags.DEFINE_integer("devices", 1, "--dry_run: the number of devices the grid shares.")
-  flags.DEFINE_integer("devices_per_run", 1, "--dry_run: devices each training run uses.")
+  flags.DEFINE_integer("devices_per_run", 1, "Devices each training run uses: on a host with more "
+                       "accelerators, one worker process per group of this many runs the study's "
+                       "pieces side by side (uat_jax.study.placement); --dry_run assumes it too.")
+  flags.DEFINE_bool("worker", False, "Set by the launcher on the processes it starts: run the "
+                    "pieces on the devices this process sees, start no workers.")
   flags.DEFINE_string("device", None, "--dry_run: the measured device to estimate for (default: "
                       "the user's own after `uat-jax bench`, else the first of the table).")
   flags.DEFINE_string("shard", "", "i/n: run only piece k with k mod n == i (several jobs, e.g. "
@@ -38,6 +48,20 @@ def _define_flags():
 
 
 def main():
+  from uat_jax.study import placement
+  if not (FLAGS.dry_run or FLAGS.worker or cli.multihost_args()):
+    envs = placement.plan(os.environ, FLAGS.devices_per_run)
+    if envs:  # several device groups on this host: one worker each, sharing the claims
+      code = placement.launch(placement.worker_command(sys.argv), envs,
+                              os.path.join(FLAGS.root, "workers"))
+      from uat_jax.study import pieces, scheduler
+      listing = pieces.pieces(FLAGS.study, FLAGS.root)
+      print(scheduler.status_table({p.name: "done" if p.done() else "not finished (see "
+                                    f"{FLAGS.root}/workers/)" for p in listing
+                                    if p.name != "choose"}), flush=True)
+      if code:
+        raise SystemExit(code)
+      return
   from uat_jax import sharding  # after flag parsing, so XLA_FLAGS set by the caller apply
   from uat_jax.study import cost, scheduler
   if cli.multihost_args():

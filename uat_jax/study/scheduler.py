@@ -11,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging as pylogging
 import os
+import sys
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import jax
-import numpy as np
 from absl import logging
 
-from uat_jax import lock, sharding, tables
+from uat_jax import lock, tables
 from uat_jax.errors import Preempted, UatError
-from uat_jax.study import pieces as pieces_lib
+
+if TYPE_CHECKING:
+  from uat_jax.study import pieces as pieces_lib
 
 POLL_S = 30.0  # how often a process with nothing to start looks again at the pieces others run
 
@@ -44,11 +45,19 @@ def claim_dir(root: str, name: str) -> str:
   return os.path.join(root, "claims", name.replace(" ", "_"))
 
 
+def _process_count() -> int:
+  """JAX's process count; 1 in a process that has not imported JAX (the scheduler itself needs
+  none: its pieces bring it)."""
+  jax = sys.modules.get("jax")
+  return 1 if jax is None else jax.process_count()
+
+
 def _agreed(value: bool) -> bool:
   """Process 0's answer on every process (skip and resume decisions read files, which hosts of
   a cached shared filesystem can see differently)."""
-  if jax.process_count() == 1:
+  if _process_count() == 1:
     return value
+  import numpy as np
   from jax.experimental import multihost_utils
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
@@ -71,7 +80,7 @@ def _claim(root: str, name: str) -> Optional[contextlib.ExitStack]:
 def _holders(root: str, names) -> dict[str, str]:
   """{piece: holder} for the pieces among `names` that another process runs now. Always empty
   in a multi-host job (its hosts must take the same decisions; it does not wait for others)."""
-  if jax.process_count() > 1:
+  if _process_count() > 1:
     return {}
   found = {n: lock.holder(claim_dir(root, n)) for n in names}
   return {n: h for n, h in found.items() if h}
@@ -200,6 +209,8 @@ def run(study, root: str, shard: str = "", poll_s: float = POLL_S,
   (`pieces.select`). Each piece is skipped when finished before; a failing piece is logged and
   the others go on; the end is a status table. Returns {piece: "done" | "failed (log: PATH)" |
   "pending (...)"}; raises UatError if any failed."""
+  from uat_jax import sharding
+  from uat_jax.study import pieces as pieces_lib
   index, count = parse_shard(shard)
 
   def listing() -> list[pieces_lib.Piece]:
