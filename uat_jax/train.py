@@ -191,8 +191,19 @@ def flatten_config(config) -> dict[str, Any]:
   return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
-def _metrics_collection(keys):
-  return clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in keys})
+@functools.cache
+def _metrics_merger(keys: tuple[str, ...]):
+  """A jitted (pending, step metrics) -> pending: the step's metrics as a clu collection of
+  averages, merged into those since the last log, on the device in one dispatch (eager clu
+  merges cost about 80 small dispatches, and a new collection class each step about 10 ms)."""
+  collection = clu_metrics.Collection.create(
+      **{k: clu_metrics.Average.from_output(k) for k in keys})
+
+  def merge(pending, step_metrics):
+    new = collection.single_from_model_output(**step_metrics)
+    return new if pending is None else pending.merge(new)
+
+  return jax.jit(merge)
 
 
 def _check_finite(values: dict[str, float], first_step: int, step: int,
@@ -365,8 +376,7 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
         batch = sharding.shard_batch(batch, mesh)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, step_metrics = p_train_step(state, batch)
-      collection = _metrics_collection(step_metrics).single_from_model_output(**step_metrics)
-      pending = collection if pending is None else pending.merge(collection)
+      pending = _metrics_merger(tuple(sorted(step_metrics)))(pending, step_metrics)
       done = step + 1
       report_progress(done)
       is_last = done == num_steps
