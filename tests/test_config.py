@@ -37,6 +37,8 @@ print(sorted(m for m in ("jax", "flax", "tensorflow", "optax", "orbax") if m in 
 
 def test_recipes_load_by_name_or_path_and_a_wrong_name_is_one_line():
   assert len(config_lib.recipes()) >= 10
+  assert config_lib.from_file("cifar10:at,bf16").dtype == "bfloat16"  # the bf16 variant
+  assert config_lib.from_file("cifar10:at").dtype == "float32"
   by_name = config_lib.from_file("cifar10:at")
   by_path = config_lib.from_file(config_lib.path_of("cifar10"), "at")
   assert by_name.to_dict() == by_path.to_dict() and by_name.method == "at"

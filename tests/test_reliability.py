@@ -128,8 +128,67 @@ def test_a_flipped_bit_is_caught_by_the_checksums_and_old_checkpoints_still_rest
     assert uat_jax.load(workdir, config=config).step == 4  # unverified
     uat_jax.load(workdir, config=config)
   # Once per directory, and saying what a missing record means now (not "an older version").
-  assert sum("has no checksum record (its run is still training, or was killed right after "
-             "the save)" in line for line in lines) == 1
+  assert sum("has no checksum record (written by uat_jax 0.1, whose records were written at "
+             "the next save, or its record was deleted)" in line for line in lines) == 1
+
+
+def test_a_checkpoint_without_orbax_metadata_restores_when_its_data_verifies(trained, tmp_path):
+  """Orbax's _CHECKPOINT_METADATA deleted (the data intact): the data files match their
+  records, so the checkpoint restores, with a warning naming the missing file, for evaluation
+  and for training (nothing moved aside)."""
+  src, config = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  os.remove(os.path.join(workdir, "checkpoints", "4", checkpoints.checksums.METADATA_FILE))
+  with absl_log() as lines:
+    assert uat_jax.load(workdir, config=config).step == 4
+    assert train.train_and_evaluate(config, workdir)["step"] == 4
+  assert any("checkpoint 4" in line and "lacks orbax's _CHECKPOINT_METADATA file, but every "
+             "data file matches its recorded checksum: restoring it" in line for line in lines)
+  assert not os.path.exists(os.path.join(workdir, checkpoints.CORRUPT_DIR))
+
+
+def test_a_checkpoint_killed_right_after_its_save_has_its_record(tmp_path):
+  """SIGKILL the moment a checkpoint appears complete: its checksum record is already there (it
+  is written before orbax renames the step into place), so one flipped bit in its data is found
+  on the next start, which resumes from the checkpoint before it."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  w = str(tmp_path / "w")
+  flags = ["--config=fashion_mnist:at,runlocal", f"--workdir={w}", "--config.num_train_steps=40",
+           "--config.checkpoint_every_steps=10", "--config.attack.steps=1",
+           "--config.evals.pgd.every_steps=1000"]
+  proc = subprocess.Popen([sys.executable, "-m", "uat_jax.main", *flags], cwd=helpers.REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  ckpts, deadline = os.path.join(w, "checkpoints"), time.time() + 240
+  while time.time() < deadline and proc.poll() is None and not os.path.isdir(
+      os.path.join(ckpts, "20")):
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit())
+  assert 20 in steps and steps[-1] < 40, steps
+  newest = steps[-1]
+  for step in steps:  # every complete checkpoint has its record
+    assert os.path.exists(os.path.join(w, checkpoints.CHECKSUM_DIR, "checkpoints", f"{step}.json"))
+  path = max(glob.glob(os.path.join(ckpts, str(newest), "**", "d", "*"), recursive=True),
+             key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x10]))
+  c = load_config("at,runlocal")
+  c.num_train_steps, c.checkpoint_every_steps, c.attack.steps = 40, 10, 1
+  c.evals.pgd.every_steps = 1000
+  with absl_log() as lines:
+    assert train.train_and_evaluate(c, w)["step"] == 40
+  text = "\n".join(lines)
+  assert f"checkpoint at step {newest}" in text and "does not match the checksum" in text, text
+  assert f"Resuming from checkpoint at step {newest - 10}" in text
+  assert os.listdir(os.path.join(w, checkpoints.CORRUPT_DIR))[0].startswith(f"{newest}-")
 
 
 
@@ -436,14 +495,17 @@ def test_values_outside_a_fields_domain_are_one_line(field, value, message):
     validation.validate(c)
 
 
-def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
-  """Training on a real 3 MiB filesystem: the checkpoint write that fills it ends the run with
-  one `error:` line (exit 2), the complete checkpoint before it still restores, and the next
-  start removes the unfinished checkpoint's temporary folder."""
+@pytest.mark.parametrize("size", ["2m", "3m"])
+def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size):
+  """Training on a real small filesystem (2 MiB: full before any checkpoint completes; 3 MiB:
+  after one): the checkpoint write that fills it ends the run with one `error:` line (exit 2)
+  naming that write's step (the one whose temporary folder is left) and truthfully what is kept;
+  the complete checkpoint before it still restores, and the next start removes the unfinished
+  checkpoint's temporary folder."""
   import subprocess
   mnt = tmp_path / "small"
   mnt.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                            capture_output=True, text=True)
   if mounted.returncode != 0:
     pytest.skip(f"cannot mount a small tmpfs here (root needed): {mounted.stderr.strip()}")
@@ -455,17 +517,23 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path):
     full = helpers.run_cli(*flags, "--config.num_train_steps=12", timeout=300)
     last = full.stderr.strip().splitlines()[-1]
     assert full.returncode == 2, full.stderr[-2000:]
-    # Which write meets the full disk first varies: a checkpoint (during training or while
-    # finishing the writes at exit) or a metrics file; each ends in one line naming it.
-    assert re.match(r"error: [Nn]o space left on device while (writing checkpoint \d+ in |"
-                    r"finishing the checkpoint writes in |writing )", last), last
     # No traceback: orbax's logged errors (ending in tensorstore's ValueError) are filtered, and
     # so are the "Event loop is closed" errors tensorstore's callbacks report as unraisable.
     for noise in ("Traceback", "ValueError: RESOURCE_EXHAUSTED"):
       assert noise not in full.stderr, full.stderr[-3000:]
-    done = sorted(int(s) for s in os.listdir(os.path.join(w, "checkpoints")) if s.isdigit())
-    partial = glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
-    assert done  # (a partial folder is left when a checkpoint write was the one that failed)
+    ckpts = os.path.join(w, "checkpoints")
+    done = sorted(int(s) for s in os.listdir(ckpts) if s.isdigit())
+    partial = glob.glob(os.path.join(ckpts, f"*{checkpoints.TMP_SUFFIX}*"))
+    failed = re.match(r"error: [Nn]o space left on device while writing checkpoint (\d+) in ",
+                      last)
+    assert failed, last  # the checkpoint write is what meets the full disk here
+    # The step named is the one whose write was left unfinished, and what is kept is true.
+    assert [os.path.basename(p).split(".")[0] for p in partial] == [failed.group(1)], last
+    kept = (f"checkpoint {done[-1]} (the last complete one) is kept" if done
+            else f"no checkpoint in {ckpts} is complete yet")
+    assert kept in last, last
+    if not done:
+      return
     assert uat_jax.load(w).step == done[-1]  # the last complete checkpoint is intact
 
     c = load_config("at,runlocal")

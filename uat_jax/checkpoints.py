@@ -7,42 +7,40 @@ killed mid-save leaves no checkpoint that would be restored. A finished checkpoi
 `W/corrupt_checkpoints/<step>` when training (kept for inspection, never deleted), and the next
 older one is used. Orbax stores arrays with tensorstore and metadata as JSON: nothing is unpickled.
 
-Silent corruption (a flipped bit that still decodes) is caught by checksums: once a save is
-complete, W/checksums/<checkpoints or checkpoints_best>/<step>.json records the sha256 of every
-file of that step; a restore verifies them first, and a mismatch is handled like any damaged
-checkpoint. Checkpoints written before checksums were kept restore unverified, with one warning.
+Silent corruption (a flipped bit that still decodes) is caught by the checksum records of
+uat_jax.checksums, written as each save completes and verified before a restore; a mismatch is
+handled like any damaged checkpoint. Storage failures name the step whose write failed and what
+is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
-import json
 import os
 import shutil
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from uat_jax import files
+from uat_jax import checksums
 from uat_jax.errors import STORAGE_ERRNOS, STORAGE_TEXTS, UatError
 
 CORRUPT_DIR = "corrupt_checkpoints"
 BEST_DIR = "checkpoints_best"
-CHECKSUM_DIR = "checksums"
+TMP_SUFFIX = checksums.TMP_SUFFIX
+CHECKSUM_DIR = checksums.CHECKSUM_DIR
 
 
-TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written
-
-
-def storage_error(e: BaseException, what: str) -> Optional[UatError]:
+def storage_error(e: BaseException, what: str,
+                  kept: str = "what was written before is kept") -> Optional[UatError]:
   """A one-line UatError for a storage failure (disk full, quota, read-only, I/O error) found in
-  `e` or the exceptions it was raised from; None for anything else."""
+  `e` or the exceptions it was raised from, saying what failed and what is `kept`; None for
+  anything else."""
   seen = e
   while seen is not None:
     cause = None
@@ -51,24 +49,67 @@ def storage_error(e: BaseException, what: str) -> Optional[UatError]:
     else:
       cause = next((c for t, c in STORAGE_TEXTS.items() if t in str(seen)), None)
     if cause:
-      return UatError(f"{cause} while {what}; the last complete checkpoint is kept: free space "
-                      "(or choose another --workdir) and rerun the same command")
+      return UatError(f"{cause} while {what}; {kept}: free space (or choose another "
+                      "--workdir) and rerun the same command")
     seen = seen.__cause__ or seen.__context__
   return None
 
 
 @contextlib.contextmanager
-def storage_guard(what: str):
-  """Turns a storage failure inside the block into one line (storage_error)."""
+def storage_guard(what: str, kept: Optional[Callable[[], str]] = None):
+  """Turns a storage failure inside the block into one line (storage_error); `kept()` says
+  what is kept, asked after the failure."""
   try:
     yield
   except UatError:
     raise
   except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types
-    error = storage_error(e, what)
+    error = storage_error(e, what, *([kept()] if kept else []))
     if error is None:
       raise
     raise error from None
+
+
+def kept_checkpoint(mngr: ocp.CheckpointManager) -> str:
+  """What a failed write leaves: "checkpoint N (the last complete one) is kept", or that none
+  is complete yet."""
+  try:
+    mngr.reload()
+    steps = mngr.all_steps()
+  except Exception:  # noqa: BLE001 -- the storage itself may be failing
+    steps = [int(n) for n in os.listdir(str(mngr.directory)) if n.isdigit()]
+  if not steps:
+    return f"no checkpoint in {mngr.directory} is complete yet"
+  return f"checkpoint {max(steps)} (the last complete one) is kept"
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
+  """Starts writing checkpoint `step` (orbax writes it in the background; its checksum record is
+  written as it completes, checksums.record_completed), after the previous write finished (`finish`)."""
+  finish(mngr)
+  with storage_guard(f"writing checkpoint {step} in {mngr.directory}",
+                     lambda: kept_checkpoint(mngr)):
+    mngr.save(step, args=ocp.args.StandardSave(state))
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, state, metrics: dict[str, float]) -> None:
+  """`save` for a best-checkpoint manager: orbax keeps the step if its metric is the best."""
+  finish(mngr)
+  with storage_guard(f"writing the best checkpoint {step} in {mngr.directory}",
+                     lambda: kept_checkpoint(mngr)):
+    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the write in flight; a storage failure names that write's step and what is kept.
+  Then records the checksums of any complete step without one (write_checksums)."""
+  step = mngr.latest_step()  # the step being written, if one is (orbax lists it at save())
+  with storage_guard(f"writing checkpoint {step} in {mngr.directory}",
+                     lambda: kept_checkpoint(mngr)):
+    mngr.wait_until_finished()
+  with storage_guard(f"writing the checksum records of {mngr.directory}",
+                     lambda: kept_checkpoint(mngr)):
+    checksums.write_checksums(mngr)
 
 
 def log_partial(workdir: str) -> None:
@@ -82,85 +123,6 @@ def log_partial(workdir: str) -> None:
       logging.warning("removed %s, a checkpoint whose writing did not finish", path)
 
 
-class CorruptCheckpoint(Exception):
-  """A checkpoint whose files do not match the checksums recorded when it was saved."""
-
-
-def _manifest_path(mngr: ocp.CheckpointManager, step: int) -> str:
-  d = os.path.abspath(str(mngr.directory))
-  return os.path.join(os.path.dirname(d), CHECKSUM_DIR, os.path.basename(d), f"{step}.json")
-
-
-def _digests(step_dir: str) -> dict[str, str]:
-  out = {}
-  for root, _, names in os.walk(step_dir):
-    for name in names:
-      path = os.path.join(root, name)
-      h = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          h.update(block)
-      out[os.path.relpath(path, step_dir)] = h.hexdigest()
-  return out
-
-
-def write_checksums(mngr: ocp.CheckpointManager) -> None:
-  """Records the checksums of every complete step that has none (call it when no save is in
-  flight: after wait_until_finished) and drops those of steps that are gone. Process 0 only."""
-  if jax.process_index() != 0:
-    return
-  mngr.reload()
-  steps = set(mngr.all_steps())
-  folder = os.path.dirname(_manifest_path(mngr, 0))
-  os.makedirs(folder, exist_ok=True)
-  for step in steps:
-    path = _manifest_path(mngr, step)
-    if not os.path.exists(path):
-      digests = _digests(os.path.join(str(mngr.directory), str(step)))
-      files.write_atomic(path, json.dumps({"step": step, "sha256": digests}, indent=1,
-                                          sort_keys=True))
-  for name in os.listdir(folder):
-    stem = name[:-5] if name.endswith(".json") else ""
-    if stem.isdigit() and int(stem) not in steps:
-      os.remove(os.path.join(folder, name))
-
-
-_UNVERIFIED_WARNED: set[str] = set()
-
-
-def verify(mngr: ocp.CheckpointManager, step: int) -> None:
-  """Raises CorruptCheckpoint when a file of `step` is missing or differs from its recorded
-  checksum; without a record (a checkpoint from before checksums), warns once per directory."""
-  path = _manifest_path(mngr, step)
-  if not os.path.exists(path):
-    if str(mngr.directory) not in _UNVERIFIED_WARNED:
-      _UNVERIFIED_WARNED.add(str(mngr.directory))
-      logging.warning("checkpoint %d in %s has no checksum record (its run is still training, "
-                      "or was killed right after the save): restoring without verification",
-                      step, mngr.directory)
-    return
-  try:
-    with open(path) as f:
-      recorded = json.load(f)["sha256"]
-    if not isinstance(recorded, dict):
-      raise ValueError("no table of checksums")
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    # The record, not the checkpoint, is damaged: the data is verified by restoring it (orbax
-    # decodes and checks every array), and nothing is moved aside for it.
-    logging.warning("the checksum record %s is damaged (%s): checkpoint %d is verified by "
-                    "restoring it instead; to rebuild it, delete it and rerun the training "
-                    "command (training writes every missing record)", path, f"{type(e).__name__}: {e}"[:120], step)
-    return
-  step_dir = os.path.join(str(mngr.directory), str(step))
-  found = _digests(step_dir)
-  for name, digest in sorted(recorded.items()):
-    if name not in found:
-      raise CorruptCheckpoint(f"file {name} of the checkpoint is missing")
-    if found[name] != digest:
-      raise CorruptCheckpoint(f"file {name} does not match the checksum recorded when it was "
-                              "saved (the data changed on disk)")
-
-
 def directory(workdir: str, which: str = "last") -> str:
   """W/checkpoints (the newest few, for resuming) or, which="best", W/checkpoints_best."""
   return os.path.join(os.path.abspath(workdir), BEST_DIR if which == "best" else "checkpoints")
@@ -169,7 +131,8 @@ def directory(workdir: str, which: str = "last") -> str:
 def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
   """The training manager of `workdir`: keeps the newest `max_to_keep` complete checkpoints."""
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         cleanup_tmp_directories=True)
+                                         cleanup_tmp_directories=True,
+                                         async_options=checksums.async_options(directory(workdir)))
   return ocp.CheckpointManager(directory(workdir), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
@@ -184,8 +147,10 @@ def best_manager(workdir: str, metric: str, mode: str = "max") -> ocp.Checkpoint
   """W/checkpoints_best: orbax's best-checkpoint support keeps the one checkpoint whose `metric`
   (saved with it) is the highest (mode "max") or lowest ("min") so far, across resumes."""
   return ocp.CheckpointManager(directory(workdir, "best"),
-                               options=_best_options(metric, mode, max_to_keep=1, create=True,
-                                                     cleanup_tmp_directories=True),
+                               options=_best_options(
+                                   metric, mode, max_to_keep=1, create=True,
+                                   cleanup_tmp_directories=True,
+                                   async_options=checksums.async_options(directory(workdir, "best"))),
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
@@ -244,7 +209,7 @@ def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
   params = abstract["params"] if partial else abstract.params
 
   def restore_step(step):
-    verify(mngr, step)  # before orbax reads anything: a damaged file is named, not traced
+    checksums.verify(mngr, step)  # before orbax reads anything: a damaged file is named, not traced
     check_shapes(mngr.item_metadata(step)["params"], params, config, str(mngr.directory))
     if partial:
       restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract)
@@ -279,7 +244,7 @@ def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
     return restored, step
   if failures:
     step, reason = failures[0]
-    if all(r.startswith(CorruptCheckpoint.__name__) for _, r in failures):
+    if all(r.startswith(checksums.CorruptCheckpoint.__name__) for _, r in failures):
       cause = "the checkpoint data changed on disk (checksums differ)"
     elif any("FileNotFoundError" in r or "NOT_FOUND" in r or "No such file" in r
              for _, r in failures):
@@ -296,7 +261,7 @@ def _move_aside(mngr: ocp.CheckpointManager, step: int, quarantine: str) -> str:
   os.makedirs(quarantine, exist_ok=True)
   target = os.path.join(quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
   shutil.move(os.path.join(str(mngr.directory), str(step)), target)
-  manifest = _manifest_path(mngr, step)
+  manifest = checksums.manifest_path(mngr, step)
   if os.path.exists(manifest):  # the step will be written again: its checksums go with it
     shutil.move(manifest, os.path.join(target, "recorded_checksums.json"))
   mngr.reload()

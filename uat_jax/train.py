@@ -313,12 +313,10 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
     return _loop(config, model, spec, schedule, mesh, state, train_split, num_steps,
                  initial_step, mngr, best, writer, list(evaluators))
   finally:  # a save in flight completes (or is left unfinalized, never half-visible)
-    with checkpoints.storage_guard(f"finishing the checkpoint writes in {workdir}"):
-      for m in (mngr, best):
-        if m is not None:
-          m.wait_until_finished()
-          checkpoints.write_checksums(m)
-          m.close()
+    for m in (mngr, best):
+      if m is not None:
+        checkpoints.finish(m)
+        m.close()
     if writer is not None:
       writer.close()
 
@@ -357,16 +355,11 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
     # orbax keeps it only if it is the best so far; a step saved before a restart (the same
     # state, deterministically) is not saved again.
     if best is not None and metric in scalars and step not in best.all_steps():
-      best.wait_until_finished()  # the previous best is complete: record its checksums
-      checkpoints.write_checksums(best)
-      best.save(step, args=ocp.args.StandardSave(plain), metrics={metric: float(scalars[metric])},
-                force=True)
+      checkpoints.save_best(best, step, plain, {metric: float(scalars[metric])})
 
   def save(step):
     flush_train_metrics(step)  # never checkpoint a state whose loss went non-finite
-    mngr.wait_until_finished()  # the previous save is complete: record its checksums
-    checkpoints.write_checksums(mngr)
-    mngr.save(step, args=ocp.args.StandardSave(export_state(p_train_step, state)))
+    checkpoints.save(mngr, step, export_state(p_train_step, state))
 
   t0 = time.time()
   with checkpoints.Preemption(mngr) as preemption:
@@ -387,8 +380,7 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
           evaluate(ev, done)
       stop = preemption.requested(done)
       if done % config.checkpoint_every_steps == 0 or is_last or stop:
-        with checkpoints.storage_guard(f"writing checkpoint {done} in {mngr.directory}"):
-          save(done)
+        save(done)
       if stop and not is_last:  # the caller's `finally` waits for the save to complete
         writer.flush()
         raise Preempted(done, str(mngr.directory))

@@ -3,7 +3,8 @@ instances. Imports ml_collections only: a recipe can be read, listed and package
 Values are checked by uat_jax.validation, which the entry points call.
 
 A recipe does `return base.build(arg, dataset_overrides)`; `arg` is the part after the colon in
-`--config=cifar10:at_entm,runlocal`: a method name, then optional variants.
+`--config=cifar10:at_entm,runlocal`: a method name, then optional variants (runlocal: a
+smoke-test budget; bf16: bfloat16 compute).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ METHOD_DEFAULTS = {
     "at_entm": {"beta": 0.3},
     "at_ls": {"alpha": 0.2},
 }
-VARIANTS = ("runlocal",)
+VARIANTS = ("runlocal", "bf16")  # bf16: bfloat16 compute (docs/performance.md)
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "piecewise", "cosine")
 # Debian's dataset-fashion-mnist installs the IDX files here (uat_jax.fashion_mnist.DEFAULT_DIR).
@@ -293,5 +294,7 @@ def build(arg: str | None, dataset_overrides, runlocal_overrides=None) -> ml_col
     runlocal(c)
     if runlocal_overrides:
       runlocal_overrides(c)
+  if "bf16" in variants:  # mixed precision: bfloat16 compute, float32 parameters and optimizer
+    c.dtype = "bfloat16"
   c.lock()
   return c
