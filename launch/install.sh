@@ -52,4 +52,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 # The tested versions (constraints.txt) of the core, the datasets, the figures and the tests.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[data,plots,dev,test]'
+# torchattacks (the parity tests' reference) without its pins: it asks for requests~=2.25.1 and
+# torchvision, which its attacks never import, and would downgrade requests for everything else.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt torchattacks
 echo "uat_jax installed in .venv ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

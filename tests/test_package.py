@@ -35,8 +35,13 @@ x_adv = attacks.pgd(f, x, y, key=jax.random.PRNGKey(2), eps=0.1, step_size=0.025
 assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.1 + 1e-6
 norms = jacobian.jacobian_norms(f, x, y, output="logits", norms=("fro",), chunk_size=4)
 assert norms["fro"].shape == (8,) and (norms["fro"] > 0).all()
-missing = [m for m in ("tensorflow", "tensorflow_datasets", "matplotlib")
+missing = [m for m in ("tensorflow", "tensorflow_datasets", "matplotlib", "torch")
            if importlib.util.find_spec(m) is None]
+from uat_jax import interop  # importable without torch; using it says what to install
+try:
+  interop.from_torch(None)
+except Exception as e:
+  print("interop:", e)
 print("version", uat_jax.__version__, "from", uat_jax.__file__)
 print("not installed:", ",".join(missing))
 print("loaded:", ",".join(m for m in ("tensorflow", "matplotlib") if m in sys.modules) or "-")
@@ -107,7 +112,8 @@ def test_the_wheel_with_the_core_alone_attacks_a_flax_model_without_tensorflow(t
   assert run.returncode == 0, run.stderr[-3000:]
   from uat_jax.version import VERSION
   assert f"version {VERSION} from {site}" in run.stdout, run.stdout
-  assert "not installed: tensorflow,tensorflow_datasets,matplotlib" in run.stdout, run.stdout
+  assert "not installed: tensorflow,tensorflow_datasets,matplotlib,torch" in run.stdout, run.stdout
+  assert "interop: uat_jax.interop needs PyTorch: pip install 'uat_jax[torch]'" in run.stdout
 
 
 def test_the_version_is_pyprojects_and_the_command_lists_its_subcommands():
