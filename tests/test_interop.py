@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from tests.helpers import build_trainer, load_config
-from uat_jax import attacks, data, jacobian, sharding
+from uat_jax import attacks, data, sharding
 from uat_jax.errors import UatError
 
 torch = pytest.importorskip("torch")
@@ -37,18 +37,17 @@ def _torch_logits(module, x):
 
 
 def test_ports_and_twins_give_the_same_logits():
-  """from_torch ports a Rice-style PreAct ResNet-18 (normalization inside) and a RobustBench-style
-  WideResNet-28-10 (random weights, eval-mode batch norm) with logits equal within 1e-4
-  (relative); to_torch gives back modules equal within 1e-5 for every uat_jax model; the port
-  runs the attack suite and the Jacobian norms from Python."""
+  """from_torch ports a PreAct ResNet-18 (normalization inside, batch-norm statistics and affine
+  parameters random), a WideResNet-10-2 and the two CNNs with logits equal within 1e-4
+  (relative); to_torch gives back modules equal within 1e-5. (docs/own_model.md, run by the next
+  test, ports a WRN-28-10 and runs the suite and the Jacobians on the PreAct ResNet-18.)"""
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
   cases = [(torch_models.PreActResNet18(mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)),
             (32, 32, 3), "preact_resnet18"),
-           (torch_models.WideResNet(depth=28, widen_factor=10), (32, 32, 3), "wide_resnet"),
+           (torch_models.WideResNet(depth=10, widen_factor=2), (32, 32, 3), "wide_resnet"),
            (torch_models.SmallCNN(), (28, 28, 1), "small_cnn"),
            (torch_models.MadryCNN(in_ch=3, image_size=32), (32, 32, 3), "madry_cnn")]
-  ported = {}
   for module, shape, arch in cases:
     module = _randomize_batch_norm(module)
     clf = interop.from_torch(module, input_shape=shape)
@@ -61,17 +60,28 @@ def test_ports_and_twins_give_the_same_logits():
     np.testing.assert_allclose(np.asarray(clf(x)) / scale, ref / scale, rtol=0, atol=1e-4)
     back = interop.to_torch(clf)  # torch -> Flax -> torch: the twin computes as the original
     np.testing.assert_allclose(_torch_logits(back, x) / scale, ref / scale, rtol=0, atol=1e-5)
-    ported[arch] = (clf, x)
-  clf, x = ported["preact_resnet18"]
-  y = np.asarray(clf(x)).argmax(-1)
-  from uat_jax import evaluate
-  r = evaluate.run_suite(clf.logits_fn, x, y, evaluate.preset("quick"), jax.random.PRNGKey(0),
-                         eps=(8 / 255,), batch_size=2, checks=False).to_json(masks=False)
-  assert r["clean_accuracy"] == 1.0 and set(r["attacks"]) == {"FGSM", "PGD-20", "CW-20"}
-  norms = jacobian.jacobian_norms(clf.logits_fn, x, y)
-  assert np.all(np.isfinite(norms["fro"])) and norms["fro"].shape == (2,)
   with pytest.raises(UatError, match="not a wide_resnet"):
     interop.from_torch(torch_models.SmallCNN().state_dict(), arch="wide_resnet")
+  wrong = torch_models.PreActResNet18(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  with pytest.raises(UatError, match="differ from the torch module's"):  # normalization unseen
+    interop.from_torch(wrong, mean=(), std=())
+
+
+def test_the_own_model_page_runs():
+  """docs/own_model.md's blocks, in order, in one namespace: a linen and an nnx classifier under
+  the attacks, the suite and the Jacobians; a PreAct ResNet-18 ported (its logits checked by
+  from_torch against the module's) with the quick suite and Jacobian norms; a bridged module
+  under PGD; a RobustBench-layout WideResNet-28-10 ported; AutoAttack on a to_torch twin."""
+  import os
+  from tests.helpers import REPO
+  with open(os.path.join(REPO, "docs", "own_model.md")) as f:
+    text = f.read()
+  blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+  assert len(blocks) == 5
+  namespace: dict = {}
+  for i, block in enumerate(blocks):
+    exec(compile(block, f"docs/own_model.md block {i + 1}", "exec"), namespace)  # noqa: S102
+  assert namespace["clf"].arch == "wide_resnet" and namespace["ported"].arch == "preact_resnet18"
 
 
 @pytest.fixture(scope="module")

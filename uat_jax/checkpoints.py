@@ -85,7 +85,8 @@ def kept_checkpoint(mngr: ocp.CheckpointManager) -> str:
 
 def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
   """Starts writing checkpoint `step` (orbax writes it in the background; its checksum record is
-  written as it completes, checksums.record_completed), after the previous write finished (`finish`)."""
+  written as it completes, checksums.record_completed), after the previous write finished
+  (`finish`)."""
   finish(mngr)
   with storage_guard(f"writing checkpoint {step} in {mngr.directory}",
                      lambda: kept_checkpoint(mngr)):
@@ -150,7 +151,8 @@ def best_manager(workdir: str, metric: str, mode: str = "max") -> ocp.Checkpoint
                                options=_best_options(
                                    metric, mode, max_to_keep=1, create=True,
                                    cleanup_tmp_directories=True,
-                                   async_options=checksums.async_options(directory(workdir, "best"))),
+                                   async_options=checksums.async_options(
+                                       directory(workdir, "best"))),
                                item_handlers=ocp.StandardCheckpointHandler())
 
 

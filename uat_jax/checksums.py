@@ -124,7 +124,8 @@ def verify(mngr: ocp.CheckpointManager, step: int) -> None:
     # decodes and checks every array), and nothing is moved aside for it.
     logging.warning("the checksum record %s is damaged (%s): checkpoint %d is verified by "
                     "restoring it instead; to rebuild it, delete it and rerun the training "
-                    "command (training writes every missing record)", path, f"{type(e).__name__}: {e}"[:120], step)
+                    "command (training writes every missing record)", path,
+                    f"{type(e).__name__}: {e}"[:120], step)
     return
   step_dir = os.path.join(str(mngr.directory), str(step))
   found = _digests(step_dir)

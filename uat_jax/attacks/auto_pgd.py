@@ -3,14 +3,14 @@ targeted (APGD-T over the top classes)."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from uat_jax.attacks.common import (PROJECTIONS, LogitsFn, PerExampleLoss, ascent_direction,
-                                    best_of_restarts, check_inputs, checked, resolve_unroll,
-                                    targeted_dlr_loss, uniform_start, where_example)
+from uat_jax.attacks.common import (LogitsFn, PROJECTIONS, PerExampleLoss, ascent_direction,
+                                    best_of_restarts, check_inputs, checked, default_key,
+                                    resolve_unroll, targeted_dlr_loss, uniform_start, where_example)
 from uat_jax.errors import UatError
 
 
@@ -27,8 +27,9 @@ def apgd_checkpoints(steps: int) -> list[tuple[int, int]]:
   return out
 
 
-def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
-         steps: int = 100, norm: str = "linf", loss: Union[str, PerExampleLoss] = "ce",
+def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
+         key: Optional[jax.Array] = None, steps: int = 100, norm: str = "linf",
+         loss: Union[str, PerExampleLoss] = "ce",
          restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
          unroll: Union[int, bool] = 1) -> jax.Array:
   """Auto-PGD (Croce & Hein 2020): PGD with momentum and no step-size parameter.
@@ -40,6 +41,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   highest-loss one. Use loss="ce" (APGD-CE), "dlr" (APGD-DLR) or any per-example loss; see
   apgd_targeted for APGD-T.
   """
+  key = default_key(key)
   loss_fn, x, y = checked("APGD", x, y, eps, norm, loss, steps, restarts, min_steps=1)
   project = PROJECTIONS[norm]
   b = x.shape[0]
@@ -89,12 +91,14 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps
   return best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts)
 
 
-def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array,
-                  eps: float, steps: int = 100, norm: str = "linf", num_targets: int = 9,
+def apgd_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
+                  key: Optional[jax.Array] = None, eps: float, steps: int = 100,
+                  norm: str = "linf", num_targets: int = 9,
                   unroll: Union[int, bool] = 1) -> jax.Array:
   """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, once per target class, the
   targets being the `num_targets` classes with the highest clean logits after the top one. Each
   example keeps the first run that misclassified it, or else its result for the last target."""
+  key = default_key(key)
   x, y = check_inputs(x, y)
   num_classes = jax.eval_shape(logits_fn, jnp.asarray(x[:1], jnp.float32)).shape[-1]
   if num_classes < 4 or not 1 <= num_targets <= num_classes - 1:

@@ -3,12 +3,12 @@ attack."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from uat_jax.attacks.common import (LogitsFn, check_eps, check_inputs, project_linf,
+from uat_jax.attacks.common import (LogitsFn, check_eps, check_inputs, default_key, project_linf,
                                     where_example)
 from uat_jax.errors import UatError
 
@@ -96,7 +96,8 @@ def fab_minimal(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, targets: jax.Ar
   return state["best"]
 
 
-def fab_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array,
+def fab_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
+                 key: Optional[jax.Array] = None,
                  eps: float, steps: int = 100, num_targets: int = 9,
                  restarts: int = 1) -> jax.Array:
   """FAB-T, L-inf (Croce & Hein 2020, as in AutoAttack's standard sequence): fab_minimal toward
@@ -104,6 +105,7 @@ def fab_targeted(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Ar
   example keeps the first target whose minimal adversarial point lies within eps; the result is
   projected onto the eps-ball (and [0, 1]), so it is adversarial exactly where FAB found a point
   at distance <= eps."""
+  key = default_key(key)
   check_eps(eps)
   x, y = check_inputs(x, y)
   x = jnp.asarray(x, jnp.float32)

@@ -3,7 +3,7 @@ onto the threat model, random starts and per-example selection."""
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Optional, Callable, Union
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +178,11 @@ def ascent_direction(g: jax.Array, norm: str) -> jax.Array:
 def where_example(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
   """Per-example select: a where mask[i], else b."""
   return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
+def default_key(key: Optional[jax.Array]) -> jax.Array:
+  """The attack's PRNG key: `key`, or PRNGKey(0) when None (attacks are deterministic in it)."""
+  return jax.random.PRNGKey(0) if key is None else key
 
 
 def best_of_restarts(logits_fn, loss_fn, x, y, one_run, key, restarts: int) -> jax.Array:

@@ -3,13 +3,14 @@ uses) and the transfer attack (PGD on a surrogate model)."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from uat_jax.attacks.common import (PROJECTIONS, LogitsFn, PerExampleLoss, ascent_direction,
                                     best_of_restarts, check_eps, check_inputs, checked,
+                                    default_key,
                                     input_grad, project_linf, resolve_loss, resolve_unroll,
                                     uniform_start)
 
@@ -24,10 +25,10 @@ def fgsm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
   return project_linf(x + eps * jnp.sign(g), x, eps)
 
 
-def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
-        step_size: float, steps: int, norm: str = "linf", loss: Union[str, PerExampleLoss] = "ce",
-        restarts: int = 1, random_start: bool = True,
-        unroll: Union[int, bool] = 1) -> jax.Array:
+def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
+        key: Optional[jax.Array] = None, step_size: Optional[float] = None, steps: int = 10,
+        norm: str = "linf", loss: Union[str, PerExampleLoss] = "ce", restarts: int = 1,
+        random_start: bool = True, unroll: Union[int, bool] = 1) -> jax.Array:
   """Projected gradient ascent (Madry et al. 2018) on a per-example loss, L-inf or L2.
 
   Each restart starts from a uniform random point of the eps-ball (projected into [0, 1]) when
@@ -35,8 +36,11 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps:
   gradient for L2), projecting after each. With several restarts, each example keeps the restart
   that misclassified it, or else the one with the highest loss. The step loop is a
   `lax.fori_loop`; `unroll` (an int, or True for fully unrolled) trades compile time for speed.
+  Defaults: `step_size` eps/4 (as the presets use), 10 steps, `key` PRNGKey(0).
   """
   loss_fn, x, y = checked("PGD", x, y, eps, norm, loss, steps, restarts, min_steps=0)
+  key = default_key(key)
+  step_size = eps / 4 if step_size is None else step_size
   grad_fn = input_grad(logits_fn, loss_fn, y)
   project = PROJECTIONS[norm]
 

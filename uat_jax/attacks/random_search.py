@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
-from uat_jax.attacks.common import (LogitsFn, check_eps, check_inputs, margin_loss,
+from uat_jax.attacks.common import (LogitsFn, check_eps, check_inputs, default_key, margin_loss,
                                     project_linf, where_example)
 from uat_jax.errors import UatError
 
@@ -70,8 +72,8 @@ def square_steps(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, x_best: jax.Ar
   return jax.lax.fori_loop(start, stop, step, (x_best, m_best))
 
 
-def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, eps: float,
-           queries: int = 5000, p_init: float = 0.8) -> jax.Array:
+def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, eps: float,
+           key: Optional[jax.Array] = None, queries: int = 5000, p_init: float = 0.8) -> jax.Array:
   """Square attack, L-inf (Andriushchenko et al. 2020): score-based random search, no gradients.
 
   Starts from vertical stripes of +-eps, then per query proposes, inside one random square window
@@ -80,6 +82,7 @@ def square(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Array, e
   forward passes per example (1 for the start). (The suite runs it in segments on the
   still-robust examples only: square_start and square_steps.)
   """
+  key = default_key(key)
   check_eps(eps)
   x, y = check_inputs(x, y)
   if queries < 1:

@@ -195,7 +195,8 @@ def to_torch(classifier, input_shape: Optional[Sequence[int]] = None):
   left = [k for k in missing if not k.endswith(("num_batches_tracked", "normalize.mean",
                                                  "normalize.std"))]
   if left or unexpected:
-    raise UatError(f"to_torch: {arch} weights did not fit its torch twin ({(left + unexpected)[:3]})")
+    raise UatError(f"to_torch: {arch} weights did not fit its torch twin "
+                   f"({(left + unexpected)[:3]})")
   return module.eval()
 
 
