@@ -7,25 +7,12 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tests.helpers import build_trainer, load_config
-from uat_jax import attacks, data, evaluate, models, sharding
+from tests.helpers import load_config
+from uat_jax import attacks, evaluate, models
 from uat_jax.evaluate import checks
 from uat_jax.errors import UatError
 
 EPS = (0.05, 0.1, 0.2)
-
-
-@pytest.fixture(scope="module")
-def trained_model(small_fmnist):
-  """(model, variables) of a small CNN after 100 standard-training steps on 4,096 real
-  training images."""
-  mesh = sharding.make_mesh(1)
-  model, init_state, step = build_trainer(load_config("standard,runlocal"), 100, mesh)
-  state = init_state()
-  for s in range(100):
-    batch = data.train_batch(small_fmnist["train"], 0, s, 128)
-    state, _ = step(state, sharding.shard_batch(batch, mesh))
-  return model, {"params": state.params, "batch_stats": state.batch_stats}
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +78,9 @@ def test_bad_suites():
 
 
 def test_apgd_and_fab_at_most_pgd_and_square_breaks_an_undefended_model(trained):
+  """Through run_suite's entries (their parity with torchattacks: tests/test_interop.py)."""
   logits_fn, x, y = trained
-  x, y = x[:200], y[:200]
+  x, y = x[:100], y[:100]
   suite = [{"name": "PGD-20", "attack": "pgd"},  # rolled APGD loops: far quicker to compile
            {"name": "APGD-CE-20", "attack": "apgd", "steps": 20, "unroll": 1},
            {"name": "APGD-T-20", "attack": "apgd_t", "steps": 20, "num_targets": 3, "unroll": 1},
@@ -101,7 +89,7 @@ def test_apgd_and_fab_at_most_pgd_and_square_breaks_an_undefended_model(trained)
   r = evaluate.run_suite(logits_fn, x, y, suite, jax.random.PRNGKey(1), eps=(0.1, 0.3),
                          batch_size=100, checks=False).to_json(masks=False)
   acc = {name: v["accuracy"] for name, v in r["attacks"].items()}
-  for k in ("0.1", "0.3"):  # same points; slack for random starts
+  for k in ("0.1", "0.3"):  # same points; slack for random starts (1 point of 100)
     assert acc["APGD-CE-20"][k] <= acc["PGD-20"][k] + 0.01
     assert acc["APGD-T-20"][k] <= acc["PGD-20"][k] + 0.01
     # FAB-T breaks no fewer points than PGD-20 (measured: 0.135 vs 0.140 at eps 0.1, 0 vs 0 at

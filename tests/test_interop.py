@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.helpers import build_trainer, load_config
-from uat_jax import attacks, data, sharding
+from uat_jax import attacks
 from uat_jax.errors import UatError
 
 torch = pytest.importorskip("torch")
@@ -67,6 +66,7 @@ def test_ports_and_twins_give_the_same_logits():
     interop.from_torch(wrong, mean=(), std=())
 
 
+@pytest.mark.slow
 def test_the_own_model_page_runs():
   """docs/own_model.md's blocks, in order, in one namespace: a linen and an nnx classifier under
   the attacks, the suite and the Jacobians; a PreAct ResNet-18 ported (its logits checked by
@@ -85,16 +85,11 @@ def test_the_own_model_page_runs():
 
 
 @pytest.fixture(scope="module")
-def model_and_points(small_fmnist):
-  """(Flax model, variables, torch twin, x, y): a small CNN after 100 standard-training steps on
-  real Fashion-MNIST, exported with to_torch, and 200 real test points."""
-  mesh = sharding.make_mesh(1)
-  model, init_state, step = build_trainer(load_config("standard,runlocal"), 100, mesh)
-  state = init_state()
-  for s in range(100):
-    state, _ = step(state, sharding.shard_batch(data.train_batch(small_fmnist["train"], 0, s, 128),
-                                                mesh))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+def model_and_points(trained_model, small_fmnist):
+  """(Flax model, variables, torch twin, x, y): the small CNN of conftest.trained_model (100
+  standard-training steps on real Fashion-MNIST), exported with to_torch, and 200 real test
+  points."""
+  model, variables = trained_model
   twin = interop.to_torch((model, variables))
   x = small_fmnist["test"].images[:200].astype(np.float32) / 255
   return model, variables, twin, x, small_fmnist["test"].labels[:200].astype(np.int32)

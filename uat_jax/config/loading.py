@@ -28,17 +28,18 @@ def recipes() -> list[str]:
 
 
 def path_of(spec: str) -> str:
-  """The file of a config: a packaged recipe's name (`cifar10`), or a path to a file of one's
-  own (`my_x`). One line naming the choices when neither exists."""
+  """The file of a config: a packaged recipe's name (`cifar10`, or `configs/cifar10.py` as
+  uat_jax 0.1 named it), or a path to a file of one's own (`my_x`). One line naming the choices
+  when neither exists."""
   if os.path.exists(spec):
     return spec
   if spec in recipes():
     return os.path.join(PACKAGE_DIR, spec + ".py")
   legacy = os.path.basename(spec)[:-3] if spec.startswith("configs/") else None
-  hint = (f"; the recipes moved into the package: use {legacy}" if legacy in recipes()
-          else "")
-  raise UatError(f"config {spec!r} is neither a file nor a packaged recipe ({', '.join(recipes())})"
-                 f"{hint}")
+  if legacy in recipes():  # configs/NAME.py of uat_jax 0.1: the recipes live in the package now
+    return os.path.join(PACKAGE_DIR, legacy + ".py")
+  raise UatError(f"config {spec!r} is neither a file nor a packaged recipe "
+                 f"({', '.join(recipes())})")
 
 
 def describe(spec: str) -> str:
