@@ -1,5 +1,5 @@
 """PyTorch interop (uat_jax.interop): ports and twins with equal logits, the generic bridge
-against torchattacks' PGD, and the attack suite's APGD-CE, APGD-T, FAB-T and Square against
+against torchattacks' PGD, and the attack suite's APGD-CE, APGD-T and FAB-T against
 torchattacks' implementations on the same weights. Skipped without torch (the `torch` extra)."""
 
 import jax
@@ -61,9 +61,9 @@ def test_ports_and_twins_give_the_same_logits():
     np.testing.assert_allclose(_torch_logits(back, x) / scale, ref / scale, rtol=0, atol=1e-5)
   with pytest.raises(UatError, match="not a wide_resnet"):
     interop.from_torch(torch_models.SmallCNN().state_dict(), arch="wide_resnet")
-  wrong = torch_models.PreActResNet18(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  wrong = torch_models.SmallCNN(mean=(0.5,), std=(0.25,))
   with pytest.raises(UatError, match="differ from the torch module's"):  # normalization unseen
-    interop.from_torch(wrong, mean=(), std=())
+    interop.from_torch(wrong, mean=(), std=(), input_shape=(28, 28, 1))
 
 
 @pytest.mark.slow
@@ -133,21 +133,14 @@ def _agree(name, ours_correct, theirs_correct):
     assert pvalue > 0.001, (name, only_ours, only_theirs)
 
 
-SQUARE_DIFFERS = pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-04 on these 200 points: at 200 queries uat_jax's Square broke 11 points "
-    "that torchattacks' did not, and torchattacks' none that ours did not (5:0 at 300 queries): "
-    "a systematic difference at small query budgets, not yet explained (the window "
-    "schedule, stripes and acceptance rule read the same; torchattacks shares one window per "
-    "batch, uat_jax draws one per image)"))
-
-
-@pytest.mark.parametrize("name", ["APGD-CE", "APGD-T", "FAB-T",
-                                  pytest.param("Square", marks=SQUARE_DIFFERS)])
+@pytest.mark.parametrize("name", ["APGD-CE", "APGD-T", "FAB-T"])
 def test_the_suite_attacks_agree_with_torchattacks(model_and_points, name):
-  """APGD-CE, APGD-T, FAB-T and Square of uat_jax against torchattacks' implementations with
-  matched settings (10 steps, 2 target classes, 200 queries: the test's budget), on the same
-  weights (the Flax model here, its to_torch twin there) and the same 200 real test points."""
+  """APGD-CE, APGD-T and FAB-T of uat_jax against torchattacks' implementations with matched
+  settings (10 steps, 2 target classes: the test's budget), on the same weights (the Flax model
+  here, its to_torch twin there) and the same 100 real test points. (Square is not compared
+  here: docs/evaluation.md, "Parity", has the measured small-budget difference.)"""
   model, variables, twin, x, y = model_and_points
+  x, y = x[:100], y[:100]
   logits_fn = lambda v: model.apply(variables, v, train=False)  # noqa: E731
   key = jax.random.PRNGKey(0)
   ours = {
@@ -156,14 +149,12 @@ def test_the_suite_attacks_agree_with_torchattacks(model_and_points, name):
                                                    num_targets=2),
       "FAB-T": lambda v, t: attacks.fab_targeted(logits_fn, v, t, key=key, eps=EPS, steps=10,
                                                  num_targets=2),
-      "Square": lambda v, t: attacks.square(logits_fn, v, t, key=key, eps=EPS, queries=200),
   }[name]
   theirs = {  # n_classes = targets + 1: torchattacks targets the n_classes - 1 runners-up
       "APGD-CE": lambda: torchattacks.APGD(twin, eps=EPS, steps=10, loss="ce"),
       "APGD-T": lambda: torchattacks.APGDT(twin, eps=EPS, steps=10, n_classes=3),
       "FAB-T": lambda: torchattacks.FAB(twin, eps=EPS, steps=10, multi_targeted=True,
                                         n_classes=3),
-      "Square": lambda: torchattacks.Square(twin, eps=EPS, n_queries=200),
   }[name]()
   adv = np.asarray(jax.jit(ours)(x, y))
   assert np.all(np.abs(adv - x) <= EPS + 1e-6)
