@@ -36,15 +36,15 @@ def _torch_logits(module, x):
 
 
 def test_ports_and_twins_give_the_same_logits():
-  """from_torch ports a PreAct ResNet-18 (normalization inside, batch-norm statistics and affine
-  parameters random), a WideResNet-10-2 and the two CNNs with logits equal within 1e-4
-  (relative); to_torch gives back modules equal within 1e-5. (docs/own_model.md, run by the next
-  test, ports a WRN-28-10 and runs the suite and the Jacobians on the PreAct ResNet-18.)"""
+  """from_torch ports a WideResNet-10-2 (normalization inside, batch-norm statistics and affine
+  parameters random: the pre-activation blocks the PreAct ResNet-18 shares) and the two CNNs
+  with logits equal within 1e-4 (relative); to_torch gives back modules equal within 1e-5.
+  (docs/own_model.md, run by the next test, ports a PreAct ResNet-18 and a WRN-28-10, exports
+  the ResNet back, and runs the suite and the Jacobians on it.)"""
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
-  cases = [(torch_models.PreActResNet18(mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)),
-            (32, 32, 3), "preact_resnet18"),
-           (torch_models.WideResNet(depth=10, widen_factor=2), (32, 32, 3), "wide_resnet"),
+  cases = [(torch_models.WideResNet(depth=10, widen_factor=2, mean=(0.49, 0.48, 0.45),
+                                    std=(0.25, 0.24, 0.26)), (32, 32, 3), "wide_resnet"),
            (torch_models.SmallCNN(), (28, 28, 1), "small_cnn"),
            (torch_models.MadryCNN(in_ch=3, image_size=32), (32, 32, 3), "madry_cnn")]
   for module, shape, arch in cases:
