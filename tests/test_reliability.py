@@ -10,6 +10,7 @@ import re
 import shutil
 
 import hypothesis
+import numpy as np
 from hypothesis import strategies as st
 import pytest
 
@@ -495,13 +496,13 @@ def test_values_outside_a_fields_domain_are_one_line(field, value, message):
     validation.validate(c)
 
 
-@pytest.mark.parametrize("size", ["2m", "3m"])
-def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size):
-  """Training on a real small filesystem (2 MiB: full before any checkpoint completes; 3 MiB:
-  after one): the checkpoint write that fills it ends the run with one `error:` line (exit 2)
-  naming that write's step (the one whose temporary folder is left) and truthfully what is kept;
-  the complete checkpoint before it still restores, and the next start removes the unfinished
-  checkpoint's temporary folder."""
+def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size="3m"):
+  """Training on a real 3 MiB filesystem (full after one checkpoint; with 2 MiB, before any,
+  the error says "no checkpoint in W/checkpoints is complete yet", as
+  test_what_a_failed_write_keeps_is_said_truthfully checks): the checkpoint write that fills it
+  ends the run with one `error:` line (exit 2) naming that write's step (the one whose temporary
+  folder is left) and truthfully what is kept; the complete checkpoint before it still restores,
+  and the next start removes the unfinished checkpoint's temporary folder."""
   import subprocess
   mnt = tmp_path / "small"
   mnt.mkdir()
@@ -546,6 +547,22 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size):
     assert not glob.glob(os.path.join(w, "checkpoints", f"*{checkpoints.TMP_SUFFIX}*"))
   finally:
     subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_what_a_failed_write_keeps_is_said_truthfully(tmp_path):
+  """The kept-checkpoint text of a storage error: none complete yet, then the newest complete
+  step (a folder orbax never finished is not one)."""
+  mngr = checkpoints.manager(str(tmp_path / "w"), 3)
+  try:
+    assert checkpoints.kept_checkpoint(mngr) == (
+        f"no checkpoint in {mngr.directory} is complete yet")
+    for step in (2, 4):
+      mngr.save(step, args=checkpoints.ocp.args.StandardSave({"a": np.zeros(3)}))
+      mngr.wait_until_finished()
+    os.makedirs(os.path.join(str(mngr.directory), f"6{checkpoints.TMP_SUFFIX}-1"))
+    assert checkpoints.kept_checkpoint(mngr) == "checkpoint 4 (the last complete one) is kept"
+  finally:
+    mngr.close()
 
 
 def test_an_error_exit_never_hangs_on_a_stuck_background_thread():
