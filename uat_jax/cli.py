@@ -179,7 +179,7 @@ def run_app(main, flags_parser=None):
     if e.errno not in STORAGE_ERRNOS:
       raise
     fail(f"{e.strerror} while writing {e.filename or 'a file'}: free space or choose another "
-         "directory, then rerun the same command (the last complete checkpoint is kept)")
+         "directory, then rerun the same command (checkpoints completed before are kept)")
   except Preempted as e:
     print(e, file=sys.stderr)
     exit_bounded(Preempted.EXIT_CODE)
