@@ -1,4 +1,4 @@
-"""`uat-jax bench`: measure the train step on this machine's device and write throughput rows
+"""`uat-jax bench`: measure the train step on the local device and write throughput rows
 (uat_jax.throughput) that `--dry_run` estimates then prefer.
 
     uat-jax bench                          # the default cases of this backend (under 5 minutes)
