@@ -22,16 +22,14 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from uat_jax import benchmark, estimate  # noqa: E402
+from uat_jax import benchmark  # noqa: E402
 
 XLA_VARIANTS = {"latency-hiding scheduler": "--xla_gpu_enable_latency_hiding_scheduler=true",
                 "CUDA graphs off": "--xla_gpu_enable_command_buffer="}
 
 
-FLOPS = {}  # per image, by (model, method, attack steps)
-
-
 def rate(case, seconds, **overrides):
+  """(images/s, FLOPs per image) of `case` with config `overrides` ("attack.steps": 1, ...)."""
   c = benchmark.case_config(case)
   with c.unlocked():
     for k, v in overrides.items():
@@ -41,14 +39,8 @@ def rate(case, seconds, **overrides):
         node = node[p]
       node[leaf] = v
   step = benchmark.Step(c)
-  step.run(1)
-  per = max(step.run(1), 1e-6)
-  n = max(2, int(seconds / 3 / per))
-  s = sorted(step.run(n) / n for _ in range(3))[1]
-  key = (c.model.name, c.method, c.attack.steps)
-  if key not in FLOPS:
-    FLOPS[key] = estimate.step_flops(c) / c.batch_size
-  return c.batch_size / s, FLOPS[key]
+  step.run(1)  # compile
+  return c.batch_size / step.seconds_per_step(seconds), benchmark.flops_per_image(c)
 
 
 def main():

@@ -94,7 +94,24 @@ class Step:
     return time.perf_counter() - t0
 
 
+  def seconds_per_step(self, seconds: float) -> float:
+    """Median seconds per step of three stretches of steps run back to back, about `seconds`
+    in all (after compiling: call run(1) first)."""
+    per_step = max(self.run(1), 1e-6)
+    n = max(2, int(seconds / 3 / per_step))
+    return statistics.median(self.run(n) / n for _ in range(3))
+
+
 _FLOPS_PER_IMAGE: dict[tuple, float] = {}
+
+
+def flops_per_image(config) -> float:
+  """FLOPs per image of `config`'s train step (estimate.step_flops), counted once per model,
+  method and attack length: they do not depend on dtype or batch."""
+  key = (config.model.name, config.method, int(config.attack.steps))
+  if key not in _FLOPS_PER_IMAGE:
+    _FLOPS_PER_IMAGE[key] = estimate.step_flops(config) / config.batch_size
+  return _FLOPS_PER_IMAGE[key]
 
 
 def measure(case: dict[str, Any], seconds: float = 6.0) -> dict[str, Any]:
@@ -105,15 +122,8 @@ def measure(case: dict[str, Any], seconds: float = 6.0) -> dict[str, Any]:
   t0 = time.perf_counter()
   step.run(1)  # compile + one step
   compile_s = time.perf_counter() - t0
-  per_step = max(step.run(1), 1e-6)
-  n = max(2, int(seconds / 3 / per_step))
-  times = [step.run(n) / n for _ in range(3)]
-  s = statistics.median(times)
-  # FLOPs per image depend on the model, the input and the attack, not on dtype or batch.
-  flops_key = (case["model"], case["method"], int(config.attack.steps))
-  if flops_key not in _FLOPS_PER_IMAGE:
-    _FLOPS_PER_IMAGE[flops_key] = estimate.step_flops(config) / case["batch"]
-  flops = _FLOPS_PER_IMAGE[flops_key] * case["batch"]
+  s = step.seconds_per_step(seconds)
+  flops = flops_per_image(config) * case["batch"]
   return {
       "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
       "step": "at" if case["method"] != "standard" else "standard", "model": case["model"],

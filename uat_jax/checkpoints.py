@@ -83,22 +83,20 @@ def kept_checkpoint(mngr: ocp.CheckpointManager) -> str:
   return f"checkpoint {max(steps)} (the last complete one) is kept"
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, state,
+         metrics: Optional[dict[str, float]] = None) -> None:
   """Starts writing checkpoint `step` (orbax writes it in the background; its checksum record is
   written as it completes, checksums.record_completed), after the previous write finished
-  (`finish`)."""
+  (`finish`). With `metrics` (a best-checkpoint manager) orbax keeps the step only if its
+  metric is the best so far."""
   finish(mngr)
-  with storage_guard(f"writing checkpoint {step} in {mngr.directory}",
+  kind = "the best checkpoint" if metrics is not None else "checkpoint"
+  with storage_guard(f"writing {kind} {step} in {mngr.directory}",
                      lambda: kept_checkpoint(mngr)):
-    mngr.save(step, args=ocp.args.StandardSave(state))
-
-
-def save_best(mngr: ocp.CheckpointManager, step: int, state, metrics: dict[str, float]) -> None:
-  """`save` for a best-checkpoint manager: orbax keeps the step if its metric is the best."""
-  finish(mngr)
-  with storage_guard(f"writing the best checkpoint {step} in {mngr.directory}",
-                     lambda: kept_checkpoint(mngr)):
-    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+    if metrics is None:
+      mngr.save(step, args=ocp.args.StandardSave(state))
+    else:
+      mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
 
 def finish(mngr: ocp.CheckpointManager) -> None:

@@ -355,7 +355,7 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
     # orbax keeps it only if it is the best so far; a step saved before a restart (the same
     # state, deterministically) is not saved again.
     if best is not None and metric in scalars and step not in best.all_steps():
-      checkpoints.save_best(best, step, plain, {metric: float(scalars[metric])})
+      checkpoints.save(best, step, plain, {metric: float(scalars[metric])})
 
   def save(step):
     flush_train_metrics(step)  # never checkpoint a state whose loss went non-finite
