@@ -1,27 +1,33 @@
-"""The study's statistics (docs/study_plan.md): paired differences with hierarchical bootstrap
-confidence intervals, the exact McNemar test (scipy's binomial test), ratios of means, and the
-verdict labels.
+"""The study's statistics (docs/study_plan.md, v3.2): paired differences and ratios with
+Student-t intervals that carry both the spread between training runs and the sampling of test
+images, the Holm procedure over the labelled comparisons, the exact McNemar test (scipy's
+binomial test), and the verdict labels.
 
 Data come as arrays [S, N]: S seeds (independent training runs) by N test images, the images the
 same for every seed and both methods. A difference between method M and baseline B pairs seed s
-of M with seed s of B on the same images. The hierarchical bootstrap draws seeds with
-replacement, then images with replacement within each drawn seed, so its interval reflects both
-the spread between training runs and the sampling of test images.
+of M with seed s of B on the same images. The estimand is the expected difference over training
+runs and over test images; the images are shared by every seed, so their sampling error does not
+average out over seeds, and the variance of the grand mean has a seed part and an image part,
+estimated without bias by a two-way random-effects analysis of variance. With one seed there is
+no interval (its ends are infinite).
 
-    diff = paired_difference(correct_m, correct_b)   # Interval(estimate, low, high)
-    gain_label(diff, margin=0.01)                     # "reproduced (gain)", ...
+    diff = paired_difference(correct_m, correct_b)   # Estimate(estimate, se, df)
+    diff.interval()                                   # Interval(estimate, low, high) at 95%
+    gain_label(diff.interval(), margin=0.01)          # "reproduced (gain)", ...
+    holm([diff.p_value(lambda i: gain_label(i, 0.01) != INCONCLUSIVE), ...])
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-RESAMPLES = 10_000
 LEVEL = 0.95
+ALPHA = 0.05  # the family-wise error rate of the Holm procedure
 
 GAIN = "reproduced (gain)"
 LOSS = "not reproduced (loss)"
@@ -31,7 +37,8 @@ INCONCLUSIVE = "inconclusive"
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-  """A point estimate and its two-sided confidence interval [low, high] at `level`."""
+  """A point estimate and its two-sided confidence interval [low, high] at `level` (infinite
+  ends: no interval, e.g. from one seed)."""
   estimate: float
   low: float
   high: float
@@ -41,10 +48,80 @@ class Interval:
     return dataclasses.asdict(self)
 
 
-def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
-  tail = 100 * (1 - level) / 2
-  low, high = np.percentile(draws, [tail, 100 - tail])
-  return float(low), float(high)
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """An estimate with a Student-t sampling distribution: standard error `se` and `df` degrees
+  of freedom (0: unknown, one seed). `log`: estimated on the log scale, reported as a ratio."""
+  estimate: float
+  se: float
+  df: float
+  log: bool = False
+
+  def interval(self, level: float = LEVEL) -> Interval:
+    return self.interval_at(1.0 - level)
+
+  def interval_at(self, alpha: float) -> Interval:
+    """The two-sided (1 - alpha) interval; alpha rather than the level, so that levels within
+    1e-16 of 1 (p-values below it) stay representable."""
+    if self.df <= 0 or alpha <= 0:
+      low, high = -math.inf, math.inf
+    else:
+      half = float(scipy_stats.t.isf(alpha / 2, self.df)) * self.se if self.se else 0.0
+      low, high = self.estimate - half, self.estimate + half
+    if self.log:
+      return Interval(math.exp(self.estimate), math.exp(low), math.exp(high), 1.0 - alpha)
+    return Interval(self.estimate, low, high, 1.0 - alpha)
+
+  def p_value(self, decisive: Callable[[Interval], bool]) -> float:
+    """The smallest alpha at which the two-sided (1 - alpha) interval is decisive (1 if it
+    never is): the p-value of the test behind a label read off the interval. Intervals shrink
+    as alpha grows, and every label of the plan stays decisive inside a decisive interval, so
+    the set of such alpha is an interval (alpha*, 1], found by bisection on log alpha."""
+    if not decisive(self.interval_at(1.0)):
+      return 1.0
+    if decisive(self.interval_at(1e-300)):
+      return 1e-300
+    lo, hi = -300.0, 0.0  # log10 alpha: not decisive at lo, decisive at hi
+    for _ in range(60):
+      mid = (lo + hi) / 2
+      if decisive(self.interval_at(10.0 ** mid)):
+        hi = mid
+      else:
+        lo = mid
+    return 10.0 ** hi
+
+
+def grand_mean_variance(z) -> tuple[np.ndarray, np.ndarray]:
+  """The grand mean of per-(seed, image) values z [..., S, N] and its estimated variance
+  V = s_seed^2 / S + max(0, s_image^2 - MSE / S) / N: the seed means' sample variance, and the
+  image means' sample variance less its residual part (MSE, the residual mean square of the
+  two-way random-effects analysis of variance without replication), each an unbiased estimate
+  of its component. Vectorized over leading axes; S >= 2."""
+  z = np.asarray(z, np.float64)
+  s, n = z.shape[-2:]
+  grand = z.mean((-2, -1))
+  seed_means, image_means = z.mean(-1), z.mean(-2)
+  v = seed_means.var(-1, ddof=1) / s
+  if n > 1:
+    resid = z - seed_means[..., :, None] - image_means[..., None, :] + grand[..., None, None]
+    mse = (resid ** 2).sum((-2, -1)) / ((s - 1) * (n - 1))
+    v = v + np.maximum(0.0, image_means.var(-1, ddof=1) - mse / s) / n
+  return grand, v
+
+
+def two_way(z) -> Estimate:
+  """The grand mean of per-(seed, image) values z [S, N] with its t sampling distribution: the
+  variance of grand_mean_variance, with S - 1 degrees of freedom, those of the seed part,
+  conservative for the sum (Welch-Satterthwaite's larger ones covered 93.1% instead of 95% at 3
+  seeds in the coverage simulation of tests/test_stats.py). One seed: no interval."""
+  z = np.asarray(z, np.float64)
+  z = z[None] if z.ndim == 1 else z
+  if z.shape[0] < 2:
+    return Estimate(float(z.mean()), math.inf, 0.0)
+  grand, v = grand_mean_variance(z)
+  if v == 0.0:
+    return Estimate(float(grand), 0.0, math.inf)
+  return Estimate(float(grand), math.sqrt(float(v)), float(z.shape[0] - 1))
 
 
 def _as_2d(a) -> np.ndarray:
@@ -52,67 +129,62 @@ def _as_2d(a) -> np.ndarray:
   return a[None] if a.ndim == 1 else a
 
 
-def paired_difference(m, b, *, resamples: int = RESAMPLES, level: float = LEVEL,
-                      seed: int = 0) -> Interval:
-  """Mean over seeds of (mean of m - mean of b) over the images, for per-image outcomes in
-  {0, 1} (correct / robust masks) shaped [S, N] (or [N] for one seed), with the hierarchical
-  bootstrap interval. Per seed the per-image differences take the values -1, 0, +1, so a
-  resample of N images is a multinomial draw of how many of each (exact, and cheap)."""
+def paired_difference(m, b) -> Estimate:
+  """Mean over seeds and images of M's per-image outcome minus B's, for outcomes in {0, 1}
+  (correct / robust masks) shaped [S, N] (or [N] for one seed)."""
   m, b = _as_2d(m), _as_2d(b)
   if m.shape != b.shape:
     raise ValueError(f"paired outcomes must have one shape, got {m.shape} and {b.shape}")
   if not np.all(np.isin(m, (0, 1)) & np.isin(b, (0, 1))):
     raise ValueError("paired_difference takes per-image outcomes in {0, 1}")
-  s, n = m.shape
-  d = m - b
-  probs = np.stack([(d == 1).mean(1), (d == -1).mean(1), (d == 0).mean(1)], axis=1)  # [S, 3]
-  rng = np.random.default_rng(seed)
-  draws = np.empty(resamples)
-  for start in range(0, resamples, 1000):
-    k = min(1000, resamples - start)
-    seeds = rng.integers(0, s, size=(k, s))  # the seeds of each resample
-    counts = rng.multinomial(n, probs[seeds.ravel()]).reshape(k, s, 3)
-    draws[start:start + k] = ((counts[..., 0] - counts[..., 1]) / n).mean(1)
-  return Interval(float(d.mean()), *_percentiles(draws, level), level)
+  return two_way(m - b)
 
 
-def log_ratio_of_means(b, m, *, resamples: int = RESAMPLES, level: float = LEVEL,
-                       seed: int = 0) -> Interval:
-  """R = geometric mean over seeds of (mean of b) / (mean of m), for positive per-image values
-  [S, N] (e.g. Jacobian norms of a baseline b and a method m on the same images), with the
-  hierarchical bootstrap interval (computed on log R and returned as ratios)."""
+def log_ratio_of_means(b, m) -> Estimate:
+  """log R, R = geometric mean over seeds of (mean of b) / (mean of m), for positive per-image
+  values [S, N] (Jacobian norms of a baseline b and a method m on the same images); its
+  interval() is the ratio's. The image part of the variance comes from each image's influence
+  on a seed's log ratio (delta method): the pseudo-values log R_s + b_si / mean b_s -
+  m_si / mean m_s, whose mean over images is log R_s."""
   b, m = _as_2d(b), _as_2d(m)
   if b.shape != m.shape or not (np.all(b > 0) and np.all(m > 0)):
     raise ValueError("log_ratio_of_means takes positive values of one shape [S, N]")
-  s, n = b.shape
-
-  def log_r(bs, ms):
-    return np.mean(np.log(bs.mean(-1)) - np.log(ms.mean(-1)), axis=-1)
-
-  rng = np.random.default_rng(seed)
-  draws = np.empty(resamples)
-  for start in range(0, resamples, 200):
-    k = min(200, resamples - start)
-    seeds = rng.integers(0, s, size=(k, s))
-    images = rng.integers(0, n, size=(k, s, n))
-    draws[start:start + k] = log_r(b[seeds[..., None], images], m[seeds[..., None], images])
-  low, high = _percentiles(draws, level)
-  return Interval(float(np.exp(log_r(b, m))), math.exp(low), math.exp(high), level)
+  mb, mm = b.mean(1, keepdims=True), m.mean(1, keepdims=True)
+  pseudo = np.log(mb) - np.log(mm) + b / mb - m / mm
+  return dataclasses.replace(two_way(pseudo), log=True)
 
 
-def seed_mean(values, *, resamples: int = RESAMPLES, level: float = LEVEL,
-              seed: int = 0) -> Interval:
-  """The mean of one number per seed, with a bootstrap interval over seeds (e.g. last minus best
-  validation accuracy, per training run)."""
+def seed_mean(values) -> Estimate:
+  """The mean of one number per seed (e.g. a run's drop of validation accuracy) with the
+  t-interval over seeds."""
   v = np.asarray(values, np.float64).ravel()
-  rng = np.random.default_rng(seed)
-  draws = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(1)
-  return Interval(float(v.mean()), *_percentiles(draws, level), level)
+  if len(v) < 2:
+    return Estimate(float(v.mean()), math.inf, 0.0)
+  se = float(v.std(ddof=1)) / math.sqrt(len(v))
+  return Estimate(float(v.mean()), se, float(len(v) - 1) if se else math.inf)
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[tuple[bool, float, float]]:
+  """Holm's step-down procedure over a family of p-values: per comparison (decisive, level,
+  adjusted p). The j-th smallest p is decisive if it and every smaller one are at most
+  alpha / (m - j + 1); a decisive comparison's label is read off its interval at level
+  1 - alpha / (m - j + 1). Adjusted p: max over i <= j of min(1, (m - i + 1) p_(i))."""
+  m = len(p_values)
+  order = sorted(range(m), key=lambda k: p_values[k])
+  out: list[tuple[bool, float, float]] = [(False, 1.0 - alpha, 1.0)] * m
+  still, running = True, 0.0
+  for j, k in enumerate(order):
+    threshold = alpha / (m - j)
+    still = still and p_values[k] <= threshold
+    running = max(running, min(1.0, (m - j) * p_values[k]))
+    out[k] = (still, 1.0 - threshold, running)
+  return out
 
 
 def mcnemar_exact(m, b) -> float:
   """Two-sided exact McNemar p-value for paired per-image outcomes of one seed: the binomial
-  test of the discordant images (m right and b wrong vs m wrong and b right) against 1/2."""
+  test of the discordant images (m right and b wrong vs m wrong and b right) against 1/2. It
+  asks whether two trained networks differ on these images, not whether two methods do."""
   m, b = np.asarray(m, bool).ravel(), np.asarray(b, bool).ravel()
   up, down = int(np.sum(m & ~b)), int(np.sum(~m & b))
   if up + down == 0:
