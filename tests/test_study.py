@@ -7,6 +7,7 @@ temperature matching, the scheduler's claims and the selection of pieces."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,10 +170,13 @@ def test_the_pilot_rule_picks_the_first_regime_that_overfits(tmp_path):
     ("mnist_study", ("",), "mnist", 0.3, 0.4)])
 def test_the_accelerator_grids_build_and_validate_on_8_devices(tmp_path, path, variants, dataset,
                                                                train_eps, large_eps):
-  """The accelerator grids (the *_study recipes but Fashion-MNIST's): every run's config validates
-  on 8 devices and holds out validation images for the sweep and the best checkpoint; the last
-  checkpoint and the ablation are evaluated at the training eps and the large eps; before the
-  sweep has run only the sweep pieces and the pending choice are listed."""
+  """The accelerator grids (the *_study recipes but Fashion-MNIST's, plan v3.6): every run's
+  config validates on 8 devices and holds out validation images for the sweep and the best
+  checkpoint, kept by validation APGD-CE-20 for the adversarially trained methods; 10 seeds per
+  method; paper, strong and adaptive at the best and last checkpoints over the eps grid on the
+  whole test split, the ablation at the training eps and the large eps; claim 1's estimand is
+  last versus best; before the sweep has run only the sweep pieces and the pending choice are
+  listed."""
   from uat_jax import validation
   from uat_jax import config as config_lib
   from uat_jax.study import pieces, spec
@@ -180,16 +184,21 @@ def test_the_accelerator_grids_build_and_validate_on_8_devices(tmp_path, path, v
     s = config_lib.from_file(path, variant)
     chosen = {m: {"chosen": s.sweep[m][1][0]} for m in s.sweep}
     runs = spec.sweep_runs(s) + spec.final_runs(s, chosen) + spec.ablation_runs(s, chosen)
-    assert len({r.name for r in runs}) == 12 + (3 * 3 + 3 * 2 - 4) + 3
+    assert len({r.name for r in runs}) == 12 + (6 * 10 - 4) + 3 * 3
     for r in runs:
       validation.validate(r.config, 8)
       assert r.config.data.name == dataset and r.config.data.validation_size > 0
       assert r.config.attack.eps == pytest.approx(train_eps)
       assert r.config.best_checkpoint.metric == (
-          "eval/pgd_accuracy" if r.method.startswith("at") else "eval/clean_accuracy")
-    assert s.large_eps == pytest.approx(large_eps)
+          f"suite/worst_case@{train_eps:.4g}" if r.method.startswith("at")
+          else "eval/clean_accuracy")
+      assert r.config.evals.suite.select == "apgd_ce20" and r.config.evals.suite.every_steps > 0
+    assert s.large_eps == pytest.approx(large_eps) and s.estimand == "last_vs_best"
     assert max(s.evals.paper.eps) == pytest.approx(large_eps)
-    for output in (s.evals.paper_last, s.evals.strong_last, s.ablation_evals.strong):
+    assert sorted(s.evals) == ["adaptive", "adaptive_last", "paper", "paper_last", "strong",
+                               "strong_last"]
+    assert all(o.eps == s.evals.paper.eps and o.num_examples == 0 for o in s.evals.values())
+    for output in s.ablation_evals.values():
       assert output.eps == pytest.approx((train_eps, large_eps))
     names = [p.name for p in pieces.pieces(s, str(tmp_path))]
     assert len(names) == 13 and names[-1] == "choose"
@@ -227,6 +236,18 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
   assert line[6:8] == ["64", "measured"] and float(line[8][:-2]) == pytest.approx(
       30 * c.batch_size / 64 / 3600, rel=0.01)
   assert "on mine" in text and "Wall-clock of the grid on 2 devices (2 runs at a time" in text
+  # The evaluations' upper bound: its gradient passes at the AT step's rate of passes (64
+  # images/s x 11 passes: PGD-10 and the update's).
+  passes, hours = re.search(r"at most ([\d.,]+) billion gradient passes, at most ([\d.,]+) "
+                            r"device-hours", text).groups()
+  assert float(hours) == pytest.approx(float(passes) * 1e9 / (64 * 11) / 3600, rel=0.01)
+  # Per image and eps: AutoAttack's sequence (APGD-CE 100, APGD-T 100 x 9 targets, FAB-T 2 x 100
+  # x 9, Square 5,000 forward passes = 5,000 / 3) and the adaptive preset (4 x 100, SPSA 2 x 100
+  # x 128 forward passes).
+  from uat_jax import evaluate
+  per = lambda name: sum(cost.attack_passes(e) for e in evaluate.preset(name))
+  assert per("strong") == pytest.approx(100 + 900 + 1800 + 5000 / 3)
+  assert per("adaptive") == pytest.approx(400 + 2 * 100 * 128 / 3)
 
 
 def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
@@ -394,3 +415,124 @@ def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
   assert names == ["train at_ls_alpha0.1_s4", "evaluate at_ls_alpha0.1_s4 strong_last"]
   with pytest.raises(UatError, match="matches no piece of the study"):
     scheduler.run(s, root, only="evaluate nothing *")
+
+
+def test_merge_admits_only_runs_that_repeat_and_the_convergence_check_reads_them(tmp_path):
+  """report --merge (plan amendment 8, v3.3): a run trained again whose curves equal the
+  committed run's gets its new outputs added (nothing replaced), one whose curves differ at one
+  step is refused with that step, a new study output joins study.json, a changed one is refused;
+  the convergence check then compares the worst case with and without the checked output, on
+  the seeds the output names, and stays pending while any checked run lacks it."""
+  import shutil
+  from uat_jax import masks
+  from uat_jax.report import convergence, merge, view
+  data, fresh = tmp_path / "data", tmp_path / "fresh"
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data)
+  (fresh / "runs").mkdir(parents=True)
+  study = json.loads((data / "study.json").read_text())
+  for name in [o for o, e in study["evals"].items() if e.get("worst_case") is False]:
+    del study["evals"][name]  # as the committed data were before the check was planned
+  (data / "study.json").write_text(json.dumps(study))
+  new_study = json.loads(json.dumps(study))
+  new_study["evals"]["check"] = {**study["evals"]["strong"], "eps": [0.2], "seeds": [0, 1],
+                                 "worst_case": False, "eps_by_method": {
+                                     m: [] for m in ("standard", "entm", "ls")}}
+  (fresh / "study.json").write_text(json.dumps(new_study))
+  run = lambda d, name: json.loads((d / "runs" / f"{name}.json").read_text())
+  for name, change in (("at_s0", None), ("at_s1", 7)):
+    again = run(data, name)
+    if change is not None:
+      curve = again["curves"]["eval/pgd_accuracy"]
+      curve[change] = [curve[change][0], curve[change][1] + 0.001]
+    check = json.loads(json.dumps(again["evals"]["strong"]))
+    worst = masks.unpack(check["masks"]["worst"]["0.2"]).copy()
+    robust = np.flatnonzero(worst)[:12]
+    worst[robust] = 0  # the check breaks 12 of the 2,000 images the worst case left robust
+    check["masks"]["worst"] = {"0.2": masks.pack(worst)}
+    again["evals"]["check"] = check
+    again["evals"]["strong"] = "replaced?"  # present in the committed run: never replaced
+    (fresh / "runs" / f"{name}.json").write_text(json.dumps(again))
+  done = merge.merge(str(fresh), str(data))
+  assert done["admitted"] == ["at_s0"] and done["added"] == ["study output check", "at_s0 check"]
+  step = run(data, "at_s1")["curves"]["eval/pgd_accuracy"][7][0]
+  assert done["refused"] == [f"at_s1: its training does not repeat the committed run "
+                             f"(eval/pgd_accuracy at step {step}: "
+                             f"{run(fresh, 'at_s1')['curves']['eval/pgd_accuracy'][7][1]!r} "
+                             f"instead of {run(data, 'at_s1')['curves']['eval/pgd_accuracy'][7][1]!r})"]
+  assert run(data, "at_s0")["evals"]["strong"] != "replaced?"
+  assert "check" not in run(data, "at_s1")["evals"]
+
+  r = view.Results(str(data))
+  assert r.planned(run(data, "at_s2"), 0.2, checks=True) == []  # seeds 0-1 only
+  c = convergence.check(r)
+  # at_s0 checked (a 12-image drop: 0.6 points, over the 0.5-point rule); at_s1 and seeds 0-1
+  # of AT+EntM and AT+LS pending.
+  assert c["pending"] == 5 and [row[:3] for row in c["rows"]] == [("at", 0, 0.2)]
+  assert c["rows"][0][-1] == pytest.approx(12 / 2000) and c["label"] == "not converged"
+  assert "worst case not converged" in convergence.qualifier(c)
+
+  changed = json.loads(json.dumps(new_study))
+  changed["evals"]["strong"]["eps"] = [0.3]
+  (fresh / "study.json").write_text(json.dumps(changed))
+  with pytest.raises(UatError, match="output strong is specified differently"):
+    merge.merge(str(fresh), str(data))
+
+
+def test_the_v3_pilot_rule_and_its_configs():
+  """The v3 pilot (plan v3.4): the smoothed drop is the peak of the 3-evaluation moving average
+  minus the mean of the last 3; a candidate overfits when every seed drops at least 3 points;
+  every candidate's config validates, validates every 5% of training on 5,000 held-out images
+  with APGD-CE and keeps its best checkpoint by that."""
+  from uat_jax import validation
+  from uat_jax.study import pilot
+  rise = [[s, v] for s, v in enumerate([0.5, 0.6, 0.7, 0.72, 0.74, 0.75])]
+  assert pilot.smoothed_drop(rise) == pytest.approx(0.0)
+  peak = [[s, v] for s, v in enumerate([0.5, 0.7, 0.8, 0.76, 0.8, 0.7, 0.72, 0.71, 0.7])]
+  # Moving averages 0.667, 0.753, 0.787, 0.753, 0.74, 0.71, 0.71: peak 0.7867, end 0.71.
+  assert pilot.smoothed_drop(peak) == pytest.approx((0.8 + 0.76 + 0.8) / 3 - 0.71)
+  with pytest.raises(UatError, match="at least 3 evaluations"):
+    pilot.smoothed_drop(peak[:2])
+  for name, (model, size, steps, eps) in pilot.V3_CANDIDATES.items():
+    c = pilot.v3_config(name, 1)
+    validation.validate(c, 1)
+    every = c.evals.suite.every_steps
+    assert steps % 20 == 0 and every * 20 == steps and c.checkpoint_every_steps == every
+    assert (c.model.name, c.data.train_size, c.data.validation_size) == (model, size, 5000)
+    assert c.best_checkpoint.metric == pilot.v3_metric(eps) == f"suite/worst_case@{eps:g}"
+    assert c.attack.step_size == pytest.approx(eps / 4) and c.seed == 1
+
+
+def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
+  from uat_jax.study import pilot
+  steps = [156 * (i + 1) for i in range(20)]
+  for seed, values in ((0, [0.5 + 0.01 * i for i in range(10)] + [0.55] * 10),
+                       (1, [0.5 + 0.01 * i for i in range(10)] + [0.58] * 10)):
+    w = tmp_path / f"P1_s{seed}"
+    w.mkdir()
+    w.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "suite/worst_case@0.1": v}) + "\n" for s, v in zip(steps, values)))
+  out = pilot.v3_outcome(str(tmp_path), "P1")
+  # Seed 0: peak of the moving average 0.58 (0.57, 0.58, 0.59), end 0.55: 3 points. Seed 1:
+  # peak 0.5833 (0.58, 0.59, 0.58), end 0.58: a third of a point.
+  assert [s["drop"] for s in out["seeds"].values()] == pytest.approx([0.03, 0.01 / 3])
+  assert out["overfits"] is False and out["regime"]["train_size"] == 2000
+  with pytest.raises(UatError, match="has not finished: rerun launch/study_v3.sh"):
+    pilot.v3_outcome(str(tmp_path), "P2")
+
+
+def test_the_last_versus_best_estimand_is_the_paired_difference_in_gain(tmp_path):
+  """A study with estimand last_vs_best (plan v3.5, the accelerator grids): claim 1's primary
+  comparison is the mean over seeds and images of (M - AT at the last checkpoint) - (M - AT at
+  the best), from the same masks as the per-checkpoint gains."""
+  import shutil
+  from uat_jax.report import claims, view
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), tmp_path / "data")
+  study = json.loads((tmp_path / "data" / "study.json").read_text())
+  (tmp_path / "data" / "study.json").write_text(json.dumps({**study, "estimand": "last_vs_best"}))
+  r = view.Results(str(tmp_path / "data"))
+  gain = {cp: r.paired(r.final["at_ls"], r.final["at"], "worst", 0.2, cp)["per_seed"]
+          for cp in ("best", "last")}
+  e = claims.last_vs_best(r, "at_ls", "at", 0.2)
+  assert e.estimate == pytest.approx(np.mean(np.subtract(gain["last"], gain["best"])))
+  assert claims.last_vs_best(r, "at_ls", "at", 0.1) is None  # no last checkpoint at eps 0.1
+  assert claims.claim_rows(r)[0]["claim"].startswith("1. AT+EntM and AT+LS keep a gain")

@@ -37,25 +37,26 @@ class DatasetSpec:
   eps_grid: tuple[float, ...]  # the usual L-inf robustness grid on [0, 1] images
   eval_split: str = "test"
   num_train: int = 0  # examples in the train split (for estimates made without the data)
+  num_test: int = 0  # examples in the evaluation split (likewise)
 
 
 _GRAY_EPS = (0.05, 0.1, 0.15, 0.2, 0.3)
 _COLOR_EPS = tuple(e / 255 for e in (2, 4, 8, 12, 16))
 DATASETS = {
     "mnist": DatasetSpec("mnist", (28, 28, 1), 10, (0.1307,), (0.3081,), "none", _GRAY_EPS,
-                         num_train=60000),
+                         num_train=60000, num_test=10000),
     "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10, (0.2860,), (0.3530,), "none",
-                                 _GRAY_EPS, num_train=60000),
+                                 _GRAY_EPS, num_train=60000, num_test=10000),
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
                            (0.2470, 0.2435, 0.2616), "crop_flip", _COLOR_EPS,
-                           num_train=50000),
+                           num_train=50000, num_test=10000),
     "cifar100": DatasetSpec("cifar100", (32, 32, 3), 100, (0.5071, 0.4865, 0.4409),
                             (0.2673, 0.2564, 0.2762), "crop_flip", _COLOR_EPS,
-                            num_train=50000),
+                            num_train=50000, num_test=10000),
     # Digits: no horizontal flip.
     "svhn_cropped": DatasetSpec("svhn_cropped", (32, 32, 3), 10, (0.4377, 0.4438, 0.4728),
                                 (0.1980, 0.2010, 0.1970), "crop", _COLOR_EPS,
-                                num_train=73257),
+                                num_train=73257, num_test=26032),
 }
 
 

@@ -48,6 +48,10 @@ class Interval:
     return dataclasses.asdict(self)
 
 
+def _exp(v: float) -> float:
+  return math.inf if v > 700.0 else math.exp(v)  # exp(710) overflows a float
+
+
 @dataclasses.dataclass(frozen=True)
 class Estimate:
   """An estimate with a Student-t sampling distribution: standard error `se` and `df` degrees
@@ -69,7 +73,7 @@ class Estimate:
       half = float(scipy_stats.t.isf(alpha / 2, self.df)) * self.se if self.se else 0.0
       low, high = self.estimate - half, self.estimate + half
     if self.log:
-      return Interval(math.exp(self.estimate), math.exp(low), math.exp(high), 1.0 - alpha)
+      return Interval(_exp(self.estimate), _exp(low), _exp(high), 1.0 - alpha)
     return Interval(self.estimate, low, high, 1.0 - alpha)
 
   def p_value(self, decisive: Callable[[Interval], bool]) -> float:

@@ -108,11 +108,13 @@ def get_config(arg=None):
                  "Square-5000": {"attack": "square", "queries": 100}},
   }
 
-  def output(preset, checkpoint, eps, checks=False, eps_by_method=None, deferred=False):
+  def output(preset, checkpoint, eps, checks=False, eps_by_method=None, deferred=False,
+             seeds=(), worst_case=True):
     spec = {"preset": preset, "checkpoint": checkpoint, "eps": eps, "num_examples": n,
             "batch_size": n if quick else 500, "checks": checks,
-            "eps_by_method": eps_by_method or {}, "deferred": deferred}
-    if preset == "strong":
+            "eps_by_method": eps_by_method or {}, "deferred": deferred, "seeds": seeds,
+            "worst_case": worst_case}
+    if preset in ("strong", "adaptive"):
       spec["only_robust"] = True
     if quick:
       spec.update(preset="", attacks=quick_attacks[preset])
@@ -125,13 +127,32 @@ def get_config(arg=None):
   # AutoAttack is per still-robust point, so it is high where the adversarially trained models
   # stay robust (eps 0.05-0.15) and low elsewhere: the primary outcome (eps 0.2) comes first,
   # the adversarially trained models' eps 0.1 and 0.15 last, and their eps 0.05 (below the
-  # training eps, outside every claim) not at all (docs/study_plan.md).
+  # training eps, outside every claim) not at all (docs/study_plan.md). `seeds`: only for those
+  # seeds; `worst_case` False: a check beside the verdicts' worst case, not part of it (the
+  # convergence check of plan v3.3, `adaptive` on the best checkpoints of AT, AT+EntM and AT+LS,
+  # seeds 0-1). Claim 4 compares the last checkpoints at the smallest eps (plan v3.2).
   standard_like = {m: grid for m in s.methods if m not in ADVERSARIAL}
+  not_adversarial = {m: () for m in ADVERSARIAL if m in s.methods}
+  v3 = {} if quick else {  # (the quick study's pipeline is the same without them)
+      "paper_last_small": output("paper", "last", grid[:1], eps_by_method=not_adversarial),
+      "strong_last_small": output("strong", "last", grid[:1], eps_by_method=not_adversarial),
+      "adaptive_check": output("adaptive", "best", (0.2,),
+                               eps_by_method={m: () for m in standard_like}, seeds=(0, 1),
+                               worst_case=False),
+      # At eps 0.1, where most points stay robust, without SPSA (plan v3.8: its 25,600 forward
+      # passes per point and step cost hours per model on 2 CPU cores).
+      "adaptive_check_gradient": {
+          **output("adaptive", "best", (0.1,), eps_by_method={m: () for m in standard_like},
+                   seeds=(0, 1), worst_case=False),
+          "preset": "", "select": "cw100,pgd_sharp,pgd_objective,apgd_dlr"},
+  }
   if quick:  # the same paths on a 2-eps grid
     s.evals = ml_collections.ConfigDict({
         "paper": output("paper", "best", grid, checks=True),
         "strong": output("strong", "best", (0.2,), eps_by_method=standard_like),
-        "paper_last": output("paper", "last", (0.2,)),
+        # The standard-like methods' last checkpoints also at 0.1, the grid's smallest eps
+        # (claim 4).
+        "paper_last": output("paper", "last", (0.2,), eps_by_method=standard_like),
         "strong_grid": output("strong", "best", (0.1,), deferred=True,
                               eps_by_method={m: () for m in standard_like}),
     })
@@ -145,6 +166,7 @@ def get_config(arg=None):
         "strong_last": output("strong", "last", (0.2,)),
         "strong_grid": output("strong", "best", (0.1, 0.15), deferred=True,
                               eps_by_method={m: () for m in standard_like}),
+        **v3,
     })
     s.ablation_evals = ml_collections.ConfigDict({
         "paper": output("paper", "best", (0.1, 0.2)),

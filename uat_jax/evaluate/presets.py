@@ -74,6 +74,8 @@ NAMED: dict[str, dict[str, Any]] = {
     "cw20": {"name": "CW-20", "attack": "pgd", "steps": 20, "loss": "cw"},
     "cw100": {"name": "CW-100", "attack": "pgd", "steps": 100, "loss": "cw"},
     "apgd_ce": {"name": "APGD-CE", "attack": "apgd", "steps": 100},
+    # Model selection during training (the study grids' validation attack).
+    "apgd_ce20": {"name": "APGD-CE-20", "attack": "apgd", "steps": 20},
     "apgd_dlr": {"name": "APGD-DLR", "attack": "apgd", "steps": 100, "loss": "dlr"},
     "apgd_t": {"name": "APGD-T", "attack": "apgd_t", "steps": 100, "num_targets": 9},
     "fab_t": {"name": "FAB-T", "attack": "fab_t", "steps": 100, "num_targets": 9},
@@ -82,6 +84,7 @@ NAMED: dict[str, dict[str, Any]] = {
     "transfer": {"name": "Transfer-PGD-20", "attack": "transfer", "steps": 20},
     "pgd_objective": {"name": "PGD-100-objective", "attack": "pgd", "steps": 100,
                       "loss": "objective"},
+    "pgd_sharp": {"name": "PGD-100-T0.1", "attack": "pgd", "steps": 100, "temperature": 0.1},
 }
 
 

@@ -4,6 +4,8 @@ r"""The study's report: REPORT.md, its figures and the small JSON results it is 
       --out=results/fashion_mnist
   python -m uat_jax.report --from_data --out=results/fashion_mnist   # from the committed JSON
   python -m uat_jax.report --from_data --out=results/fashion_mnist --readme=README.md
+  python -m uat_jax.report --merge --study=fashion_mnist_study --root=workdirs/study_v3 \
+      --out=results/fashion_mnist      # add runs trained again that repeat the committed ones
 
 `collect` copies from the study's workdirs into OUT/data/ only what the report needs; `build`
 writes OUT/REPORT.md and OUT/figures/*.png from OUT/data alone; with --readme, the verdict lines
@@ -15,13 +17,14 @@ finished yet are reported as pending, never guessed.
 from __future__ import annotations
 
 import os
+import tempfile
 
 from absl import flags
 from ml_collections import config_flags
 
 from uat_jax import cli
 from uat_jax.errors import UatError
-from uat_jax.report import readme
+from uat_jax.report import merge, readme
 from uat_jax.report.build import build
 
 FLAGS = flags.FLAGS
@@ -33,6 +36,10 @@ def _define_flags():
   flags.DEFINE_string("root", None, "The study's root (workdirs); not needed with --from_data.")
   flags.DEFINE_string("out", None, "Where REPORT.md, figures/ and data/ go.")
   flags.DEFINE_bool("from_data", False, "Rebuild the report from OUT/data only.")
+  flags.DEFINE_bool("merge", False, "Add to OUT/data the pieces of ROOT's runs that OUT/data "
+                    "lacks, only for runs whose training curves repeat the committed ones "
+                    "exactly (runs trained again after a workdir was lost); nothing in OUT/data "
+                    "is replaced.")
   flags.DEFINE_string("readme", None, "Also write the verdicts into this README, between its "
                       f"lines {readme.README_BEGIN!r} and {readme.README_END!r}.")
   flags.mark_flags_as_required(["out"])
@@ -46,7 +53,16 @@ def main():
     if FLAGS.study is None or FLAGS.root is None:
       raise UatError("pass --study and --root (or --from_data to rebuild from OUT/data)")
     from uat_jax.report import collect  # deferred: reading workdirs loads JAX (Jacobian files)
-    count = collect.collect(FLAGS.study, FLAGS.root, data_dir)
+    if FLAGS.merge:
+      with tempfile.TemporaryDirectory() as fresh:
+        count = collect.collect(FLAGS.study, FLAGS.root, fresh)
+        done = merge.merge(fresh, data_dir)
+      for line in done["refused"]:
+        print(f"refused {line}")
+      print(f"merged {len(done['added'])} pieces from {len(done['admitted'])} runs: "
+            f"{', '.join(done['added']) or 'none'}")
+    else:
+      count = collect.collect(FLAGS.study, FLAGS.root, data_dir)
     print(f"collected {count['found']} results ({count['missing']} pending)")
   build(data_dir, FLAGS.out, FLAGS.readme)
   print(f"wrote {os.path.join(FLAGS.out, 'REPORT.md')}")

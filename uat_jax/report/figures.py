@@ -10,7 +10,7 @@ from uat_jax.report.view import JACOBIAN_PRIMARY, NAMES, Results, margins
 
 def plot_differences(r: Results, path: str) -> None:
   """Each method minus its baseline against eps (worst case, best checkpoint): per-seed dots,
-  the mean and the bootstrap band."""
+  the mean and the 95% t-interval band."""
   plt = files.pyplot()
   base, std = r.study["baseline"], r.study["standard_baseline"]
   panels = ([(m, base) for m in r.present("at_entm", "at_ls")],

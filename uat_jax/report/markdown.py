@@ -9,9 +9,10 @@ from typing import Any, Optional
 import numpy as np
 
 from uat_jax import stats, tables
+from uat_jax.report import convergence
 from uat_jax.report.claims import (claim_rows, headline, overfitting_text,
                                    robust_overfitting)
-from uat_jax.report.formatting import ci, mean_ci, pts
+from uat_jax.report.formatting import ci, mean_ci, pts, ratio
 from uat_jax.report.view import (DATASETS, JACOBIAN_PRIMARY, NAMES, NOT_EVALUATED, WEAK,
                                  Results, spearman)
 
@@ -22,10 +23,11 @@ def status_section(r: Results) -> list[str]:
     runs = r.final.get(m) or r.ablation.get(m, [])
     trained = sum("train" in x for x in runs)
     role = "final" if m in r.final else "ablation"
-    evaluated = {o: sum(o in x["evals"] for x in runs) for o in r.specs(role)
-                 if r.eps_of(o, runs[0]["method"], role)}
+    evaluated = {o: (sum(o in x["evals"] for x in planned), len(planned))
+                 for o in r.specs(role)
+                 if (planned := [x for x in runs if r.plans(x, o)])}
     rows.append([NAMES.get(m, m), f"{trained}/{len(runs)}"] +
-                [", ".join(f"{o} {n}/{len(runs)}" for o, n in evaluated.items())])
+                [", ".join(f"{o} {n}/{k}" for o, (n, k) in evaluated.items())])
   return [tables.markdown_table(["runs", "trained", "evaluated"], rows)]
 
 
@@ -51,16 +53,25 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
   dataset = DATASETS.get(r.runs[0]["dataset"], r.runs[0]["dataset"])
   lines = [f"# Whether and how uncertainty promotion improves robustness: {dataset}", "",
            "Built by `python -m uat_jax.report` from the JSON in `data/` under the "
-           "pre-registered plan (`docs/study_plan.md`, committed before the runs). Training eps "
+           "pre-registered plan (`docs/study_plan.md`, committed before the runs; its version "
+           "3, committed before any result under it, sets the statistics). Training eps "
            f"{r.train_eps:g}; the paper's larger eps is {r.large:g}. Differences are in "
-           "accuracy points, mean over paired seeds with a 95% hierarchical bootstrap interval "
-           "(seeds, then test images) in brackets; the margin is 1 point. The worst case is per "
-           "test image over every attack of both presets (`paper` and `strong`) of one "
-           f"checkpoint. Evaluation on the first {n} test images.", "",
+           "accuracy points, mean over paired seeds and test images with a 95% t-interval in "
+           "brackets (seed and image parts of the variance, S - 1 degrees of freedom; shown "
+           "to cover in simulation); the margin is 1 point. Each claim's primary comparisons "
+           "are labelled, with the Holm procedure over all of them; everything else is "
+           "exploratory, an estimate with its interval. The worst case is per test image over "
+           "every attack of both presets (`paper` and `strong`) of one checkpoint. Evaluation "
+           f"on the first {n} test images.", "",
            provenance_line(s.get("provenance")), "",
            "## Status", ""] + status_section(r) + ["", "## Verdicts", ""]
   for c in claim_rows(r) if claims is None else claims:
     lines += [f"{headline(c)} {c['text']}", ""]
+  if r.superseded:
+    lines += ["Superseded verdicts, kept beside the new ones as the plan requires: under "
+              f"{r.superseded['plan']} (`data/verdicts_v2.json`, computed at commit "
+              f"{r.superseded['computed_at_commit']}):", ""]
+    lines += [f"- {headline(c)}" for c in r.superseded["claims"]] + [""]
 
   lines += ["## Robust overfitting", "",
             "Validation numbers of every final run (the best-checkpoint metric: PGD-20 "
@@ -80,8 +91,16 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
             overfitting_text(robust_overfitting(r)), "",
             "![train vs validation robust accuracy](figures/robust_overfitting.png)", ""]
 
+  conv = convergence.check(r)
+  if conv["label"] != "not planned":
+    lines += ["## Convergence of the worst case", "", convergence.text(conv), "",
+              "Robust accuracy (%) in the worst case over `paper` and `strong`, and with the "
+              "check's attacks added (best checkpoints):", "",
+              tables.markdown_table(["method", "seed", "eps", "paper + strong", "with the check",
+                                     "change"], convergence.table_rows(conv)), ""]
+
   lines += ["## Best and last checkpoint", "",
-            "Accuracy (%), mean over seeds with the seed-bootstrap interval:", ""]
+            "Accuracy (%), mean over seeds with the t-interval over seeds:", ""]
   header = ["method", "checkpoint", "clean"] + [f"PGD-20 @{e:g}" for e in (r.train_eps, r.large)] \
       + [f"worst @{e:g}" for e in (r.train_eps, r.large)]
   rows = []
@@ -126,7 +145,7 @@ def jacobian_section(r: Results) -> list[str]:
   lines = ["## Input-Jacobian norms", "",
            f"Per test image on the first {r.study['jacobian']['num_examples']} test images, best "
            "checkpoints; ratios are AT / method (geometric mean over seeds of the ratio of mean "
-           "norms, hierarchical bootstrap interval). `T-matched AT` is AT with its logits "
+           "norms, t-interval over seeds with the image part of the variance). `T-matched AT` is AT with its logits "
            "divided by the temperature at which its mean predictive entropy on validation "
            "images equals the method's.", ""]
   rows = []
@@ -142,16 +161,14 @@ def jacobian_section(r: Results) -> list[str]:
       if b is None or v is None:
         cells.append("pending")
         continue
-      i = stats.log_ratio_of_means(b, v)
-      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}]")
+      cells.append(ratio(stats.log_ratio_of_means(b, v).interval()))
     t = Results.norms(at, JACOBIAN_PRIMARY, f"jacobian_T_{m}")
     b = Results.norms(at, JACOBIAN_PRIMARY)
     if t is None or b is None:
       cells.append("pending")
     else:
-      i = stats.log_ratio_of_means(b, t)
       temps = np.mean([x[f"jacobian_T_{m}"]["temperature"] for x in at])
-      cells.append(f"{i.estimate:.2f}x [{i.low:.2f}, {i.high:.2f}] (T {temps:.2f})")
+      cells.append(f"{ratio(stats.log_ratio_of_means(b, t).interval())} (T {temps:.2f})")
     rows.append([NAMES[m]] + cells)
   lines += [tables.markdown_table(["method", "AT / method probs/fro", "logits/fro", "probs/spectral",
                     "AT / T-matched AT probs/fro"], rows), ""]

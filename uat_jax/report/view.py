@@ -38,6 +38,8 @@ class Results:
   def __init__(self, data_dir: str):
     self.study = files.read_json(os.path.join(data_dir, "study.json"))
     self.sweep = files.read_json(os.path.join(data_dir, "sweep.json"))
+    superseded = os.path.join(data_dir, "verdicts_v2.json")  # the plan's earlier statistics
+    self.superseded = files.read_json(superseded) if os.path.exists(superseded) else None
     self.runs = [files.read_json(p) for p in sorted(glob.glob(os.path.join(data_dir, "runs",
                                                                            "*.json")))]
     if not self.runs:
@@ -68,14 +70,23 @@ class Results:
     """The eps the study evaluates one output at for a method (empty: not evaluated)."""
     return spec.output_eps(self.specs(role)[output], method)
 
-  def planned(self, run: dict, eps: Optional[float], checkpoint: str = "best") -> list[str]:
+  def plans(self, run: dict, output: str) -> bool:
+    """Whether the study runs an output on a run (its method's eps, its seeds)."""
+    spec = self.specs(run["role"])[output]
+    return bool(self.eps_of(output, run["method"], run["role"])) and run["seed"] in (
+        spec.get("seeds") or (run["seed"],))
+
+  def planned(self, run: dict, eps: Optional[float], checkpoint: str = "best",
+              checks: bool = False) -> list[str]:
     """The outputs of a run's checkpoint that the study evaluates at eps (every one it runs
-    for the run's method when eps is None)."""
-    outputs = (self.outputs[checkpoint] if run["role"] == "final"
-               else list(self.specs(run["role"])))
+    for the run's method when eps is None) and that make the verdicts' worst case, or with
+    `checks` those that are checks beside it (`worst_case` False: the convergence check)."""
+    role = run["role"]
+    outputs = self.outputs[checkpoint] if role == "final" else list(self.specs(role))
     return [o for o in outputs
-            if (eps_list := self.eps_of(o, run["method"], run["role"]))
-            and (eps is None or any(math.isclose(eps, e) for e in eps_list))]
+            if self.plans(run, o) and self.specs(role)[o].get("worst_case", True) != checks
+            and (eps is None or any(math.isclose(eps, e)
+                                    for e in self.eps_of(o, run["method"], role)))]
 
   def present(self, *methods: str) -> list[str]:
     """Those of `methods` the study has (a study may run a subset of them)."""
@@ -127,15 +138,15 @@ class Results:
 
   def paired(self, m_runs: list[dict], b_runs: list[dict], what: str, eps: Optional[float],
              checkpoint: str = "best") -> Optional[dict[str, Any]]:
-    """Mean over paired seeds of (M - B) with the hierarchical bootstrap interval and each
-    seed's exact McNemar p-value; None when a result is missing."""
+    """Mean over paired seeds of (M - B): its estimate (stats.paired_difference), 95%
+    interval and each seed's exact McNemar p-value; None when a result is missing."""
     m_runs, b_runs, seeds = self.pair(m_runs, b_runs)
     m = self.masks(m_runs, what, eps, checkpoint)
     b = self.masks(b_runs, what, eps, checkpoint)
     if m is None or b is None or not seeds:
       return None
-    interval = stats.paired_difference(m, b)
-    return {"interval": interval, "seeds": seeds,
+    estimate = stats.paired_difference(m, b)
+    return {"estimate": estimate, "interval": estimate.interval(), "seeds": seeds,
             "per_seed": list((m.mean(1) - b.mean(1)).astype(float)),
             "mcnemar": [stats.mcnemar_exact(mi, bi) for mi, bi in zip(m, b)]}
 
@@ -153,6 +164,21 @@ class Results:
     curves = run.get("curves", {})
     train, val = curves.get("train/accuracy_adv"), curves.get("eval/pgd_accuracy")
     return train[-1][1] - val[-1][1] if train and val else None
+
+  @staticmethod
+  def fall_after_decay(run: dict) -> Optional[float]:
+    """Mean validation value of the run's best-checkpoint metric over the evaluations between
+    the two learning-rate decays minus its mean over those after the second (positive: it
+    fell; the plan's v3 measure of robust overfitting); None without evaluations in both."""
+    curve = run.get("curves", {}).get(run["best_metric"])
+    bounds = run.get("boundaries")
+    if not curve or not bounds or len(bounds) < 2:
+      return None
+    total = (run.get("train") or {}).get("step") or curve[-1][0]
+    first, second = bounds[0] * total, bounds[1] * total
+    between = [v for s, v in curve if first < s <= second]
+    after = [v for s, v in curve if s > second]
+    return float(np.mean(between) - np.mean(after)) if between and after else None
 
   @staticmethod
   def best_and_last(run: dict) -> Optional[tuple[float, float]]:

@@ -1,13 +1,15 @@
 """The study's cost before it runs (`--dry_run`): every training run with its FLOPs per step
 from XLA's cost analysis, its hours on one device from the measured throughput table
-(uat_jax.throughput: measured, another batch, or scaled by FLOPs, as each row says), and the
-grid's wall-clock when its independent runs share `devices` devices, `devices_per_run` each."""
+(uat_jax.throughput: measured, another batch, or scaled by FLOPs, as each row says), the grid's
+wall-clock when its independent runs share `devices` devices, `devices_per_run` each, and an
+upper bound on its evaluations' device-hours (every attack on every point, at the rate of the
+model's measured AT step)."""
 
 from __future__ import annotations
 
 from absl import logging
 
-from uat_jax import estimate, losses, tables, throughput
+from uat_jax import data, estimate, evaluate, losses, tables, throughput
 from uat_jax.study import spec
 
 
@@ -17,8 +19,8 @@ def dry_run(study, root: str, devices: int = 1, devices_per_run: int = 1,
   value: the value does not change the cost): model, method, steps, FLOPs per step, images/s on
   `device` (default: the first measured device, the user's own after `uat-jax bench`) and how
   that rate was obtained, hours; then the grid's wall-clock on `devices` devices. A run on
-  several devices is assumed to scale linearly (an assumption, said so). Trains nothing;
-  evaluations are counted, not estimated."""
+  several devices is assumed to scale linearly (an assumption, said so); then the evaluations'
+  upper bound (evaluation_line). Trains nothing."""
   cache: dict[tuple, float] = {}
   chosen = {m: {"key": k, "chosen": v[0]} for m, (k, v) in study.sweep.items()}
   runs = {r.name: r for r in spec.sweep_runs(study) + spec.final_runs(study, chosen)
@@ -26,6 +28,7 @@ def dry_run(study, root: str, devices: int = 1, devices_per_run: int = 1,
   rows_of_tables = throughput.tables()
   device = device or next(iter(throughput.devices(rows_of_tables)), None)
   rows, hours, missing = [], [], []
+  at_rates: dict[tuple, float] = {}  # (model, dtype) -> images/s of its AT step
   for r in runs.values():
     c = r.config
     adversarial, kind = losses.method_parts(c.method)
@@ -35,6 +38,9 @@ def dry_run(study, root: str, devices: int = 1, devices_per_run: int = 1,
       logging.info("cost analysis of %s / %s (%s)", c.model.name, c.method, c.data.name)
       cache[key] = estimate.step_flops(c)
     e = estimate.estimate(c, flops=cache[key], device=device, rows_of_tables=rows_of_tables)
+    if adversarial and e["images_per_s"] is not None and (
+        c.method == "at" or (c.model.name, c.dtype) not in at_rates):  # AT's own, if it runs
+      at_rates[c.model.name, c.dtype] = e["images_per_s"]
     h = None if e["hours"] is None else e["hours"] / devices_per_run
     if h is None:
       missing.append(r.name)
@@ -62,11 +68,54 @@ def dry_run(study, root: str, devices: int = 1, devices_per_run: int = 1,
     lines.append(f"Not estimated ({len(missing)} runs: no measurement of their dtype on "
                  f"{device}): run `uat-jax bench` on the device, or pick one with --device "
                  f"({', '.join(throughput.devices(rows_of_tables))}).")
-  evaluations = sum(o in r.config.evals
-                    for group, outputs in ((spec.final_runs(study, chosen), study.evals),
-                                           (spec.ablation_runs(study, chosen),
-                                            study.ablation_evals))
-                    for r in group for o in outputs)
-  lines.append(f"Evaluations (about {evaluations} outputs, not estimated) and the validation "
-               "evaluations during training come on top.")
+  lines.append(evaluation_line(study, chosen, at_rates))
   return "\n".join(lines)
+
+
+def attack_passes(e: dict) -> float:
+  """Gradient passes (a forward and a backward pass) one suite entry spends on one image at one
+  eps at most; a forward pass alone counts a third of one (Square's queries, SPSA's directions,
+  two per direction), FAB-T two per step and target (the gradients of two logits)."""
+  e = evaluate.entry(e)
+  a = e["attack"]
+  if a == "fgsm":
+    return 1.0
+  if a in ("pgd", "apgd", "transfer"):
+    return float(e["steps"] * e["restarts"])
+  if a == "apgd_t":
+    return float(e["steps"] * e["num_targets"])
+  if a == "fab_t":
+    return float(2 * e["steps"] * e["num_targets"] * e["restarts"])
+  if a == "square":
+    return e["queries"] / 3
+  if a == "spsa":
+    return 2 * e["steps"] * e["samples"] / 3
+  raise ValueError(f"no cost model for attack {a!r}")
+
+
+def evaluation_line(study, chosen, at_rates: dict[tuple, float]) -> str:
+  """The evaluations' count and an upper bound on their device-hours: per output its images
+  (the whole evaluation split when num_examples is 0) x eps x attack passes, at the gradient-pass
+  rate of the model's AT step (its images/s x (attack steps + 1))."""
+  outputs, passes, hours, unrated = 0, 0.0, 0.0, set()
+  for group, specs in ((spec.final_runs(study, chosen), study.evals),
+                       (spec.ablation_runs(study, chosen), study.ablation_evals)):
+    for r in group:
+      c = r.config
+      for o in [o for o in specs if o in c.evals]:
+        s = c.evals[o]
+        n = s.num_examples or data.get_spec(c.data.name).num_test
+        p = n * len(s.eps) * sum(attack_passes(e) for e in evaluate.suite_entries(s))
+        outputs, passes = outputs + 1, passes + p
+        rate = at_rates.get((c.model.name, c.dtype))
+        if rate is None:
+          unrated.add(c.model.name)
+        else:
+          hours += p / (rate * (c.attack.steps + 1)) / 3600
+  line = (f"Evaluations: {outputs} outputs, at most {passes / 1e9:,.3g} billion gradient "
+          f"passes, at most {hours:,.3g} device-hours at the AT step's measured rate (every "
+          "attack on every point: `strong` and `adaptive` attack only the points still robust, "
+          "so they cost less); the validation evaluations during training come on top.")
+  if unrated:
+    line += f" Not rated (no AT run of {', '.join(sorted(unrated))} in the grid)."
+  return line

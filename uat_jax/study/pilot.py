@@ -1,10 +1,12 @@
-"""The pilot rule of docs/study_plan.md ("Regime"): which training regime shows robust
-overfitting, from the pilot runs' validation curves (launch/study_pilot.sh)."""
+"""The pilot rules of docs/study_plan.md: which training regime shows robust overfitting, from
+the pilot runs' validation curves: the plan's first rule ("Regime", launch/study_pilot.sh) and
+version 3's (v3.4, launch/study_v3.sh: `python -m uat_jax.study.pilot ROOT OUT`)."""
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Optional
 
 from uat_jax import config as config_lib
@@ -70,3 +72,116 @@ def write_pilot_choice(pilot_root: str, out: Optional[str] = None) -> dict[str, 
   print(f"chosen: {choice['chosen']} (robust overfitting observed: "
         f"{choice['overfitting_observed']})")
   return choice
+
+
+# --------------------------------------------------------------------------------------------
+# Version 3 of the plan (docs/study_plan.md, v3.4): a regime where AT overfits.
+# --------------------------------------------------------------------------------------------
+
+# candidate -> (model, training images, training steps of batch 128, training eps), in order of
+# cost; steps are multiples of 20 so that validation runs every 5% of training and at the end.
+V3_CANDIDATES = {"P1": ("small_cnn", 2000, 3120, 0.1), "P2": ("small_cnn", 1000, 3120, 0.1),
+                 "P3": ("small_cnn", 5000, 7800, 0.15), "P4": ("madry_cnn", 5000, 7800, 0.1)}
+V3_SEEDS = (0, 1)
+V3_DROP = 0.03  # each seed's smoothed peak minus end of validation robust accuracy
+V3_WINDOW = 3  # evaluations in the moving average and in the end's mean
+V3_EVALUATIONS = 20
+V3_VALIDATION = 5000
+
+
+def v3_metric(eps: float) -> str:
+  """The validation robust accuracy the v3 pilot reads and keeps best checkpoints by: APGD-CE
+  (20 iterations) at the training eps on the validation images (the suite evaluator's)."""
+  return f"suite/worst_case@{eps:.4g}"
+
+
+def v3_config(candidate: str, seed: int):
+  """The training config of one v3 pilot run: AT under the candidate's regime with the plan's
+  optimizer (SGD 0.05, momentum 0.9, weight decay 5e-4, divided by 10 at 50% and 75%), PGD-10
+  of step eps / 4, and APGD-CE-20 on 5,000 held-out validation images every 5% of training."""
+  model, train_size, steps, eps = V3_CANDIDATES[candidate]
+  c = config_lib.from_file("fashion_mnist", "at")
+  every = steps // V3_EVALUATIONS
+  c.model.name, c.seed = model, seed
+  c.data.validation_size, c.data.train_size = V3_VALIDATION, train_size
+  c.num_train_steps, c.batch_size = steps, 128
+  c.attack.eps, c.attack.step_size, c.attack.steps = eps, eps / 4, 10
+  o = c.optimizer
+  o.name, o.learning_rate, o.momentum, o.weight_decay = "sgd", 0.05, 0.9, 5e-4
+  o.schedule, o.boundaries = "piecewise", (0.5, 0.75)
+  c.log_every_steps, c.checkpoint_every_steps = every // 4, every
+  c.evals.pgd.every_steps = 0
+  s = c.evals.suite
+  s.preset, s.eps, s.num_examples, s.every_steps = "", (eps,), V3_VALIDATION, every
+  s.checks, s.only_robust, s.batch_size = False, False, 500
+  with c.unlocked():
+    s.attacks["APGD-CE-20"] = {"attack": "apgd", "steps": 20}
+  c.best_checkpoint.metric = v3_metric(eps)
+  return c
+
+
+def smoothed_drop(curve: list) -> float:
+  """The plan's drop: the maximum of the moving average over V3_WINDOW consecutive evaluations
+  minus the mean of the last V3_WINDOW ([[step, value]] in step order)."""
+  values = [v for _, v in curve]
+  if len(values) < V3_WINDOW:
+    raise UatError(f"a pilot curve needs at least {V3_WINDOW} evaluations, got {len(values)}")
+  smooth = [sum(values[i:i + V3_WINDOW]) / V3_WINDOW for i in range(len(values) - V3_WINDOW + 1)]
+  return max(smooth) - smooth[-1]
+
+
+def v3_outcome(root: str, candidate: str) -> dict[str, Any]:
+  """The rule on one candidate's finished runs (ROOT/<candidate>_s<seed>): per seed the curve
+  and its drop; `overfits` when every seed's drop is at least V3_DROP."""
+  eps = V3_CANDIDATES[candidate][3]
+  seeds = {}
+  for seed in V3_SEEDS:
+    w = os.path.join(root, f"{candidate}_s{seed}")
+    curve = files.read_curves(os.path.join(w, "metrics.jsonl"), (v3_metric(eps),)).get(
+        v3_metric(eps), []) if os.path.exists(os.path.join(w, "metrics.jsonl")) else []
+    if not curve or curve[-1][0] != V3_CANDIDATES[candidate][2]:
+      raise UatError(f"the pilot run {w} has not finished: rerun launch/study_v3.sh, which "
+                     "resumes it")
+    seeds[str(seed)] = {"drop": smoothed_drop(curve), "curve": curve}
+  return {"regime": dict(zip(("model", "train_size", "steps", "eps"), V3_CANDIDATES[candidate])),
+          "seeds": seeds, "overfits": all(s["drop"] >= V3_DROP for s in seeds.values())}
+
+
+def run_v3(root: str, out: str) -> dict[str, Any]:
+  """The v3 pilot: the candidates in order, each with both seeds (resuming finished steps), until
+  one meets the rule; writes the outcome of every candidate run to `out` after each."""
+  from uat_jax import evaluators, train  # deferred: the rule above needs no JAX
+  result: dict[str, Any] = {"rule": f"every seed's smoothed drop >= {V3_DROP}",
+                            "candidates": {}, "chosen": None}
+  for candidate in V3_CANDIDATES:
+    for seed in V3_SEEDS:
+      c = v3_config(candidate, seed)
+      train.train_and_evaluate(c, os.path.join(root, f"{candidate}_s{seed}"),
+                               evaluators=evaluators.for_training(c))
+    result["candidates"][candidate] = v3_outcome(root, candidate)
+    drops = [f"{100 * s['drop']:.1f}" for s in result["candidates"][candidate]["seeds"].values()]
+    print(f"pilot {candidate}: smoothed drops {', '.join(drops)} points; overfits: "
+          f"{result['candidates'][candidate]['overfits']}", flush=True)
+    if result["candidates"][candidate]["overfits"]:
+      result["chosen"] = candidate
+    files.write_json(out, result, indent=1)
+    if result["chosen"]:
+      break
+  return result
+
+
+def main(argv: list[str]) -> int:
+  """python -m uat_jax.study.pilot ROOT OUT: the v3 pilot (launch/study_v3.sh runs it)."""
+  if len(argv) != 3:
+    print("usage: python -m uat_jax.study.pilot ROOT OUT.json  (the v3 pilot; resumable)")
+    return 2
+  try:
+    run_v3(argv[1], argv[2])
+  except UatError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

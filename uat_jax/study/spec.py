@@ -44,14 +44,15 @@ def output_eps(spec, method: str) -> tuple[float, ...]:
 
 def output_evaluator(spec, method: str) -> ml_collections.ConfigDict:
   """One evaluation output of the study as a suite evaluator instance of a run's config: the
-  output's preset, eps, examples and attacks, written to W/eval/<output>/ on the test split; it
-  runs only on request (every_steps 0)."""
+  output's preset, selected and added attacks, eps and examples, written to W/eval/<output>/
+  on the test split; it runs only on request (every_steps 0)."""
   e = config_lib.evaluator(
       "suite", preset=spec["preset"], eps=output_eps(spec, method),
       num_examples=spec["num_examples"], checks=spec["checks"])
   if "batch_size" in spec:
     e.batch_size = spec["batch_size"]
   e.only_robust = spec.get("only_robust")
+  e.select = spec.get("select", "")
   for name, entry in (spec.get("attacks") or {}).items():  # after the preset's, in name order
     e.attacks[name] = ml_collections.ConfigDict(dict(entry))
   return e
@@ -71,7 +72,7 @@ def make_run(study, method: str, seed: int, value=None, variant: str = "",
   ablation variant of study.ablation.variants: study.config:method, study.overrides, the
   method's overrides, the value, the variant and the seed; then the study's evaluation outputs
   of its role as evaluator instances (`evals` for final runs, `ablation_evals` for ablation
-  runs)."""
+  runs; an output with `seeds` only for those seeds)."""
   c = config_lib.from_file(study.config, method)
   name = method
   outputs = study.evals if role == "final" else study.ablation_evals
@@ -89,7 +90,7 @@ def make_run(study, method: str, seed: int, value=None, variant: str = "",
   c.seed = seed
   with c.unlocked():
     for output, spec in outputs.items():
-      if output_eps(spec, method):
+      if output_eps(spec, method) and seed in (spec.get("seeds") or (seed,)):
         c.evals[output] = output_evaluator(spec, method)
         c.evals[output].output = output
   return Run(f"{name}_s{seed}", method, seed, role, variant, c)
