@@ -5,7 +5,7 @@
 #
 #  1. The pilot for a regime where AT overfits: candidates P1-P4 in order, AT seeds 0 and 1,
 #     until one meets the plan's rule (runs in ROOT/pilot; the outcome of every candidate run so
-#     far in results/fashion_mnist_v3/data/pilot.json).
+#     far in results/fashion_mnist/data/pilot_v3.json, which REPORT.md states).
 #  2. The runs the convergence check and claim 4 need, trained again (ROOT/study), and their new
 #     outputs: `adaptive` on the best checkpoints of AT, AT+EntM and AT+LS seeds 0-1, the last
 #     checkpoints of standard, EntM and LS at eps 0.05.
@@ -21,9 +21,9 @@ cd "$(dirname "$0")/.."
 ROOT="${ROOT:-workdirs/study_v3}"
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || { bash launch/install.sh; PY=.venv/bin/python; }
-mkdir -p "$ROOT" results/fashion_mnist_v3/data
+mkdir -p "$ROOT"
 echo "$(date -u +%FT%TZ) pilot" >>"$ROOT/pilot.log"
-"$PY" -m uat_jax.study.pilot "$ROOT/pilot" results/fashion_mnist_v3/data/pilot.json \
+"$PY" -m uat_jax.study.pilot "$ROOT/pilot" results/fashion_mnist/data/pilot_v3.json \
   >>"$ROOT/pilot.log" 2>&1
 {
   echo "$(date -u +%FT%TZ) convergence check and claim 4"

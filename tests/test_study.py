@@ -518,6 +518,16 @@ def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
   assert out["overfits"] is False and out["regime"]["train_size"] == 2000
   with pytest.raises(UatError, match="has not finished: rerun launch/study_v3.sh"):
     pilot.v3_outcome(str(tmp_path), "P2")
+  # The report's pilot section, from OUT/data/pilot_v3.json.
+  import shutil
+  from uat_jax.report import markdown, view
+  data = tmp_path / "data"
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data)
+  (data / "pilot_v3.json").write_text(json.dumps(
+      {"rule": "every seed's smoothed drop >= 0.03", "candidates": {"P1": out}, "chosen": None}))
+  section = "\n".join(markdown.pilot_section(view.Results(str(data))))
+  assert "| P1 | small_cnn | 2,000 | 3,120 | 0.1 | 3.0, 0.3 | no |" in section
+  assert "No candidate so far meets the rule" in section
 
 
 def test_the_last_versus_best_estimand_is_the_paired_difference_in_gain(tmp_path):

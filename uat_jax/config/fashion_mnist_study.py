@@ -79,6 +79,8 @@ def get_config(arg=None):
   # taken as it stands, and its runs are not retrained (docs/study_plan.md). Set
   # --study.sweep_from='' to run the sweep again.
   s.sweep_from = "" if quick else "results/fashion_mnist/sweep_2026-11-25.json"
+  # The report's section on the v3 pilot (plan v3.4), read from OUT/data/pilot_v3.json.
+  s.pilot_v3 = not quick
   s.sweep = ml_collections.ConfigDict({
       "entm": ("regularizer.beta", (0.3, 1.0) if quick else (0.3, 1.0, 2.0)),
       "ls": ("regularizer.alpha", (0.5,) if quick else (0.2, 0.5, 0.8)),

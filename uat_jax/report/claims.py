@@ -129,12 +129,9 @@ def _paired_estimate(r: Results, m: str, b: str, what: str, eps, checkpoint: str
   return d, (None if d is None else d["estimate"])
 
 
-def _exploratory(d: Optional[dict[str, Any]], mcnemar: bool = False) -> str:
-  """An unlabelled estimate: its interval, what it excludes (McNemar per seed)."""
-  if d is None:
-    return PENDING
-  return (f"{ci(d['interval'])} points ({excludes(d['interval'])}"
-          + (f"; McNemar p per seed {p_values(d['mcnemar'])})" if mcnemar else ")"))
+def _exploratory(d: Optional[dict[str, Any]]) -> str:
+  """An unlabelled estimate: its interval and what it excludes."""
+  return PENDING if d is None else f"{ci(d['interval'])} points ({excludes(d['interval'])})"
 
 
 def claim_rows(r: Results) -> list[dict[str, Any]]:

@@ -99,6 +99,8 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
               tables.markdown_table(["method", "seed", "eps", "paper + strong", "with the check",
                                      "change"], convergence.table_rows(conv)), ""]
 
+  lines += pilot_section(r)
+
   lines += ["## Best and last checkpoint", "",
             "Accuracy (%), mean over seeds with the t-interval over seeds:", ""]
   header = ["method", "checkpoint", "clean"] + [f"PGD-20 @{e:g}" for e in (r.train_eps, r.large)] \
@@ -138,6 +140,34 @@ def markdown(r: Results, claims: Optional[list[dict[str, Any]]] = None) -> str:
 
   lines += jacobian_section(r) + ablation_section(r) + checks_section(r) + sweep_section(r)
   return "\n".join(lines)
+
+
+def pilot_section(r: Results) -> list[str]:
+  """The v3 pilot (docs/study_plan.md, v3.4): each candidate run so far with its seeds' smoothed
+  drops of validation robust accuracy, and the outcome."""
+  if not r.study.get("pilot_v3"):
+    return []
+  lines = ["## Pilot: a regime where AT overfits (plan v3.4)", ""]
+  p = r.pilot_v3
+  if not p or not p.get("candidates"):
+    return lines + ["Pending: no candidate has finished (`launch/study_v3.sh`).", ""]
+  rows = []
+  for name, c in p["candidates"].items():
+    g = c["regime"]
+    rows.append([name, g["model"], f"{g['train_size']:,}", f"{g['steps']:,}", f"{g['eps']:g}",
+                 ", ".join(f"{100 * s['drop']:.1f}" for s in c["seeds"].values()),
+                 "yes" if c["overfits"] else "no"])
+  outcome = (f"Chosen: {p['chosen']}; the study in that regime follows (plan v3.5)."
+             if p["chosen"] else
+             f"No candidate so far meets the rule ({p['rule']}); the next is run in order, and "
+             "if none does, robust overfitting could not be induced on Fashion-MNIST within "
+             "these budgets.")
+  return lines + [
+      "AT, seeds 0 and 1, validation APGD-CE-20 accuracy at the training eps on 5,000 held-out "
+      "images every 5% of training; the drop is the peak of its 3-evaluation moving average "
+      "minus the mean of the last 3 evaluations (`data/pilot_v3.json` has the curves):", "",
+      tables.markdown_table(["candidate", "model", "training images", "steps", "eps",
+                             "drop per seed (points)", "overfits"], rows), "", outcome, ""]
 
 
 def jacobian_section(r: Results) -> list[str]:

@@ -31,15 +31,18 @@ def first_difference(new: dict[str, Any], old: dict[str, Any]) -> Optional[str]:
 
 
 def merge_study(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
-  """Adds to `old` (the committed study.json) the outputs of `new` it lacks; returns their
-  names. An output in both must be specified alike."""
-  added = []
+  """Adds to `old` (the committed study.json) the outputs of `new` it lacks, and its settings
+  that `old` does not have at all; returns what it added ("output NAME", "setting NAME"). An
+  output in both must be specified alike."""
+  settings = [key for key in new if key not in old and key != "provenance"]
+  old.update({key: new[key] for key in settings})
+  added = [f"setting {key}" for key in settings]
   for section in ("evals", "ablation_evals"):
     for name, spec in new.get(section, {}).items():
       have = old.setdefault(section, {}).get(name)
       if have is None:
         old[section][name] = spec
-        added.append(name)
+        added.append(f"output {name}")
       elif {k: v for k, v in spec.items() if k in have} != have:
         raise UatError(f"the study's output {name} is specified differently from the committed "
                        f"data's: name the changed output anew in the study config")
@@ -53,7 +56,7 @@ def merge(collected_dir: str, data_dir: str) -> dict[str, list[str]]:
   study_path = os.path.join(data_dir, "study.json")
   study = files.read_json(study_path)
   out: dict[str, list[str]] = {"admitted": [], "refused": [], "added": []}
-  out["added"] += [f"study output {o}" for o in
+  out["added"] += [f"study {x}" for x in
                    merge_study(files.read_json(os.path.join(collected_dir, "study.json")), study)]
   for path in sorted(glob.glob(os.path.join(collected_dir, "runs", "*.json"))):
     new = files.read_json(path)

@@ -40,6 +40,8 @@ class Results:
     self.sweep = files.read_json(os.path.join(data_dir, "sweep.json"))
     superseded = os.path.join(data_dir, "verdicts_v2.json")  # the plan's earlier statistics
     self.superseded = files.read_json(superseded) if os.path.exists(superseded) else None
+    pilot = os.path.join(data_dir, "pilot_v3.json")  # the v3 pilot's outcome so far
+    self.pilot_v3 = files.read_json(pilot) if os.path.exists(pilot) else None
     self.runs = [files.read_json(p) for p in sorted(glob.glob(os.path.join(data_dir, "runs",
                                                                            "*.json")))]
     if not self.runs:

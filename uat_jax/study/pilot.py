@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from uat_jax import config as config_lib
 from uat_jax import files, tables
-from uat_jax.errors import UatError
+from uat_jax.errors import Preempted, UatError
 
 PILOT_CANDIDATES = ("R1", "R2")
 PILOT_DROP = 0.01  # validation PGD accuracy: best after the first decay minus the last
@@ -180,6 +180,9 @@ def main(argv: list[str]) -> int:
   except UatError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Preempted as e:  # SIGTERM: the run saved a checkpoint; rerunning resumes
+    print(str(e), file=sys.stderr)
+    return Preempted.EXIT_CODE
   return 0
 
 
