@@ -37,14 +37,21 @@ def _torch_logits(module, x):
 
 def test_ports_and_twins_give_the_same_logits():
   """from_torch ports a WideResNet-10-2 (normalization inside, batch-norm statistics and affine
-  parameters random: the pre-activation blocks the PreAct ResNet-18 shares) and the two CNNs
-  with logits equal within 1e-4 (relative); to_torch gives back modules equal within 1e-5.
+  parameters random: the pre-activation blocks the PreAct ResNet-18 shares), DeepMind's
+  WideResNet-10-2 with Swish (TensorFlow-SAME strided convolutions, normalization buffers), the
+  post-activation ResNet-18 and the two CNNs with logits equal within 1e-4 (relative); to_torch
+  gives back modules equal within 1e-5.
   (docs/own_model.md, run by the next test, ports a PreAct ResNet-18 and a WRN-28-10, exports
   the ResNet back, and runs the suite and the Jacobians on it.)"""
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
   cases = [(torch_models.WideResNet(depth=10, widen_factor=2, mean=(0.49, 0.48, 0.45),
                                     std=(0.25, 0.24, 0.26)), (32, 32, 3), "wide_resnet"),
+           (torch_models.DMWideResNet(depth=10, width=2, activation="swish",
+                                      mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)),
+            (32, 32, 3), "dm_wide_resnet"),
+           (torch_models.ResNet18(mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)),
+            (32, 32, 3), "resnet18"),
            (torch_models.SmallCNN(), (28, 28, 1), "small_cnn"),
            (torch_models.MadryCNN(in_ch=3, image_size=32), (32, 32, 3), "madry_cnn")]
   for module, shape, arch in cases:
@@ -58,7 +65,17 @@ def test_ports_and_twins_give_the_same_logits():
     # about 1,000 float32 roundings (2^-23 each) at the logits' scale.
     np.testing.assert_allclose(np.asarray(clf(x)) / scale, ref / scale, rtol=0, atol=1e-4)
     back = interop.to_torch(clf)  # torch -> Flax -> torch: the twin computes as the original
+    assert type(back) is type(module)
     np.testing.assert_allclose(_torch_logits(back, x) / scale, ref / scale, rtol=0, atol=1e-5)
+  dm = cases[1][0]
+  # Weights alone do not say the activation; a ReLU port of the Swish model would be wrong.
+  with pytest.raises(UatError, match="activation is not in its weights: pass activation="):
+    interop.from_torch(dm.state_dict())
+  x = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  ref = _torch_logits(dm, x)
+  np.testing.assert_allclose(
+      np.asarray(interop.from_torch(dm.state_dict(), activation="swish")(x)) / np.abs(ref).max(),
+      ref / np.abs(ref).max(), rtol=0, atol=1e-4)
   with pytest.raises(UatError, match="not a wide_resnet"):
     interop.from_torch(torch_models.SmallCNN().state_dict(), arch="wide_resnet")
   wrong = torch_models.SmallCNN(mean=(0.5,), std=(0.25,))

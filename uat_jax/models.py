@@ -144,23 +144,32 @@ def _bn(train, axis_name=None, dtype=jnp.float32):
                       dtype=dtype)
 
 
+ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
+
+
 class PreActBlock(nn.Module):
-  """Pre-activation basic block (He et al. 2016): BN-ReLU-conv3x3-BN-ReLU-conv3x3 + shortcut."""
+  """Pre-activation basic block (He et al. 2016): BN-act-conv3x3-BN-act-conv3x3 + shortcut.
+  `same_padding`: the strided convolution pads as TensorFlow's SAME does (one row and column
+  after, none before), as DeepMind's WideResNets do; otherwise one on each side."""
   features: int
   stride: int = 1
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  activation: str = "relu"
+  same_padding: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    out = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
+    act = ACTIVATIONS[self.activation]
+    out = act(_bn(train, self.bn_axis_name, self.dtype)(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = _conv(self.dtype, self.features, (1, 1), (self.stride, self.stride),
                        use_bias=False, kernel_init=_conv_init)(out)
-    out = _conv(self.dtype, self.features, (3, 3), (self.stride, self.stride), padding=1,
-                use_bias=False, kernel_init=_conv_init)(out)
-    out = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(out))
+    out = _conv(self.dtype, self.features, (3, 3), (self.stride, self.stride),
+                padding="SAME" if self.same_padding else 1, use_bias=False,
+                kernel_init=_conv_init)(out)
+    out = act(_bn(train, self.bn_axis_name, self.dtype)(out))
     out = _conv(self.dtype, self.features, (3, 3), padding=1, use_bias=False,
                 kernel_init=_conv_init)(out)
     return out + shortcut
@@ -187,9 +196,53 @@ class PreActResNet18(nn.Module):
     return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(_logits_dtype(self.dtype))
 
 
+class BasicBlock(nn.Module):
+  """Post-activation basic block (He et al. 2016): conv3x3-BN-ReLU-conv3x3-BN plus the shortcut
+  (a 1x1 convolution and BN where the stride or width changes), then ReLU."""
+  features: int
+  stride: int = 1
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = lambda k, s, p: _conv(self.dtype, self.features, (k, k), (s, s), padding=p,  # noqa
+                                 use_bias=False, kernel_init=_conv_init)
+    out = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(conv(3, self.stride, 1)(x)))
+    out = _bn(train, self.bn_axis_name, self.dtype)(conv(3, 1, 1)(out))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = _bn(train, self.bn_axis_name, self.dtype)(conv(1, self.stride, 0)(x))
+    return nn.relu(out + shortcut)
+
+
+class ResNet18(nn.Module):
+  """ResNet-18 for 32x32 inputs with post-activation blocks (the CIFAR ResNet-18 of Kuang Liu's
+  pytorch-cifar and RobustBench)."""
+  num_classes: int = 10
+  mean: Sequence[float] = ()
+  std: Sequence[float] = ()
+  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = Normalize(self.mean, self.std)(x.astype(self.dtype))
+    x = _conv(self.dtype, 64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
+    for i, blocks in enumerate(self.stage_sizes):
+      for j in range(blocks):
+        x = BasicBlock(64 * 2 ** i, stride=2 if (i > 0 and j == 0) else 1,
+                       bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
+    logits = _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2)))
+    return logits.astype(_logits_dtype(self.dtype))
+
+
 class WideResNet(nn.Module):
   """WideResNet-depth-width (Zagoruyko & Komodakis 2016) with pre-activation blocks; WRN-34-10
-  is the Madry/TRADES CIFAR model."""
+  is the Madry/TRADES CIFAR model. `activation` (relu or swish) and `same_padding` (see
+  PreActBlock) give DeepMind's variant (Gowal et al. 2020, Rebuffi et al. 2021)."""
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
@@ -197,6 +250,8 @@ class WideResNet(nn.Module):
   depth: int = 34
   width: int = 10
   bn_axis_name: Optional[str] = None
+  activation: str = "relu"
+  same_padding: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -209,8 +264,9 @@ class WideResNet(nn.Module):
     for i, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
       for j in range(n):
         x = PreActBlock(features, stride=2 if (i > 0 and j == 0) else 1,
-                        bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
-    x = nn.relu(_bn(train, self.bn_axis_name, self.dtype)(x))
+                        bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                        activation=self.activation, same_padding=self.same_padding)(x, train)
+    x = ACTIVATIONS[self.activation](_bn(train, self.bn_axis_name, self.dtype)(x))
     return _dense(self.dtype, self.num_classes)(x.mean(axis=(1, 2))).astype(_logits_dtype(self.dtype))
 
 
@@ -218,6 +274,7 @@ MODELS = {
     "madry_cnn": MadryCNN,
     "small_cnn": SmallCNN,
     "preact_resnet18": PreActResNet18,
+    "resnet18": ResNet18,
     "wide_resnet": WideResNet,
 }
 
@@ -235,7 +292,7 @@ def create_model(model_config, spec, bn_axis_name: Optional[str] = None,
     kwargs.update(mean=tuple(spec.mean), std=tuple(spec.std))
   if model_config.name == "wide_resnet":
     kwargs.update(depth=model_config.depth, width=model_config.width)
-  if bn_axis_name and model_config.name in ("preact_resnet18", "wide_resnet"):
+  if bn_axis_name and model_config.name in ("preact_resnet18", "resnet18", "wide_resnet"):
     kwargs.update(bn_axis_name=bn_axis_name)
   return MODELS[model_config.name](**kwargs)
 

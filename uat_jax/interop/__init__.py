@@ -5,13 +5,15 @@
     logits = clf.logits_fn(x)                          # x: NHWC float32 in [0, 1]
     module = interop.to_torch(uat_jax.load(workdir))   # NCHW in [0, 1], normalization inside
 
-`from_torch` ports the architectures most RobustBench CIFAR L-inf entries use (PreAct
-ResNet-18 as Rice et al. write it, WideResNet as TRADES/RobustBench write it; recognized from the
-state_dict's names and shapes, or named by `arch`) into the equivalent Flax model, which then
-runs jitted on any backend; any other module is bridged (uat_jax.interop.bridge: torch's forward
-and autograd behind a custom VJP). A ported model is checked against the torch module's own
-logits on random inputs. `to_torch` gives the torch twin of every uat_jax model. torch is needed
-only here (the `torch` extra); importing uat_jax never imports it.
+`from_torch` ports the architectures most RobustBench CIFAR L-inf entries use (PreAct ResNet-18
+as Rice et al. write it, ResNet-18 as pytorch-cifar and RobustBench write it, WideResNet as
+TRADES/RobustBench write it, DeepMind's WideResNet with ReLU or Swish and normalization inside;
+recognized from the state_dict's names and shapes, or named by `arch`) into the equivalent Flax
+model, which then runs jitted on any backend; any other module is bridged
+(uat_jax.interop.bridge: torch's forward and autograd behind a custom VJP). A ported model is
+checked against the torch module's own logits on random inputs. `to_torch` gives the torch twin
+of every uat_jax model. torch is needed only here (the `torch` extra); importing uat_jax never
+imports it.
 """
 
 from __future__ import annotations
@@ -77,12 +79,15 @@ def _normalization(model) -> tuple[tuple, tuple]:
 
 def from_torch(model, arch: Optional[str] = None, input_shape: Sequence[int] = (32, 32, 3),
                mean: Optional[Sequence[float]] = None,
-               std: Optional[Sequence[float]] = None) -> Imported:
+               std: Optional[Sequence[float]] = None,
+               activation: Optional[str] = None) -> Imported:
   """A PyTorch classifier (an nn.Module taking NCHW images in [0, 1], a state_dict, or a path
   to one) as a uat_jax classifier. `arch`: one of convert.ARCHITECTURES (default: recognized
   from the state_dict) or "bridge" (torch runs it; the module itself is needed). `mean`/`std`:
-  the per-channel normalization the model applies inside (default: none, or that of a
-  uat_jax.interop twin). `input_shape`: (H, W, C) of its images."""
+  the per-channel normalization the model applies inside (default: none, that of a
+  uat_jax.interop twin, or a DeepMind WideResNet's own buffers). `activation`: relu or swish,
+  for a DeepMind WideResNet (read from the module; needed with weights alone). `input_shape`:
+  (H, W, C) of its images."""
   torch = _require_torch()
   is_module = isinstance(model, torch.nn.Module)
   if arch == "bridge" or (arch is None and is_module and
@@ -103,14 +108,24 @@ def from_torch(model, arch: Optional[str] = None, input_shape: Sequence[int] = (
                    f"{found}): pass the nn.Module itself with arch='bridge' to run it through "
                    "torch")
   arch = settings["arch"]
-  if mean is None and std is None and is_module:
-    mean, std = _normalization(model)
+  if mean is None and std is None:
+    mean, std = ((settings.get("mean"), settings.get("std")) if "mean" in settings
+                 else _normalization(model) if is_module else ((), ()))
   kwargs = {"num_classes": settings["num_classes"], "mean": tuple(mean or ()),
             "std": tuple(std or ())}
   kwargs.update({k: settings[k] for k in ("depth", "width") if k in settings})
   if "image" in settings:
     input_shape = settings["image"]
-  flax_model = models.MODELS[arch](**kwargs)
+  if arch == "dm_wide_resnet":  # uat_jax's WideResNet with DeepMind's activation and padding
+    if activation is None and not is_module:
+      raise UatError("a DeepMind WideResNet's activation is not in its weights: pass "
+                     "activation='swish' or 'relu' (or the nn.Module, whose layers say it)")
+    activation = activation or _activation(model)
+    if activation not in models.ACTIVATIONS:
+      raise UatError(f"activation={activation!r}: choose one of {sorted(models.ACTIVATIONS)}")
+    flax_model = models.WideResNet(**kwargs, activation=activation, same_padding=True)
+  else:
+    flax_model = models.MODELS[arch](**kwargs)
   hw = (input_shape[0] // 4, input_shape[1] // 4)
   variables = convert.flax_from_torch(state, arch, settings, conv_output_hw=hw)
   _check_shapes(flax_model, variables, input_shape, arch)
@@ -119,6 +134,13 @@ def from_torch(model, arch: Optional[str] = None, input_shape: Sequence[int] = (
   if is_module:
     _check_logits(model, clf, input_shape)
   return clf
+
+
+def _activation(model) -> str:
+  """swish if the module has a Swish or SiLU layer (DeepMind's WideResNets name theirs Swish),
+  else relu."""
+  kinds = {type(m).__name__ for m in model.modules()}
+  return "swish" if kinds & {"Swish", "SiLU"} else "relu"
 
 
 def _check_shapes(flax_model, variables, input_shape, arch):
@@ -182,7 +204,20 @@ def to_torch(classifier, input_shape: Optional[Sequence[int]] = None):
         in_ch=kernel.shape[2], image_size=4 * side, **extra, **common)
   elif arch == "preact_resnet18":
     module = torch_models.PreActResNet18(**common)
+  elif arch == "resnet18":
+    module = torch_models.ResNet18(**common)
+  elif arch == "wide_resnet" and flax_model.same_padding:  # DeepMind's layout
+    arch, settings = "dm_wide_resnet", {"depth": flax_model.depth, "width": flax_model.width}
+    channels = len(common["mean"]) or 3
+    module = torch_models.DMWideResNet(
+        depth=flax_model.depth, width=flax_model.width, num_classes=common["num_classes"],
+        activation=flax_model.activation, mean=common["mean"] or (0.0,) * channels,
+        std=common["std"] or (1.0,) * channels)
   elif arch == "wide_resnet":
+    if flax_model.activation != "relu":
+      raise UatError("to_torch: a WideResNet with activation "
+                     f"{flax_model.activation!r} has no TRADES-layout twin (same_padding=True "
+                     "gives DeepMind's layout, which has one)")
     settings = {"depth": flax_model.depth, "width": flax_model.width}
     module = torch_models.WideResNet(depth=flax_model.depth, widen_factor=flax_model.width,
                                      **common)
@@ -193,7 +228,7 @@ def to_torch(classifier, input_shape: Optional[Sequence[int]] = None):
   missing, unexpected = module.load_state_dict({k: torch.tensor(v) for k, v in state.items()},
                                                strict=False)
   left = [k for k in missing if not k.endswith(("num_batches_tracked", "normalize.mean",
-                                                 "normalize.std"))]
+                                                 "normalize.std")) and k not in ("mean", "std")]
   if left or unexpected:
     raise UatError(f"to_torch: {arch} weights did not fit its torch twin "
                    f"({(left + unexpected)[:3]})")

@@ -1,5 +1,6 @@
 """Weights between uat_jax's Flax models and their PyTorch twins (uat_jax.interop.torch_models,
-named as Rice et al.'s PreActResNet18 and the TRADES/RobustBench WideResNet name their layers):
+named as Rice et al.'s PreActResNet18, the TRADES/RobustBench WideResNet and DeepMind's
+WideResNet (RobustBench's DMWideResNet) name their layers):
 which architecture a state_dict holds, and the layer-by-layer pairing both ways. Arrays are
 numpy: convolution kernels HWIO here and OIHW there, dense kernels transposed, and the first
 dense layer of the CNNs reordered between NHWC and NCHW flattening."""
@@ -12,13 +13,17 @@ import numpy as np
 
 from uat_jax.errors import UatError
 
-ARCHITECTURES = ("small_cnn", "madry_cnn", "preact_resnet18", "wide_resnet")
+ARCHITECTURES = ("small_cnn", "madry_cnn", "preact_resnet18", "resnet18", "wide_resnet",
+                 "dm_wide_resnet")
 
 
 def recognize(state: dict[str, Any]) -> Optional[dict[str, Any]]:
   """{"arch", and its settings} of a state_dict of one of the supported architectures, from its
   keys and shapes; None for any other."""
   keys = set(state)
+  if {"conv1.weight", "bn1.weight", "layer1.0.bn2.weight", "layer4.1.conv2.weight",
+      "linear.weight"} <= keys:
+    return {"arch": "resnet18", "num_classes": state["linear.weight"].shape[0]}
   if {"layer1.0.bn1.weight", "layer4.1.conv2.weight", "bn.weight", "linear.weight"} <= keys:
     return {"arch": "preact_resnet18", "num_classes": state["linear.weight"].shape[0]}
   if {"block1.layer.0.bn1.weight", "block3.layer.0.conv1.weight", "fc.weight"} <= keys:
@@ -26,6 +31,17 @@ def recognize(state: dict[str, Any]) -> Optional[dict[str, Any]]:
     width = state["block1.layer.0.conv1.weight"].shape[0] // 16
     return {"arch": "wide_resnet", "depth": 6 * n + 4, "width": width,
             "num_classes": state["fc.weight"].shape[0]}
+  if {"init_conv.weight", "layer.0.block.0.conv_0.weight", "batchnorm.weight",
+      "logits.weight"} <= keys:
+    n = len({k.split(".")[3] for k in keys if k.startswith("layer.0.block.")})
+    out = {"arch": "dm_wide_resnet", "depth": 6 * n + 4,
+           "width": state["layer.0.block.0.conv_0.weight"].shape[0] // 16,
+           "num_classes": state["logits.weight"].shape[0]}
+    if "mean" in keys and "std" in keys:  # the normalization it applies inside
+      out.update({k: tuple(float(v) for v in np.asarray(
+          state[k].detach().cpu().numpy() if hasattr(state[k], "detach") else state[k]).ravel())
+          for k in ("mean", "std")})
+    return out
   if {"c1.weight", "c2.weight", "f1.weight", "f2.weight"} <= keys:
     w = state["c1.weight"]
     arch = "madry_cnn" if w.shape[-1] == 5 else "small_cnn"
@@ -43,28 +59,48 @@ def _pairs(arch: str, settings: dict[str, Any]) -> list[tuple[tuple[str, ...], s
   if arch in ("small_cnn", "madry_cnn"):
     return [(("Conv_0",), "c1", "conv"), (("Conv_1",), "c2", "conv"),
             (("Dense_0",), "f1", "dense_nhwc"), (("Dense_1",), "f2", "dense")]
-  out = [(("Conv_0",), "conv1", "conv")]
+  if arch == "resnet18":  # post-activation blocks: conv, BN, conv, BN (+ shortcut conv, BN)
+    out = [(("Conv_0",), "conv1", "conv"), (("BatchNorm_0",), "bn1", "bn")]
+    for b, (i, j) in enumerate((i, j) for i in range(4) for j in range(2)):
+      prefix, block = f"layer{i + 1}.{j}", f"BasicBlock_{b}"
+      out += [((block, "Conv_0"), f"{prefix}.conv1", "conv"),
+              ((block, "BatchNorm_0"), f"{prefix}.bn1", "bn"),
+              ((block, "Conv_1"), f"{prefix}.conv2", "conv"),
+              ((block, "BatchNorm_1"), f"{prefix}.bn2", "bn")]
+      if i > 0 and j == 0:
+        out += [((block, "Conv_2"), f"{prefix}.shortcut.0", "conv"),
+                ((block, "BatchNorm_2"), f"{prefix}.shortcut.1", "bn")]
+    return out + [(("Dense_0",), "linear", "dense")]
+  # Per layout: its first convolution, its blocks (prefix, has a shortcut convolution), a
+  # block's layer names (bn1, shortcut, conv1, bn2, conv2) and the head (bn, dense).
   if arch == "preact_resnet18":
+    first = "conv1"
     blocks = [(f"layer{i + 1}.{j}", i > 0 and j == 0) for i in range(4) for j in range(2)]
-    shortcut, head = "shortcut.0", [(("BatchNorm_0",), "bn", "bn"), (("Dense_0",), "linear",
-                                                                     "dense")]
+    names, head = ("bn1", "shortcut.0", "conv1", "bn2", "conv2"), ("bn", "linear")
   else:
     n = (settings["depth"] - 4) // 6
-    blocks = [(f"block{i + 1}.layer.{j}", j == 0 and (i > 0 or settings["width"] != 1))
-              for i in range(3) for j in range(n)]
-    shortcut, head = "convShortcut", [(("BatchNorm_0",), "bn1", "bn"), (("Dense_0",), "fc",
-                                                                        "dense")]
+    grouped = [(i, j, j == 0 and (i > 0 or settings["width"] != 1))
+               for i in range(3) for j in range(n)]
+    if arch == "dm_wide_resnet":
+      first, head = "init_conv", ("batchnorm", "logits")
+      blocks = [(f"layer.{i}.block.{j}", s) for i, j, s in grouped]
+      names = ("batchnorm_0", "shortcut", "conv_0", "batchnorm_1", "conv_1")
+    else:
+      first, head = "conv1", ("bn1", "fc")
+      blocks = [(f"block{i + 1}.layer.{j}", s) for i, j, s in grouped]
+      names = ("bn1", "convShortcut", "conv1", "bn2", "conv2")
+  out = [(("Conv_0",), first, "conv")]
+  bn1, shortcut, conv1, bn2, conv2 = names
   for b, (prefix, has_shortcut) in enumerate(blocks):
     block = f"PreActBlock_{b}"
-    convs = ["conv1", "conv2"]
-    out.append(((block, "BatchNorm_0"), f"{prefix}.bn1", "bn"))
+    out.append(((block, "BatchNorm_0"), f"{prefix}.{bn1}", "bn"))
     if has_shortcut:
       out.append(((block, "Conv_0"), f"{prefix}.{shortcut}", "conv"))
-    first = 1 if has_shortcut else 0
-    out += [((block, f"Conv_{first}"), f"{prefix}.{convs[0]}", "conv"),
-            ((block, "BatchNorm_1"), f"{prefix}.bn2", "bn"),
-            ((block, f"Conv_{first + 1}"), f"{prefix}.{convs[1]}", "conv")]
-  return out + head
+    k = 1 if has_shortcut else 0
+    out += [((block, f"Conv_{k}"), f"{prefix}.{conv1}", "conv"),
+            ((block, "BatchNorm_1"), f"{prefix}.{bn2}", "bn"),
+            ((block, f"Conv_{k + 1}"), f"{prefix}.{conv2}", "conv")]
+  return out + [(("BatchNorm_0",), head[0], "bn"), (("Dense_0",), head[1], "dense")]
 
 
 def _get(tree, path):
