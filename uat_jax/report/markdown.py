@@ -165,7 +165,9 @@ def pilot_section(r: Results) -> list[str]:
   return lines + [
       "AT, seeds 0 and 1, validation APGD-CE-20 accuracy at the training eps on 5,000 held-out "
       "images every 5% of training; the drop is the peak of its 3-evaluation moving average "
-      "minus the mean of the last 3 evaluations (`data/pilot_v3.json` has the curves):", "",
+      "minus the mean of the last 3 evaluations; a candidate stops at its first seed below the "
+      "rule, which it can then no longer meet (plan v3.10; `data/pilot_v3.json` has the "
+      "curves):", "",
       tables.markdown_table(["candidate", "model", "training images", "steps", "eps",
                              "drop per seed (points)", "overfits"], rows), "", outcome, ""]
 

@@ -130,12 +130,13 @@ def smoothed_drop(curve: list) -> float:
   return max(smooth) - smooth[-1]
 
 
-def v3_outcome(root: str, candidate: str) -> dict[str, Any]:
-  """The rule on one candidate's finished runs (ROOT/<candidate>_s<seed>): per seed the curve
-  and its drop; `overfits` when every seed's drop is at least V3_DROP."""
+def v3_outcome(root: str, candidate: str, seeds_run: tuple[int, ...] = V3_SEEDS) -> dict[str, Any]:
+  """The rule on one candidate's finished runs (ROOT/<candidate>_s<seed>, for `seeds_run`): per
+  seed the curve and its drop; `overfits` when every seed of V3_SEEDS ran and dropped at least
+  V3_DROP."""
   eps = V3_CANDIDATES[candidate][3]
   seeds = {}
-  for seed in V3_SEEDS:
+  for seed in seeds_run:
     w = os.path.join(root, f"{candidate}_s{seed}")
     curve = files.read_curves(os.path.join(w, "metrics.jsonl"), (v3_metric(eps),)).get(
         v3_metric(eps), []) if os.path.exists(os.path.join(w, "metrics.jsonl")) else []
@@ -144,21 +145,27 @@ def v3_outcome(root: str, candidate: str) -> dict[str, Any]:
                      "resumes it")
     seeds[str(seed)] = {"drop": smoothed_drop(curve), "curve": curve}
   return {"regime": dict(zip(("model", "train_size", "steps", "eps"), V3_CANDIDATES[candidate])),
-          "seeds": seeds, "overfits": all(s["drop"] >= V3_DROP for s in seeds.values())}
+          "seeds": seeds, "overfits": len(seeds) == len(V3_SEEDS) and all(
+              s["drop"] >= V3_DROP for s in seeds.values())}
 
 
 def run_v3(root: str, out: str) -> dict[str, Any]:
-  """The v3 pilot: the candidates in order, each with both seeds (resuming finished steps), until
-  one meets the rule; writes the outcome of every candidate run to `out` after each."""
+  """The v3 pilot: the candidates in order, each with its seeds (resuming finished steps), until
+  one meets the rule; a candidate stops at its first seed that drops less than the rule asks
+  (it can no longer meet it). Writes the outcome of every candidate run to `out` after each."""
   from uat_jax import evaluators, train  # deferred: the rule above needs no JAX
   result: dict[str, Any] = {"rule": f"every seed's smoothed drop >= {V3_DROP}",
                             "candidates": {}, "chosen": None}
   for candidate in V3_CANDIDATES:
+    ran: tuple[int, ...] = ()
     for seed in V3_SEEDS:
       c = v3_config(candidate, seed)
       train.train_and_evaluate(c, os.path.join(root, f"{candidate}_s{seed}"),
                                evaluators=evaluators.for_training(c))
-    result["candidates"][candidate] = v3_outcome(root, candidate)
+      ran += (seed,)
+      if v3_outcome(root, candidate, ran)["seeds"][str(seed)]["drop"] < V3_DROP:
+        break  # every seed must drop: this candidate cannot meet the rule any more
+    result["candidates"][candidate] = v3_outcome(root, candidate, ran)
     drops = [f"{100 * s['drop']:.1f}" for s in result["candidates"][candidate]["seeds"].values()]
     print(f"pilot {candidate}: smoothed drops {', '.join(drops)} points; overfits: "
           f"{result['candidates'][candidate]['overfits']}", flush=True)
