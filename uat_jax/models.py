@@ -175,14 +175,18 @@ class PreActBlock(nn.Module):
     return out + shortcut
 
 
-class PreActResNet18(nn.Module):
-  """PreAct ResNet-18 for 32x32 inputs, as in Rice et al. 2020 (robust overfitting)."""
+class _ResNet(nn.Module):
+  """The settings both ResNet-18s share."""
   num_classes: int = 10
   mean: Sequence[float] = ()
   std: Sequence[float] = ()
   dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   bn_axis_name: Optional[str] = None
+
+
+class PreActResNet18(_ResNet):
+  """PreAct ResNet-18 for 32x32 inputs, as in Rice et al. 2020 (robust overfitting)."""
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -216,15 +220,9 @@ class BasicBlock(nn.Module):
     return nn.relu(out + shortcut)
 
 
-class ResNet18(nn.Module):
+class ResNet18(_ResNet):
   """ResNet-18 for 32x32 inputs with post-activation blocks (the CIFAR ResNet-18 of Kuang Liu's
   pytorch-cifar and RobustBench)."""
-  num_classes: int = 10
-  mean: Sequence[float] = ()
-  std: Sequence[float] = ()
-  dtype: Any = jnp.float32  # computation dtype (bfloat16: mixed precision); params are float32
-  stage_sizes: Sequence[int] = (2, 2, 2, 2)
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -80,18 +80,24 @@ class PreActBlock(nn.Module):
     return out + shortcut
 
 
+def _add_stages(module, block) -> None:
+  """layer1-4 of a CIFAR ResNet-18: two `block`s a stage, 64 to 512 planes, the first block of
+  stages 2-4 strided."""
+  in_planes = 64
+  for i, planes in enumerate((64, 128, 256, 512)):
+    blocks = []
+    for j in range(2):
+      blocks.append(block(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+      in_planes = planes
+    setattr(module, f"layer{i + 1}", nn.Sequential(*blocks))
+
+
 class PreActResNet18(nn.Module):
   def __init__(self, num_classes=10, mean=(), std=()):
     super().__init__()
     self.normalize = Normalize(mean, std)
     self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    in_planes = 64
-    for i, planes in enumerate((64, 128, 256, 512)):
-      blocks = []
-      for j in range(2):
-        blocks.append(PreActBlock(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
-        in_planes = planes
-      setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+    _add_stages(self, PreActBlock)
     self.bn = nn.BatchNorm2d(512)
     self.linear = nn.Linear(512, num_classes)
 
@@ -241,13 +247,7 @@ class ResNet18(nn.Module):
     self.normalize = Normalize(mean, std)
     self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(64)
-    in_planes = 64
-    for i, planes in enumerate((64, 128, 256, 512)):
-      blocks = []
-      for j in range(2):
-        blocks.append(ResNetBlock(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
-        in_planes = planes
-      setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+    _add_stages(self, ResNetBlock)
     self.linear = nn.Linear(512, num_classes)
 
   def forward(self, x):
