@@ -59,7 +59,7 @@ def text(c: dict[str, Any]) -> str:
     head += f" ({len(c['rows'])} checked, {c['pending']} pending)"
   if c["rows"]:
     worst = max(c["rows"], key=lambda row: row[-1])
-    head += (f"; the largest drop {pts(-worst[-1])} points, {NAMES[worst[0]]} seed {worst[1]} "
+    head += (f"; the largest change {pts(-worst[-1])} points, {NAMES[worst[0]]} seed {worst[1]} "
              f"at eps {worst[2]:g}")
   return head + "."
 
