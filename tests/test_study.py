@@ -355,7 +355,7 @@ def test_a_study_takes_a_finished_sweeps_choice_from_sweep_from(tmp_path):
   assert {e["source"] for e in written.values()} == {s.sweep_from}
 
   class R:  # the report's view of the collected sweep
-    sweep = written
+    sweep, study = written, {}
   assert f"Taken from the finished sweep in `{s.sweep_from}`" in "\n".join(
       markdown.sweep_section(R))
 

@@ -257,16 +257,23 @@ def checks_section(r: Results) -> list[str]:
 
 
 def sweep_section(r: Results) -> list[str]:
+  """The sweep's scores, and by how many validation images the chosen value led the next."""
+  images = r.study.get("overrides", {}).get("evals", {}).get("pgd", {}).get("num_examples")
   rows = []
   for m, sw in r.sweep.items():
     scored = ", ".join(f"{v}: {100 * x:.1f}" for v, x in sw["values"].items())
+    ranked = sorted(sw["values"].values(), reverse=True)
+    lead = ("" if len(ranked) < 2 else f"{100 * (ranked[0] - ranked[1]):.1f}" + (
+        f" ({round((ranked[0] - ranked[1]) * images)} of {images} images)" if images else ""))
     rows.append([NAMES.get(m, m), sw["key"], sw.get("metric", ""),
-                 scored or "(one value, not swept)", str(sw["chosen"])])
+                 scored or "(one value, not swept)", str(sw["chosen"]), lead])
   sources = sorted({sw["source"] for sw in r.sweep.values() if sw.get("source")})
   note = ([f"Taken from the finished sweep in `{', '.join(sources)}` (the study's `sweep_from`): "
            "its runs are not retrained, and the first seed's final run of the chosen value is "
            "trained anew, so its validation score can differ from the sweep's.", ""]
           if sources else [])
   return ["## Sweep (validation split, final schedule, first seed)", "", *note,
-          tables.markdown_table(["method", "parameter", "score (best logged, %)", "per value", "chosen"], rows),
-          ""]
+          tables.markdown_table(["method", "parameter", "score (best logged, %)", "per value",
+                                 "chosen", "lead over the next value (points)"], rows), "",
+          "A lead of a few images is a choice the validation noise could have made either way; "
+          "new runs choose by APGD-CE rather than PGD-20 (plan v3.3).", ""]
