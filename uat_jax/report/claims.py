@@ -44,7 +44,6 @@ def overestimate_rule(i: stats.Interval) -> str:
 class Comparison:
   """One labelled comparison of the family: its estimate (None: pending) and the rule that
   reads a label off an interval."""
-  key: str
   estimate: Optional[stats.Estimate]
   rule: Callable[[stats.Interval], str]
   label: str = "pending"
@@ -142,12 +141,12 @@ def claim_rows(r: Results) -> list[dict[str, Any]]:
   # Claim 1's primary estimand: the gain at the best checkpoint and the large eps, or (a study
   # with `estimand` last_vs_best, where AT overfits) the gain kept at the last checkpoint.
   overfit = r.study.get("estimand") == "last_vs_best"
-  c1 = {m: Comparison(f"1 {m}", last_vs_best(r, m, base, r.train_eps) if overfit else
+  c1 = {m: Comparison(last_vs_best(r, m, base, r.train_eps) if overfit else
                       _paired_estimate(r, m, base, "worst", r.large)[1], gain_rule)
         for m in at_methods}
-  c2 = {m: Comparison(f"2 {m}", _paired_estimate(r, m, base, "clean", None)[1], gain_rule)
+  c2 = {m: Comparison(_paired_estimate(r, m, base, "clean", None)[1], gain_rule)
         for m in at_methods}
-  c3 = Comparison("3", jacobian_estimate(r, JACOBIAN_PRIMARY), stats.reduction_label)
+  c3 = Comparison(jacobian_estimate(r, JACOBIAN_PRIMARY), stats.reduction_label)
   # Claim 4 at the last checkpoints (every method at the end of one schedule), if its
   # precondition holds there: a PGD-20 gain at the smallest eps (95% interval above 0).
   c4, pre4 = {}, {}
@@ -158,7 +157,7 @@ def claim_rows(r: Results) -> list[dict[str, Any]]:
     weak, _ = _paired_estimate(r, m, std, WEAK, small, "last")
     pre4[m] = None if weak is None else weak["interval"].low > 0
     if pre4[m] is not False:
-      c4[m] = Comparison(f"4 {m}", _paired_estimate(r, m, std, "worst", small, "last")[1]
+      c4[m] = Comparison(_paired_estimate(r, m, std, "worst", small, "last")[1]
                          if pre4[m] else None, vanish_rule)
   # Claim 5: one overestimate per method whose PGD-20 gain holds (eps 0.1 for EntM and LS,
   # the large eps for AT+EntM and AT+LS).
@@ -168,7 +167,7 @@ def claim_rows(r: Results) -> list[dict[str, Any]]:
     weak, _ = _paired_estimate(r, m, b, WEAK, eps)
     pre5[m] = (eps, b, None if weak is None else weak["interval"].low > 0)
     if pre5[m][2] is not False:
-      c5[m] = Comparison(f"5 {m}", overestimate(r, r.final[m], r.final[b], eps)
+      c5[m] = Comparison(overestimate(r, r.final[m], r.final[b], eps)
                          if pre5[m][2] else None, overestimate_rule)
   family = [*c1.values(), *c2.values(), c3, *c4.values(), *c5.values()]
   decide(family)

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from uat_jax import stats, tables
+from uat_jax import tables
 from uat_jax.report import convergence
-from uat_jax.report.claims import (claim_rows, headline, overfitting_text,
+from uat_jax.report.claims import (claim_rows, headline, jacobian_estimate, overfitting_text,
                                    robust_overfitting)
 from uat_jax.report.formatting import ci, mean_ci, pts, ratio
 from uat_jax.report.view import (DATASETS, JACOBIAN_PRIMARY, NAMES, NOT_EVALUATED, WEAK,
@@ -177,30 +177,24 @@ def jacobian_section(r: Results) -> list[str]:
   lines = ["## Input-Jacobian norms", "",
            f"Per test image on the first {r.study['jacobian']['num_examples']} test images, best "
            "checkpoints; ratios are AT / method (geometric mean over seeds of the ratio of mean "
-           "norms, t-interval over seeds with the image part of the variance). `T-matched AT` is AT with its logits "
-           "divided by the temperature at which its mean predictive entropy on validation "
-           "images equals the method's.", ""]
+           "norms, t-interval over seeds with the image part of the variance). `T-matched AT` "
+           "is AT with its logits divided by the temperature at which its mean predictive "
+           "entropy on validation images equals the method's.", ""]
   rows = []
   for m in r.study["jacobian"]["methods"]:
     if m == base or not r.final.get(m):
       continue
-    seeds = sorted({x["seed"] for x in r.final[base]} & {x["seed"] for x in r.final[m]})
-    at = [x for x in r.final[base] if x["seed"] in seeds]
-    other = [x for x in r.final[m] if x["seed"] in seeds]
     cells = []
     for q in ("probs/fro", "logits/fro", "probs/spectral"):
-      b, v = Results.norms(at, q), Results.norms(other, q)
-      if b is None or v is None:
-        cells.append("pending")
-        continue
-      cells.append(ratio(stats.log_ratio_of_means(b, v).interval()))
-    t = Results.norms(at, JACOBIAN_PRIMARY, f"jacobian_T_{m}")
-    b = Results.norms(at, JACOBIAN_PRIMARY)
-    if t is None or b is None:
+      e = jacobian_estimate(r, q, m)
+      cells.append("pending" if e is None else ratio(e.interval()))
+    matched = jacobian_estimate(r, JACOBIAN_PRIMARY, m, matched=True)
+    if matched is None:
       cells.append("pending")
     else:
+      at, _, _ = Results.pair(r.final[base], r.final[m])
       temps = np.mean([x[f"jacobian_T_{m}"]["temperature"] for x in at])
-      cells.append(f"{ratio(stats.log_ratio_of_means(b, t).interval())} (T {temps:.2f})")
+      cells.append(f"{ratio(matched.interval())} (T {temps:.2f})")
     rows.append([NAMES[m]] + cells)
   lines += [tables.markdown_table(["method", "AT / method probs/fro", "logits/fro", "probs/spectral",
                     "AT / T-matched AT probs/fro"], rows), ""]

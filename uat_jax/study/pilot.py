@@ -163,9 +163,10 @@ def run_v3(root: str, out: str) -> dict[str, Any]:
       train.train_and_evaluate(c, os.path.join(root, f"{candidate}_s{seed}"),
                                evaluators=evaluators.for_training(c))
       ran += (seed,)
-      if v3_outcome(root, candidate, ran)["seeds"][str(seed)]["drop"] < V3_DROP:
+      outcome = v3_outcome(root, candidate, ran)
+      if outcome["seeds"][str(seed)]["drop"] < V3_DROP:
         break  # every seed must drop: this candidate cannot meet the rule any more
-    result["candidates"][candidate] = v3_outcome(root, candidate, ran)
+    result["candidates"][candidate] = outcome
     drops = [f"{100 * s['drop']:.1f}" for s in result["candidates"][candidate]["seeds"].values()]
     print(f"pilot {candidate}: smoothed drops {', '.join(drops)} points; overfits: "
           f"{result['candidates'][candidate]['overfits']}", flush=True)
