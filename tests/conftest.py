@@ -46,13 +46,6 @@ def pytest_collection_modifyitems(config, items):
 def trained_model(small_fmnist):
   """(model, variables) of a small CNN after 100 standard-training steps on 4,096 real
   training images (the evaluation and interop tests' model)."""
-  from tests.helpers import build_trainer, load_config
-  from uat_jax import data, sharding
-  mesh = sharding.make_mesh(1)
-  model, init_state, step = build_trainer(load_config("standard,runlocal"), 100, mesh)
-  state = init_state()
-  for s in range(100):
-    batch = data.train_batch(small_fmnist["train"], 0, s, 128)
-    state, _ = step(state, sharding.shard_batch(batch, mesh))
-  return model, {"params": state.params, "batch_stats": state.batch_stats}
+  from tests.helpers import load_config, train_variables
+  return train_variables(load_config("standard,runlocal"), small_fmnist["train"], 100)
 

@@ -77,6 +77,24 @@ def build_trainer(config, num_steps: int, mesh):
       step, train.create_train_state(config, model, spec, tx, mesh)), step
 
 
+def train_variables(config, train_split, num_steps: int, start=None) -> tuple:
+  """(model, {"params", "batch_stats"}) after `num_steps` steps of batch 128 of `config`'s
+  training on `train_split` (a data.Split), on one device, from config.seed's initialization or
+  from the variables `start` (a fresh optimizer state)."""
+  import jax
+  import jax.numpy as jnp
+  from uat_jax import data, sharding
+  mesh = sharding.make_mesh(1)
+  model, init_state, step = build_trainer(config, num_steps, mesh)
+  state = init_state()
+  if start is not None:  # copies: the step donates its input state
+    start = jax.tree.map(jnp.copy, start)
+    state = state.replace(params=start["params"], batch_stats=start["batch_stats"])
+  for s in range(num_steps):
+    state, _ = step(state, sharding.shard_batch(data.train_batch(train_split, 0, s, 128), mesh))
+  return model, {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def final_state(workdir: str, config):
   """(step, host copy of the newest checkpoint's whole TrainState, optimizer state included)
   of a workdir trained with `config`."""
