@@ -28,6 +28,7 @@ from uat_jax.errors import UatError
     ("data.name", "imagenet", "unknown dataset"),
     ("attack.bn_mode", "frozen", "bn_mode"),
     ("optimizer.name", "lamb", "unknown optimizer"),
+    ("optimizer.weight_average", 1.0, "weight_average=1.0 must be in \\[0, 1\\)"),
 ])
 def test_invalid_values_fail_with_a_clear_message(field, value, message):
   c = load_config("at_entm,runlocal")
@@ -52,6 +53,51 @@ def test_piecewise_schedule():
   s = optimizers.learning_rate_schedule(c, 100)
   np.testing.assert_allclose([s(0), s(49), s(50), s(74), s(75), s(99)],
                              [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
+
+
+def test_weight_averaging_keeps_the_average_and_loading_uses_it(tmp_path, small_fmnist):
+  """optimizer.weight_average keeps, in the optimizer state, average <- d * average + (1 - d) *
+  params after every update (against that recursion in float64 over 4 real steps), and both
+  the evaluations during training and the classifier loaded from the workdir use the average.
+
+  Tolerance: each float32 update of the average rounds once or twice relative to the largest
+  magnitude involved, so 4 steps stay within 4 * 2 * 2^-24 of it; 4x that margin."""
+  import uat_jax
+  c = load_config("standard,runlocal")
+  c.optimizer.weight_average = 0.5  # large enough that the average is far from the parameters
+  _, init_state, step = build_trainer(c, 4, sharding.make_mesh(1))
+  state = init_state()
+  expected = jax.tree.map(lambda p: np.asarray(p, np.float64), state.params)
+  for s in range(4):
+    state, _ = step(state, data.train_batch(small_fmnist["train"], 0, s, 128))
+    expected = jax.tree.map(lambda a, p: 0.5 * a + 0.5 * np.asarray(p, np.float64), expected,
+                            state.params)
+  average = optimizers.averaged_params(state.params, state.opt_state)
+  for a, e in zip(jax.tree.leaves(average), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=0, atol=32 * helpers.U32 * np.abs(e).max())
+
+  x = small_fmnist["test"].images[:8].astype(np.float32) / 255
+  seen = []
+
+  class Record:  # an evaluator: what evaluations during training see
+    name, every_steps = "record", 4
+
+    def run(self, logits_fn, step, mesh):
+      seen.append(np.asarray(logits_fn(x)))
+      return {}
+
+  c.num_train_steps = 4
+  train.train_and_evaluate(c, str(tmp_path / "w"), evaluators=[Record()])
+  _, final = helpers.final_state(str(tmp_path / "w"), c)
+  model = train.build_model(c, data.get_spec("fashion_mnist"), for_training=False)
+  logits = lambda params: np.asarray(model.apply(  # noqa: E731
+      {"params": params, "batch_stats": final.batch_stats}, x, train=False))
+  loaded = np.asarray(uat_jax.load(str(tmp_path / "w"))(x))
+  np.testing.assert_allclose(loaded, logits(optimizers.averaged_params(final.params,
+                                                                       final.opt_state)),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(seen[-1], loaded, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(loaded, logits(final.params), rtol=1e-3, atol=1e-3)
 
 
 def test_train_step_is_deterministic_in_state_and_batch(small_fmnist):

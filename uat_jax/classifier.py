@@ -5,8 +5,10 @@
     logits = clf.logits_fn(x)                        # or clf(x)
 
 Restoring reads only what inference needs (parameters, batch-norm statistics, the step) and the
-run's config (W/config.json), never the optimizer state: a checkpoint evaluates the same whatever
-the optimizer settings of the config it is loaded with. `logits_fn` is a jax.tree_util.Partial
+run's config (W/config.json), not the optimizer state, so a checkpoint evaluates the same whatever
+the optimizer settings of the config it is loaded with; except with weight averaging
+(config.optimizer.weight_average > 0): then the average the optimizer state keeps replaces the
+parameters, and the config must keep the run's optimizer settings (the default, W/config.json). `logits_fn` is a jax.tree_util.Partial
 whose leaves are the variables, so a jitted function of it takes the parameters as arguments
 instead of baking them into the compiled program (models.jit_with_model).
 """
@@ -20,7 +22,7 @@ from typing import Any, Union
 import jax
 import numpy as np
 
-from uat_jax import checkpoints, data, models, sharding
+from uat_jax import checkpoints, data, models, optimizers, sharding
 from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
@@ -66,6 +68,11 @@ def _inference_variables(workdir: str, config, model, spec, mesh,
   rep = sharding.replicated(mesh)
   abstract = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {}),
               "step": jax.ShapeDtypeStruct((), np.int32)}
+  averaged = config.optimizer.get("weight_average", 0.0) > 0
+  if averaged:  # the whole optimizer state: the average's place in it depends on the chain
+    tx = optimizers.optimizer(config.optimizer,
+                              optimizers.learning_rate_schedule(config.optimizer, 1))
+    abstract["opt_state"] = jax.eval_shape(tx.init, shapes["params"])
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                           abstract)
   best = step == "best"
@@ -79,7 +86,10 @@ def _inference_variables(workdir: str, config, model, spec, mesh,
   if found is None:
     raise UatError(f"no checkpoint in {mngr.directory}: train first (--mode=train) or pass "
                    "another --workdir")
-  return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, found
+  params = restored["params"]
+  if averaged:
+    params = optimizers.averaged_params(params, restored["opt_state"])
+  return {"params": params, "batch_stats": restored["batch_stats"]}, found
 
 
 def load(workdir: str, step: Step = None, config=None, mesh=None) -> Classifier:

@@ -1,8 +1,12 @@
 """The optimizer of a run from config.optimizer: its learning-rate schedule and the optax
-transformation (SGD or Adam, PyTorch-style weight decay)."""
+transformation (SGD or Adam, PyTorch-style weight decay, optionally weight averaging)."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from uat_jax.errors import UatError
@@ -36,4 +40,37 @@ def optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformat
     raise UatError(f"unknown optimizer {opt_config.name!r}")
   if opt_config.weight_decay > 0:
     opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
+  if opt_config.get("weight_average", 0.0) > 0:
+    opt = optax.chain(opt, weight_average(opt_config.weight_average))
   return opt
+
+
+class WeightAverageState(NamedTuple):
+  average: Any  # the parameters' exponential moving average, shaped like them
+
+
+def weight_average(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters in the optimizer state (Polyak
+  averaging): after each update, average <- decay * average + (1 - decay) * new parameters,
+  starting from the initial parameters. Updates pass through unchanged; chain it last, so that
+  it sees the final updates. `averaged_params` reads the average back."""
+
+  def init(params):
+    return WeightAverageState(jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise UatError("weight_average needs the parameters: call tx.update(grads, state, params)")
+    new = optax.apply_updates(params, updates)
+    average = jax.tree.map(lambda a, p: (decay * a + (1 - decay) * p).astype(a.dtype),
+                           state.average, new)
+    return updates, WeightAverageState(average)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(params, opt_state):
+  """The parameters to evaluate: the average `weight_average` keeps in `opt_state`, or `params`
+  when the optimizer keeps none."""
+  state = optax.tree_utils.tree_get(opt_state, "WeightAverageState")
+  return params if state is None else state.average

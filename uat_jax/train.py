@@ -343,9 +343,10 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
     pending, pending_since = None, step + 1
 
   def evaluate(ev, step):
-    plain = export_state(p_train_step, state)
-    logits_fn = models.classifier(eval_model, {"params": plain.params,
-                                               "batch_stats": plain.batch_stats})
+    plain = export_state(p_train_step, state)  # the weight average, if the optimizer keeps one
+    logits_fn = models.classifier(eval_model, {
+        "params": optimizers.averaged_params(plain.params, plain.opt_state),
+        "batch_stats": plain.batch_stats})
     with report_progress.timed(ev.name):
       scalars = ev.run(logits_fn, step, mesh)
     writer.write_scalars(step, scalars)

@@ -170,6 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.schedule = "constant"
   c.optimizer.boundaries = (0.5, 0.75)  # piecewise: fractions of training
   c.optimizer.decay_factor = 0.1  # piecewise
+  # Weight averaging: decay of an exponential moving average of the parameters, kept in the
+  # optimizer state and evaluated, checkpoint-selected and loaded in their place (0: none).
+  c.optimizer.weight_average = 0.0
   c.optimizer.warmup_steps = 0
 
   # Adversarial training (methods at, at_entm, at_ls): L-inf PGD with random start.
