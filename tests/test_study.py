@@ -184,7 +184,10 @@ def test_the_accelerator_grids_build_and_validate_on_8_devices(tmp_path, path, v
     s = config_lib.from_file(path, variant)
     chosen = {m: {"chosen": s.sweep[m][1][0]} for m in s.sweep}
     runs = spec.sweep_runs(s) + spec.final_runs(s, chosen) + spec.ablation_runs(s, chosen)
-    assert len({r.name for r in runs}) == 12 + (6 * 10 - 4) + 3 * 3
+    assert len({r.name for r in runs}) == 12 + (7 * 10 - 4) + 3 * 3
+    control = [r for r in runs if r.method == "at_wa"]  # AT with weight averaging (plan v3.11)
+    assert len(control) == 10 and all(
+        r.config.method == "at" and r.config.optimizer.weight_average == 0.999 for r in control)
     for r in runs:
       validation.validate(r.config, 8)
       assert r.config.data.name == dataset and r.config.data.validation_size > 0
@@ -533,16 +536,33 @@ def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
 def test_the_last_versus_best_estimand_is_the_paired_difference_in_gain(tmp_path):
   """A study with estimand last_vs_best (plan v3.5, the accelerator grids): claim 1's primary
   comparison is the mean over seeds and images of (M - AT at the last checkpoint) - (M - AT at
-  the best), from the same masks as the per-checkpoint gains."""
+  the best), from the same masks as the per-checkpoint gains. The weight-averaging control
+  (plan v3.11; here AT+EntM's runs stand in for it) is reported beside, unlabelled, with its own
+  last-vs-best estimand and each method minus it at the last checkpoint."""
   import shutil
   from uat_jax.report import claims, view
-  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), tmp_path / "data")
-  study = json.loads((tmp_path / "data" / "study.json").read_text())
-  (tmp_path / "data" / "study.json").write_text(json.dumps({**study, "estimand": "last_vs_best"}))
-  r = view.Results(str(tmp_path / "data"))
+  from uat_jax.report.formatting import ci
+  data = tmp_path / "data"
+  shutil.copytree(os.path.join(REPO, "results", "fashion_mnist", "data"), data)
+  study = json.loads((data / "study.json").read_text())
+  (data / "study.json").write_text(json.dumps(
+      {**study, "estimand": "last_vs_best", "methods": study["methods"] + ["at_wa"]}))
+  for seed in range(5):
+    run = json.loads((data / "runs" / f"at_entm_beta0.3_s{seed}.json").read_text())
+    (data / "runs" / f"at_wa_s{seed}.json").write_text(json.dumps(
+        {**run, "name": f"at_wa_s{seed}", "method": "at_wa"}))
+  r = view.Results(str(data))
   gain = {cp: r.paired(r.final["at_ls"], r.final["at"], "worst", 0.2, cp)["per_seed"]
           for cp in ("best", "last")}
   e = claims.last_vs_best(r, "at_ls", "at", 0.2)
   assert e.estimate == pytest.approx(np.mean(np.subtract(gain["last"], gain["best"])))
   assert claims.last_vs_best(r, "at_ls", "at", 0.1) is None  # no last checkpoint at eps 0.1
   assert claims.claim_rows(r)[0]["claim"].startswith("1. AT+EntM and AT+LS keep a gain")
+  r.train_eps = 0.2  # the estimand's eps: the committed data have last checkpoints at 0.2 only
+  row = claims.claim_rows(r)[0]
+  own = claims.last_vs_best(r, "at_entm", "at", 0.2).interval()
+  versus = r.paired(r.final["at_ls"], r.final["at_wa"], "worst", 0.2, "last")["interval"]
+  assert (f"AT+WA - AT at the last checkpoint minus at the best, eps 0.2: {ci(own)}"
+          in row["text"])
+  assert f"AT+LS - AT+WA, last checkpoint, eps 0.2: {ci(versus)}" in row["text"]
+  assert "AT+WA" not in row["label"]  # unlabelled: outside the Holm family

@@ -14,7 +14,7 @@ def accelerator_study(config: str, eps_grid: tuple[float, ...], large_eps: float
   """A study config (python -m uat_jax.study) for a dataset's training config, with version 3 of
   the study plan's design (docs/study_plan.md, v3.5-v3.6) at accelerator scale: beta (EntM) /
   alpha (LS) swept on the validation split at seed 0 with the final schedule; every method with
-  10 seeds (0-9); the AT+EntM ablation (regularizer on clean / both, the attack on the regularized
+  10 seeds (0-9), and the control AT+WA (AT with weight averaging, decay 0.999); the AT+EntM ablation (regularizer on clean / both, the attack on the regularized
   objective) with seeds 0-2, exploratory. Model selection by APGD-CE (20 iterations) at the
   training eps on the held-out validation images after every epoch (the adversarially trained
   methods; the others by clean validation accuracy); the training config must hold out
@@ -30,7 +30,11 @@ def accelerator_study(config: str, eps_grid: tuple[float, ...], large_eps: float
   train_eps = recipe.attack.eps
   s = ml_collections.ConfigDict()
   s.config = config
-  s.methods = ("standard", "entm", "ls") + adversarial
+  # AT+WA, the non-uncertainty control for robust overfitting (plan v3.11): AT with an
+  # exponential moving average of the weights, evaluated and selected in their place.
+  s.methods = ("standard", "entm", "ls") + adversarial + ("at_wa",)
+  s.method_variants = ml_collections.ConfigDict({"at_wa": {
+      "method": "at", "overrides": {"optimizer": {"weight_average": 0.999}}}})
   s.seeds = ml_collections.ConfigDict({m: tuple(range(10)) for m in s.methods})
   s.baseline = "at"
   s.standard_baseline = "standard"

@@ -123,6 +123,20 @@ def last_vs_best(r: Results, m: str, b: str, eps) -> Optional[stats.Estimate]:
   return stats.two_way((m_last - b_last) - (m_best - b_best))
 
 
+def control_text(r: Results, wa: str, base: str, methods: list[str]) -> str:
+  """The weight-averaging control beside claim 1, unlabelled (plan v3.11): its own last-vs-best
+  estimand against the baseline, and each regularized method minus the control at the last
+  checkpoint (worst case at the training eps)."""
+  own = last_vs_best(r, wa, base, r.train_eps)
+  text = (f"control {NAMES[wa]} (AT with weight averaging; exploratory, unlabelled): "
+          f"{NAMES[wa]} - AT at the last checkpoint minus at the best, eps {r.train_eps:g}: "
+          + _exploratory(None if own is None else {"interval": own.interval()}))
+  for m in methods:
+    d, _ = _paired_estimate(r, m, wa, "worst", r.train_eps, "last")
+    text += f"; {NAMES[m]} - {NAMES[wa]}, last checkpoint, eps {r.train_eps:g}: {_exploratory(d)}"
+  return text
+
+
 def _paired_estimate(r: Results, m: str, b: str, what: str, eps, checkpoint: str = "best"):
   d = r.paired(r.final[m], r.final[b], what, eps, checkpoint)
   return d, (None if d is None else d["estimate"])
@@ -195,6 +209,7 @@ def claim_rows(r: Results) -> list[dict[str, Any]]:
       name = "PGD-20 alone" if what == WEAK else f"worst case, {cp} checkpoint"
       parts.append(f"{name}, eps {eps:g} (exploratory): "
                    f"{_exploratory(_paired_estimate(r, m, base, what, eps, cp)[0])}")
+  parts += [control_text(r, wa, base, at_methods) for wa in r.present("at_wa")]
   large = ("twice the training eps" if math.isclose(r.large, 2 * r.train_eps)
            else f"the large eps {r.large:g}")
   claim1 = ("1. AT+EntM and AT+LS keep a gain over AT where AT overfits (worst case, last vs "

@@ -16,7 +16,7 @@ from uat_jax.errors import UatError
 from uat_jax.study import spec
 
 NAMES = {"standard": "Standard", "entm": "EntM", "ls": "LS", "at": "AT", "at_entm": "AT+EntM",
-         "at_ls": "AT+LS"}
+         "at_ls": "AT+LS", "at_wa": "AT+WA"}  # AT+WA: AT with weight averaging, the control
 WEAK = "PGD-20"
 JACOBIAN_PRIMARY = "probs/fro"
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",

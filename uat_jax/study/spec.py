@@ -70,14 +70,19 @@ def make_run(study, method: str, seed: int, value=None, variant: str = "",
              role: str = "final") -> Run:
   """The run of `method` at `seed` with the swept parameter at `value` (None: not swept) and an
   ablation variant of study.ablation.variants: study.config:method, study.overrides, the
-  method's overrides, the value, the variant and the seed; then the study's evaluation outputs
+  method's overrides, the value, the variant and the seed (a method of
+  study.method_variants, {name: {"method", "overrides"}}, is its recipe method with its
+  overrides, e.g. AT with weight averaging); then the study's evaluation outputs
   of its role as evaluator instances (`evals` for final runs, `ablation_evals` for ablation
   runs; an output with `seeds` only for those seeds)."""
-  c = config_lib.from_file(study.config, method)
+  variants = study.get("method_variants") or {}
+  c = config_lib.from_file(study.config, variants[method].method if method in variants else method)
   name = method
   outputs = study.evals if role == "final" else study.ablation_evals
   c.lock()  # a study sets fields the config has, never new ones
   _set(c, study.overrides.to_dict(), "overrides")
+  if method in variants:
+    _set(c, variants[method].overrides.to_dict(), f"method_variants.{method}")
   if method in study.method_overrides:
     _set(c, study.method_overrides[method].to_dict(), f"method_overrides.{method}")
   if value is not None:
