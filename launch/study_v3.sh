@@ -23,7 +23,7 @@ PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || { bash launch/install.sh; PY=.venv/bin/python; }
 mkdir -p "$ROOT"
 echo "$(date -u +%FT%TZ) pilot" >>"$ROOT/pilot.log"
-"$PY" -m uat_jax.study.pilot "$ROOT/pilot" results/fashion_mnist/data/pilot_v3.json \
+"$PY" -m uat_jax.study.pilot --root="$ROOT/pilot" --out=results/fashion_mnist/data/pilot_v3.json \
   >>"$ROOT/pilot.log" 2>&1
 {
   echo "$(date -u +%FT%TZ) convergence check and claim 4"

@@ -398,6 +398,27 @@ def test_robust_overfitting_is_pending_until_every_baseline_seed_is_trained(tmp_
   assert ro["label"] == "occurred" and ro["drops"] == pytest.approx([-0.04] * 5)
 
 
+@pytest.mark.parametrize("arg,message", [
+    ("--study=cifar10_study:foo", "error: unknown study variant 'foo': use nothing or wrn"),
+    ("--study=fashion_mnist_overfit_study", "error: unknown regime None: name the pilot's "
+     "candidate, one of P1, P2, P3, P4 (e.g. fashion_mnist_overfit_study:P4)"),
+    ("--study=nosuch_study", "error: config 'nosuch_study' is neither a file nor a packaged"),
+])
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' loader
+def test_a_bad_study_argument_is_one_line(capsys, arg, message):
+  """The study and report commands parse --study as the training command parses --config: a
+  study config's own error (an unknown variant or regime) is one `error:` line, exit status 2."""
+  from absl import flags
+  from ml_collections import config_flags
+  from uat_jax import cli
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("study", None, "", flag_values=flag_values)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.parse_flags(["prog", arg], "study", flag_values)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip().startswith(message)
+
+
 def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
   """--only: the pieces whose names match a pattern, with the training runs they need (the
   surrogate of an output with a transfer attack included, and only there), in listing order;
@@ -531,6 +552,46 @@ def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
   section = "\n".join(markdown.pilot_section(view.Results(str(data))))
   assert "| P1 | small_cnn | 2,000 | 3,120 | 0.1 | 3.0, 0.3 | no |" in section
   assert "No candidate so far meets the rule" in section
+
+
+REGIME = ("model.name", "data.train_size", "data.validation_size", "num_train_steps",
+          "attack.eps", "attack.step_size", "attack.steps", "optimizer.name",
+          "optimizer.learning_rate", "optimizer.momentum", "optimizer.weight_decay",
+          "optimizer.boundaries", "evals.suite.every_steps", "evals.suite.num_examples")
+
+
+def test_the_overfit_study_runs_v35_in_the_pilots_regime(monkeypatch):
+  """fashion_mnist_overfit_study:<candidate> (plan v3.5): AT, AT+EntM, AT+LS and the control
+  AT+WA with seeds 0-7, standard, EntM and LS with 0-4, the committed sweep's choice, no
+  ablation; every run in the pilot's regime for that candidate (the same training settings as
+  the pilot's run), best and last checkpoints at the training eps and twice it on 5,000 test
+  images, the last-vs-best estimand."""
+  from flax import traverse_util
+  from uat_jax import validation
+  from uat_jax import config as config_lib
+  from uat_jax.study import pilot, spec, sweep
+  monkeypatch.chdir(REPO)  # sweep_from is the committed sweep, relative to the repository
+  s = config_lib.from_file("fashion_mnist_overfit_study", "P3")
+  runs = spec.final_runs(s, sweep.pinned_choice(s)) + spec.ablation_runs(s, {})
+  assert spec.sweep_runs(s) == [] and s.estimand == "last_vs_best"
+  assert sorted(r.name for r in runs if r.seed == 0) == [
+      "at_entm_beta0.3_s0", "at_ls_alpha0.1_s0", "at_s0", "at_wa_s0", "entm_beta0.3_s0",
+      "ls_alpha0.8_s0", "standard_s0"]
+  assert len(runs) == 4 * 8 + 3 * 5
+  flat = lambda config: traverse_util.flatten_dict(config.to_dict(), sep=".")  # noqa: E731
+  reference = flat(pilot.v3_config("P3", 0))
+  for r in runs:
+    validation.validate(r.config, 1)
+    c = r.config
+    assert {k: flat(c)[k] for k in REGIME} == {k: reference[k] for k in REGIME}, r.name
+    assert c.optimizer.weight_average == (0.999 if r.method == "at_wa" else 0.0)
+    assert c.best_checkpoint.metric == (
+        "suite/worst_case@0.15" if r.method.startswith("at") else "suite/clean_accuracy")
+    for output in ("paper", "strong", "adaptive", "paper_last", "strong_last", "adaptive_last"):
+      e = c.evals[output]
+      assert tuple(e.eps) == pytest.approx((0.15, 0.3)) and e.num_examples == 5000
+  with pytest.raises(UatError, match="unknown regime 'P9'"):
+    config_lib.from_file("fashion_mnist_overfit_study", "P9")
 
 
 def test_the_last_versus_best_estimand_is_the_paired_difference_in_gain(tmp_path):

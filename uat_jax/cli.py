@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import threading
+from typing import Optional
 
 from absl import app, flags, logging
 
@@ -114,6 +115,40 @@ def with_fractions(argv):
       a = f"{head}={value}"
     out.append(a)
   return out
+
+
+def parse_flags(argv, name: Optional[str] = None, flag_values=None):
+  """absl's parser (of `flag_values`, default absl's FLAGS) for an entry point, with a bad or
+  missing flag reported as one `error:` line (exit status 2); with `name`, the entry point's
+  config-file flag --<name> (a packaged recipe's name or a file, with :arg), whose bad argument
+  or override, or a file that fails to load, is one line too."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  try:
+    if name is None:
+      return flag_values(argv)
+    argv = flag_values(with_config_files(argv, name))
+    getattr(flag_values, name).keys()  # a config file that failed to load raises OSError on use
+    return argv
+  except OSError as e:
+    root = e
+    while root.__cause__ or root.__context__:
+      root = root.__cause__ or root.__context__
+    if isinstance(root, UatError):
+      fail(str(root))
+    example = "fashion_mnist_study" if name == "study" else "fashion_mnist:at_entm"
+    fail(f"could not load the --{name} file ({type(root).__name__}: "
+         f"{str(root).strip().splitlines()[-1]}); pass e.g. --{name}={example}")
+  except flags.Error as e:
+    text = str(e)
+    if "UatError: " in text:  # raised by get_config(arg) inside the config file
+      fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
+    fail(f"{text.splitlines()[0]} (see --helpfull)")
+  except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
+    detail = str(e.args[0] if e.args else e).replace("\\n", " ")
+    fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
+         "fields and their values with `uat-jax config show RECIPE:METHOD`")
+  except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
+    fail(f"bad config override: {e}")
 
 
 def define_multihost_flags() -> None:

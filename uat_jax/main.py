@@ -19,7 +19,6 @@ from ml_collections import config_flags
 
 from uat_jax import cli
 from uat_jax import config as config_lib
-from uat_jax.cli import fail
 from uat_jax.errors import UatError
 
 FLAGS = flags.FLAGS
@@ -99,30 +98,7 @@ def _with_workdir_config(argv):
 
 def _parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
-  try:
-    argv = FLAGS(cli.with_fractions(cli.with_config_files(_with_workdir_config(argv), "config")))
-    FLAGS.config.method  # a config file that failed to load raises OSError on first use
-    return argv
-  except OSError as e:
-    root = e
-    while root.__cause__ or root.__context__:
-      root = root.__cause__ or root.__context__
-    if isinstance(root, UatError):
-      fail(str(root))
-    fail(f"could not load the --config file ({type(root).__name__}: "
-          f"{str(root).strip().splitlines()[-1]}); pass e.g. "
-          "--config=fashion_mnist:at_entm")
-  except flags.Error as e:
-    text = str(e)
-    if "UatError: " in text:  # raised by get_config(arg) inside the config file
-      fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
-    fail(f"{text.splitlines()[0]} (see --helpfull)")
-  except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
-    detail = str(e.args[0] if e.args else e).replace("\\n", " ")
-    fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
-          "fields and their values with `uat-jax config show RECIPE:METHOD`")
-  except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
-    fail(f"bad config override: {e}")
+  return cli.parse_flags(cli.with_fractions(_with_workdir_config(argv)), "config")
 
 
 def run():

@@ -14,11 +14,12 @@ yet (`--dry_run` estimates its training time from the measured throughput table)
 """
 
 from uat_jax.config import accelerator_study
+from uat_jax.errors import UatError
 
 
 def get_config(arg=None):
   if arg not in (None, "", "wrn"):
-    raise ValueError(f"unknown study variant {arg!r}: use nothing or wrn")
+    raise UatError(f"unknown study variant {arg!r}: use nothing or wrn")
   return accelerator_study.accelerator_study(
       "cifar100", eps_grid=tuple(e / 255 for e in (4, 8, 12, 16)),
       large_eps=16 / 255,

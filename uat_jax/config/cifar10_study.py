@@ -22,11 +22,12 @@ throughput table (one H200: about 3,900 images/s for PreAct ResNet-18 PGD-10 in 
 """
 
 from uat_jax.config import accelerator_study
+from uat_jax.errors import UatError
 
 
 def get_config(arg=None):
   if arg not in (None, "", "wrn"):
-    raise ValueError(f"unknown study variant {arg!r}: use nothing or wrn")
+    raise UatError(f"unknown study variant {arg!r}: use nothing or wrn")
   return accelerator_study.accelerator_study(
       "cifar10", eps_grid=tuple(e / 255 for e in (4, 8, 12, 16)),
       large_eps=16 / 255,

@@ -33,13 +33,15 @@ attacks shortened (under their names).
 
 import ml_collections
 
+from uat_jax.errors import UatError
+
 ADVERSARIAL = ("at", "at_entm", "at_ls")
 
 
 def get_config(arg=None):
   quick = arg == "quick"
   if arg not in (None, "", "quick"):
-    raise ValueError(f"unknown study variant {arg!r}: use nothing or quick")
+    raise UatError(f"unknown study variant {arg!r}: use nothing or quick")
   s = ml_collections.ConfigDict()
   s.config = "fashion_mnist"  # the recipe (or config file) every run starts from
   s.methods = (("standard", "entm", "at", "at_entm") if quick else

@@ -18,7 +18,8 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The config file of `--config` for a workdir: the config it was trained with.
 WORKDIR_CONFIG = os.path.join(PACKAGE_DIR, "workdir.py")
 # Modules of this package that are not recipes.
-_NOT_RECIPES = ("__init__", "base", "loading", "accelerator_study", "workdir", "reference")
+_NOT_RECIPES = ("__init__", "base", "loading", "accelerator_study", "workdir", "reference",
+                "fashion_mnist_regimes")
 
 
 def recipes() -> list[str]:

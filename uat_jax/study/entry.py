@@ -78,7 +78,7 @@ def main():
 
 def cli_main():
   _define_flags()
-  cli.run_app(main, flags_parser=lambda argv: FLAGS(cli.with_config_files(argv, "study")))
+  cli.run_app(main, flags_parser=lambda argv: cli.parse_flags(argv, "study"))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
 """The pilot rules of docs/study_plan.md: which training regime shows robust overfitting, from
 the pilot runs' validation curves: the plan's first rule ("Regime", launch/study_pilot.sh) and
-version 3's (v3.4, launch/study_v3.sh: `python -m uat_jax.study.pilot ROOT OUT`)."""
+version 3's (v3.4, launch/study_v3.sh: `python -m uat_jax.study.pilot --root=R --out=F`)."""
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Any, Optional
 
 from uat_jax import config as config_lib
 from uat_jax import files, tables
-from uat_jax.errors import Preempted, UatError
+from uat_jax.config import fashion_mnist_regimes
+from uat_jax.errors import UatError
 
 PILOT_CANDIDATES = ("R1", "R2")
 PILOT_DROP = 0.01  # validation PGD accuracy: best after the first decay minus the last
@@ -78,15 +78,12 @@ def write_pilot_choice(pilot_root: str, out: Optional[str] = None) -> dict[str, 
 # Version 3 of the plan (docs/study_plan.md, v3.4): a regime where AT overfits.
 # --------------------------------------------------------------------------------------------
 
-# candidate -> (model, training images, training steps of batch 128, training eps), in order of
-# cost; steps are multiples of 20 so that validation runs every 5% of training and at the end.
-V3_CANDIDATES = {"P1": ("small_cnn", 2000, 3120, 0.1), "P2": ("small_cnn", 1000, 3120, 0.1),
-                 "P3": ("small_cnn", 5000, 7800, 0.15), "P4": ("madry_cnn", 5000, 7800, 0.1)}
+V3_CANDIDATES = fashion_mnist_regimes.CANDIDATES
 V3_SEEDS = (0, 1)
 V3_DROP = 0.03  # each seed's smoothed peak minus end of validation robust accuracy
 V3_WINDOW = 3  # evaluations in the moving average and in the end's mean
-V3_EVALUATIONS = 20
-V3_VALIDATION = 5000
+V3_EVALUATIONS = fashion_mnist_regimes.EVALUATIONS
+V3_VALIDATION = fashion_mnist_regimes.VALIDATION
 
 
 def v3_metric(eps: float) -> str:
@@ -99,18 +96,10 @@ def v3_config(candidate: str, seed: int):
   """The training config of one v3 pilot run: AT under the candidate's regime with the plan's
   optimizer (SGD 0.05, momentum 0.9, weight decay 5e-4, divided by 10 at 50% and 75%), PGD-10
   of step eps / 4, and APGD-CE-20 on 5,000 held-out validation images every 5% of training."""
-  model, train_size, steps, eps = V3_CANDIDATES[candidate]
+  _, _, steps, eps = V3_CANDIDATES[candidate]
   c = config_lib.from_file("fashion_mnist", "at")
-  every = steps // V3_EVALUATIONS
-  c.model.name, c.seed = model, seed
-  c.data.validation_size, c.data.train_size = V3_VALIDATION, train_size
-  c.num_train_steps, c.batch_size = steps, 128
-  c.attack.eps, c.attack.step_size, c.attack.steps = eps, eps / 4, 10
-  o = c.optimizer
-  o.name, o.learning_rate, o.momentum, o.weight_decay = "sgd", 0.05, 0.9, 5e-4
-  o.schedule, o.boundaries = "piecewise", (0.5, 0.75)
-  c.log_every_steps, c.checkpoint_every_steps = every // 4, every
-  c.evals.pgd.every_steps = 0
+  c.update(fashion_mnist_regimes.overrides(candidate))
+  c.seed, every = seed, steps // V3_EVALUATIONS
   s = c.evals.suite
   s.preset, s.eps, s.num_examples, s.every_steps = "", (eps,), V3_VALIDATION, every
   s.checks, s.only_robust, s.batch_size = False, False, 500
@@ -178,21 +167,17 @@ def run_v3(root: str, out: str) -> dict[str, Any]:
   return result
 
 
-def main(argv: list[str]) -> int:
-  """python -m uat_jax.study.pilot ROOT OUT: the v3 pilot (launch/study_v3.sh runs it)."""
-  if len(argv) != 3:
-    print("usage: python -m uat_jax.study.pilot ROOT OUT.json  (the v3 pilot; resumable)")
-    return 2
-  try:
-    run_v3(argv[1], argv[2])
-  except UatError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except Preempted as e:  # SIGTERM: the run saved a checkpoint; rerunning resumes
-    print(str(e), file=sys.stderr)
-    return Preempted.EXIT_CODE
-  return 0
+def run() -> None:
+  """python -m uat_jax.study.pilot --root=ROOT --out=OUT.json: the v3 pilot, resumable
+  (launch/study_v3.sh runs it); bad input is one `error:` line, a SIGTERM saves and exits 143."""
+  from absl import flags
+  from uat_jax import cli
+  flags.DEFINE_string("root", None, "Directory of the pilot's runs (ROOT/<candidate>_s<seed>).")
+  flags.DEFINE_string("out", None, "Where the outcome goes, e.g. "
+                      "results/fashion_mnist/data/pilot_v3.json.")
+  flags.mark_flags_as_required(["root", "out"])
+  cli.run_app(lambda: run_v3(flags.FLAGS.root, flags.FLAGS.out), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  run()
