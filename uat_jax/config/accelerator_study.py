@@ -14,8 +14,9 @@ def accelerator_study(config: str, eps_grid: tuple[float, ...], large_eps: float
   """A study config (python -m uat_jax.study) for a dataset's training config, with version 3 of
   the study plan's design (docs/study_plan.md, v3.5-v3.6) at accelerator scale: beta (EntM) /
   alpha (LS) swept on the validation split at seed 0 with the final schedule; every method with
-  10 seeds (0-9), and the control AT+WA (AT with weight averaging, decay 0.999); the AT+EntM ablation (regularizer on clean / both, the attack on the regularized
-  objective) with seeds 0-2, exploratory. Model selection by APGD-CE (20 iterations) at the
+  10 seeds (0-9), and the control AT+WA (AT with weight averaging, decay 0.999); the AT+EntM
+  ablation (regularizer on clean / both, the attack on the regularized objective) with seeds
+  0-2, exploratory. Model selection by APGD-CE (20 iterations) at the
   training eps on the held-out validation images after every epoch (the adversarially trained
   methods; the others by clean validation accuracy); the training config must hold out
   validation images. Evaluation on the whole test split with the paper, strong and adaptive

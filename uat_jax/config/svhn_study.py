@@ -5,11 +5,10 @@ r"""The paper's grid on SVHN for accelerators, with version 3 of the study plan'
 Every run starts from svhn (PreAct ResNet-18, eps 8/255, PGD-10 of 2/255, SGD 0.01, 100 epochs
 decayed at 50% and 75%, 1,000 validation images, the best checkpoint by validation APGD-CE-20
 accuracy every epoch). The grid is CIFAR-10's (cifar10_study, uat_jax.config.accelerator_study):
-the sweep of beta / alpha on the validation split at seed 0, seeds 0-9 for every method, the
-AT+EntM ablation at seeds 0-2, the paper, strong and adaptive presets at 4, 8, 12 and 16/255 at
-the best and last checkpoints on the whole test split. Not run yet (`--dry_run` estimates its
-training time from the measured throughput table).
-"""
+the sweep of beta / alpha on the validation split at seed 0, seeds 0-9 for every method and the
+AT+WA control (weight averaging), the AT+EntM ablation at seeds 0-2, the paper, strong and adaptive
+presets at 4, 8, 12 and 16/255 at the best and last checkpoints on the whole test split. Not run
+yet (`--dry_run` estimates its training time from the measured throughput table)."""
 
 from uat_jax.config import accelerator_study
 
