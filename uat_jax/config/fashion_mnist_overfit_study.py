@@ -15,8 +15,8 @@ committed results/fashion_mnist/data/sweep.json; run from the repository's root)
 Model selection by APGD-CE-20 on the validation images every 5% of training (clean accuracy on
 them, from the same pass, for standard, EntM and LS). Evaluation on the first 5,000 test images
 with the paper, strong and adaptive presets at the training eps and twice it, at the best and
-the last checkpoint; Jacobians of the adversarially trained runs on 500 test images. The primary estimand
-of claim 1 is the difference in gain at the last versus the best checkpoint.
+the last checkpoint; Jacobians of the adversarially trained runs on 500 test images. The primary
+estimand of claim 1 is the difference in gain at the last versus the best checkpoint.
 """
 
 from uat_jax.config import accelerator_study, fashion_mnist_regimes
