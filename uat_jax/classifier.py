@@ -9,8 +9,9 @@ run's config (W/config.json), not the optimizer state, so a checkpoint evaluates
 the optimizer settings of the config it is loaded with; except with weight averaging
 (config.optimizer.weight_average > 0): then the average the optimizer state keeps replaces the
 parameters, and the config must keep the run's optimizer settings (the default, W/config.json).
-`logits_fn` is a jax.tree_util.Partial whose leaves are the variables, so a jitted function of it takes the parameters as arguments
-instead of baking them into the compiled program (models.jit_with_model).
+`logits_fn` is a jax.tree_util.Partial whose leaves are the variables, so a jitted function of it
+takes the parameters as arguments instead of baking them into the compiled program
+(models.jit_with_model).
 """
 
 from __future__ import annotations
