@@ -419,6 +419,18 @@ def test_a_bad_study_argument_is_one_line(capsys, arg, message):
   assert capsys.readouterr().err.strip().startswith(message)
 
 
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+def test_the_report_parses_its_flags_without_a_study():
+  """`report --from_data` names no --study: the parser leaves the optional config flag unset."""
+  from absl import flags
+  from ml_collections import config_flags
+  from uat_jax import cli
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("study", None, "", flag_values=flag_values)
+  assert cli.parse_flags(["prog"], "study", flag_values) == ["prog"]
+  assert flag_values.study is None
+
+
 def test_only_selects_pieces_by_pattern_with_what_they_need(tmp_path):
   """--only: the pieces whose names match a pattern, with the training runs they need (the
   surrogate of an output with a transfer attack included, and only there), in listing order;

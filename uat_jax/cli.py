@@ -127,7 +127,9 @@ def parse_flags(argv, name: Optional[str] = None, flag_values=None):
     if name is None:
       return flag_values(argv)
     argv = flag_values(with_config_files(argv, name))
-    getattr(flag_values, name).keys()  # a config file that failed to load raises OSError on use
+    loaded = getattr(flag_values, name)  # None: not given (where optional)
+    if loaded is not None:
+      loaded.keys()  # a config file that failed to load raises OSError on first use
     return argv
   except OSError as e:
     root = e

@@ -36,6 +36,9 @@ class Results:
   """The collected data: runs by role and method, sweep, study settings."""
 
   def __init__(self, data_dir: str):
+    if not os.path.exists(os.path.join(data_dir, "study.json")):
+      raise UatError(f"no collected study in {data_dir}: collect it first (--study, --root) or "
+                     "pass the --out of a collected report")
     self.study = files.read_json(os.path.join(data_dir, "study.json"))
     self.sweep = files.read_json(os.path.join(data_dir, "sweep.json"))
     superseded = os.path.join(data_dir, "verdicts_v2.json")  # the plan's earlier statistics
