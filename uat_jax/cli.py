@@ -85,10 +85,7 @@ def with_config_files(argv, name: str):
     else:
       continue
     spec, sep, arg = value.partition(":")
-    try:
-      resolved = config_lib.path_of(spec) + sep + arg
-    except UatError as e:
-      fail(str(e))
+    resolved = config_lib.path_of(spec) + sep + arg  # a UatError names the recipes
     if head is None:
       out[i + 1] = resolved
     else:
@@ -119,9 +116,9 @@ def with_fractions(argv):
 
 def parse_flags(argv, name: Optional[str] = None, flag_values=None):
   """absl's parser (of `flag_values`, default absl's FLAGS) for an entry point, with a bad or
-  missing flag reported as one `error:` line (exit status 2); with `name`, the entry point's
-  config-file flag --<name> (a packaged recipe's name or a file, with :arg), whose bad argument
-  or override, or a file that fails to load, is one line too."""
+  missing flag raised as a UatError of one line (run_app prints it, exit status 2); with `name`,
+  the entry point's config-file flag --<name> (a packaged recipe's name or a file, with :arg),
+  whose bad argument or override, or a file that fails to load, is one too."""
   flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
     if name is None:
@@ -131,26 +128,30 @@ def parse_flags(argv, name: Optional[str] = None, flag_values=None):
     if loaded is not None:
       loaded.keys()  # a config file that failed to load raises OSError on first use
     return argv
+  except UatError:
+    raise
   except OSError as e:
     root = e
     while root.__cause__ or root.__context__:
       root = root.__cause__ or root.__context__
     if isinstance(root, UatError):
-      fail(str(root))
+      raise UatError(str(root)) from None
     example = "fashion_mnist_study" if name == "study" else "fashion_mnist:at_entm"
-    fail(f"could not load the --{name} file ({type(root).__name__}: "
-         f"{str(root).strip().splitlines()[-1]}); pass e.g. --{name}={example}")
+    raise UatError(f"could not load the --{name} file ({type(root).__name__}: "
+                   f"{str(root).strip().splitlines()[-1]}); pass e.g. --{name}={example}"
+                   ) from None
   except flags.Error as e:
     text = str(e)
     if "UatError: " in text:  # raised by get_config(arg) inside the config file
-      fail(text.rsplit("UatError: ", 1)[1].splitlines()[0])
-    fail(f"{text.splitlines()[0]} (see --helpfull)")
+      raise UatError(text.rsplit("UatError: ", 1)[1].splitlines()[0]) from None
+    raise UatError(f"{text.splitlines()[0]} (see --helpfull)") from None
   except (AttributeError, KeyError) as e:  # config_flags: an override names no config field
     detail = str(e.args[0] if e.args else e).replace("\\n", " ")
-    fail(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list the "
-         "fields and their values with `uat-jax config show RECIPE:METHOD`")
+    raise UatError(f"unknown config field ({detail.replace(chr(92), '').strip(chr(39))}); list "
+                   "the fields and their values with `uat-jax config show RECIPE:METHOD`"
+                   ) from None
   except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
-    fail(f"bad config override: {e}")
+    raise UatError(f"bad config override: {e}") from None
 
 
 def define_multihost_flags() -> None:
