@@ -57,8 +57,9 @@ def test_piecewise_schedule():
 
 def test_weight_averaging_keeps_the_average_and_loading_uses_it(tmp_path, small_fmnist):
   """optimizer.weight_average keeps, in the optimizer state, average <- d * average + (1 - d) *
-  params after every update (against that recursion in float64 over 4 real steps), and both
-  the evaluations during training and the classifier loaded from the workdir use the average.
+  params after every update (against that recursion in float64 over 4 real steps), both the
+  evaluations during training and the classifier loaded from the workdir use the average, and
+  resuming without it is refused in one line that keeps the checkpoints.
 
   Tolerance: each float32 update of the average rounds once or twice relative to the largest
   magnitude involved, so 4 steps stay within 4 * 2 * 2^-24 of it; 4x that margin."""
@@ -98,6 +99,12 @@ def test_weight_averaging_keeps_the_average_and_loading_uses_it(tmp_path, small_
                              rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(seen[-1], loaded, rtol=1e-6, atol=1e-6)
   assert not np.allclose(loaded, logits(final.params), rtol=1e-3, atol=1e-3)
+  # Resuming with the averaging switched off is one line naming the setting; nothing is moved.
+  kept = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
+  c.optimizer.weight_average, c.num_train_steps = 0.0, 6
+  with pytest.raises(UatError, match="weight_average\\) differs from the run's"):
+    train.train_and_evaluate(c, str(tmp_path / "w"), evaluators=[])
+  assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == kept
 
 
 def test_train_step_is_deterministic_in_state_and_batch(small_fmnist):

@@ -244,6 +244,12 @@ def restore_readable(mngr: ocp.CheckpointManager, abstract, config,
     return restored, step
   if failures:
     step, reason = failures[0]
+    if all("tree structures do not match" in r for _, r in failures):
+      raise UatError(
+          f"the checkpoints in {mngr.directory} hold another train state than this config builds "
+          f"(step {step}: {reason}): an optimizer setting (optimizer.name, weight_decay or "
+          "weight_average) differs from the run's; resume with the run's own settings (its "
+          "config.json) or use another --workdir (the checkpoints are kept as they are)")
     if all(r.startswith(checksums.CorruptCheckpoint.__name__) for _, r in failures):
       cause = "the checkpoint data changed on disk (checksums differ)"
     elif any("FileNotFoundError" in r or "NOT_FOUND" in r or "No such file" in r
