@@ -7,8 +7,9 @@
 Restoring reads only what inference needs (parameters, batch-norm statistics, the step) and the
 run's config (W/config.json), not the optimizer state, so a checkpoint evaluates the same whatever
 the optimizer settings of the config it is loaded with; except with weight averaging
-(config.optimizer.weight_average > 0): then the average the optimizer state keeps replaces the
-parameters, and the config must keep the run's optimizer settings (the default, W/config.json).
+(config.optimizer.weight_average > 0): then the averages of the parameters and of the batch-norm
+statistics replace them, and the config must keep the run's optimizer settings (the default,
+W/config.json).
 `logits_fn` is a jax.tree_util.Partial whose leaves are the variables, so a jitted function of it
 takes the parameters as arguments instead of baking them into the compiled program
 (models.jit_with_model).
@@ -74,6 +75,7 @@ def _inference_variables(workdir: str, config, model, spec, mesh,
     tx = optimizers.optimizer(config.optimizer,
                               optimizers.learning_rate_schedule(config.optimizer, 1))
     abstract["opt_state"] = jax.eval_shape(tx.init, shapes["params"])
+    abstract["average_stats"] = shapes.get("batch_stats", {})  # train.AveragedTrainState
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                           abstract)
   best = step == "best"
@@ -87,10 +89,10 @@ def _inference_variables(workdir: str, config, model, spec, mesh,
   if found is None:
     raise UatError(f"no checkpoint in {mngr.directory}: train first (--mode=train) or pass "
                    "another --workdir")
-  params = restored["params"]
   if averaged:
-    params = optimizers.averaged_params(params, restored["opt_state"])
-  return {"params": params, "batch_stats": restored["batch_stats"]}, found
+    return {"params": optimizers.averaged_params(restored["params"], restored["opt_state"]),
+            "batch_stats": restored["average_stats"]}, found
+  return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, found
 
 
 def load(workdir: str, step: Step = None, config=None, mesh=None) -> Classifier:

@@ -1,5 +1,5 @@
 """General file helpers: atomic writes (text, bytes, JSON), metrics.jsonl curves, matplotlib on
-Agg, and figures.
+Agg, figures, and the checks that a workdir can be written.
 
 Everything a command leaves on disk goes through `write_atomic`, so a reader (a resumed run, the
 report, a user) never sees half a file. On several hosts only process 0 writes: the workdir is
@@ -13,6 +13,8 @@ import json
 import os
 import sys
 from typing import Any, Union
+
+from uat_jax.errors import UatError
 
 
 def is_chief() -> bool:
@@ -97,3 +99,28 @@ def save_figure(fig, path: str) -> None:
   if is_chief():
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   write_atomic(path, buf.getvalue())
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails early (before loading data) if `workdir` cannot be created or written; creates
+  nothing."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+    reason = "not a directory" if not os.path.isdir(path) else "no write permission"
+    raise UatError(f"workdir {workdir} is not writable ({path}: {reason}): choose another "
+                   "--workdir")
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates `workdir` and checks that a file can be written there, or a UatError saying so."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # unique: two starts may race
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UatError(f"workdir {workdir} is not writable ({e.strerror}): choose another "
+                   "--workdir") from e

@@ -61,12 +61,15 @@ def weight_average(decay: float) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     if params is None:
       raise UatError("weight_average needs the parameters: call tx.update(grads, state, params)")
-    new = optax.apply_updates(params, updates)
-    average = jax.tree.map(lambda a, p: (decay * a + (1 - decay) * p).astype(a.dtype),
-                           state.average, new)
-    return updates, WeightAverageState(average)
+    return updates, WeightAverageState(
+        moving_average(state.average, optax.apply_updates(params, updates), decay))
 
   return optax.GradientTransformation(init, update)
+
+
+def moving_average(average, new, decay: float):
+  """decay * average + (1 - decay) * new, leaf by leaf, in the average's dtypes."""
+  return jax.tree.map(lambda a, p: (decay * a + (1 - decay) * p).astype(a.dtype), average, new)
 
 
 def averaged_params(params, opt_state):

@@ -38,6 +38,23 @@ class TrainState(train_state.TrainState):
   key: jax.Array  # root key; per-step keys are fold_in(key, step)
 
 
+class AveragedTrainState(TrainState):
+  """The state of a run with weight averaging (config.optimizer.weight_average > 0): the
+  optimizer state keeps the parameters' moving average (optimizers.weight_average), and this the
+  batch-norm statistics' with the same decay, so that the averaged model is evaluated with
+  statistics averaged alike."""
+  average_stats: Any
+
+
+def inference_variables(state: TrainState) -> dict[str, Any]:
+  """{"params", "batch_stats"} that evaluations use: with weight averaging the averages, else the
+  parameters and statistics being trained."""
+  if isinstance(state, AveragedTrainState):
+    return {"params": optimizers.averaged_params(state.params, state.opt_state),
+            "batch_stats": state.average_stats}
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 # --------------------------------------------------------------------------------------------
 # Building blocks.
 # --------------------------------------------------------------------------------------------
@@ -63,8 +80,13 @@ def create_train_state(config, model, spec, tx, mesh) -> TrainState:
   def init(seed):
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_key, jnp.zeros((1, *spec.shape), jnp.float32), train=False)
+    stats = variables.get("batch_stats", {})
+    if config.optimizer.get("weight_average", 0.0) > 0:
+      return AveragedTrainState.create(
+          apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=stats,
+          key=state_key, average_stats=jax.tree.map(jnp.copy, stats))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}), key=state_key)
+                             batch_stats=stats, key=state_key)
 
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(np.uint32(config.seed))
 
@@ -148,6 +170,9 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
   metrics["grad_norm"] = optax.tree.norm(grads)
   metrics["learning_rate"] = schedule(state.step)
   new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+  if isinstance(state, AveragedTrainState):
+    new_state = new_state.replace(average_stats=optimizers.moving_average(
+        state.average_stats, new_stats, config.optimizer.weight_average))
   return new_state, metrics
 
 
@@ -223,30 +248,6 @@ def _check_finite(values: dict[str, float], first_step: int, step: int,
 # The loop.
 # --------------------------------------------------------------------------------------------
 
-def _check_workdir(workdir: str) -> None:
-  """Fails early (before loading data) if `workdir` cannot be created or written; creates
-  nothing."""
-  path = os.path.abspath(workdir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
-    reason = "not a directory" if not os.path.isdir(path) else "no write permission"
-    raise UatError(f"workdir {workdir} is not writable ({path}: {reason}): choose another "
-                   "--workdir")
-
-
-def _prepare_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # unique: two starts may race
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UatError(f"workdir {workdir} is not writable ({e.strerror}): choose another "
-                   "--workdir") from e
-
-
 def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
                     quarantine: str) -> TrainState:
   """The newest readable checkpoint restored into `state`'s structure and shardings, or `state`
@@ -271,11 +272,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = sharding.make_mesh(num_devices) if mesh is None else mesh
   validation.validate(config, mesh.devices.size)
   spec = data.get_spec(config.data.name)
-  _check_workdir(workdir)
+  files.check_workdir(workdir)
   logging.info("Loading %s", config.data.name)
   train_split = data.train_split(config.data)
   # Only now touch the workdir: bad config or missing data leave it as it was.
-  _prepare_workdir(workdir)
+  files.prepare_workdir(workdir)
   with lock.lock(workdir, "training"):  # one writer per workdir
     return _train_locked(config, workdir, evaluators, mesh, spec, train_split)
 
@@ -343,10 +344,8 @@ def _loop(config, model, spec, schedule, mesh, state, train_split, num_steps, in
     pending, pending_since = None, step + 1
 
   def evaluate(ev, step):
-    plain = export_state(p_train_step, state)  # the weight average, if the optimizer keeps one
-    logits_fn = models.classifier(eval_model, {
-        "params": optimizers.averaged_params(plain.params, plain.opt_state),
-        "batch_stats": plain.batch_stats})
+    plain = export_state(p_train_step, state)
+    logits_fn = models.classifier(eval_model, inference_variables(plain))
     with report_progress.timed(ev.name):
       scalars = ev.run(logits_fn, step, mesh)
     writer.write_scalars(step, scalars)
