@@ -59,11 +59,12 @@ def text(c: dict[str, Any]) -> str:
     head += f" ({len(c['rows'])} checked, {c['pending']} pending)"
   if c["rows"]:
     worst = max(c["rows"], key=lambda row: row[-1])
-    head += (f"; the largest change {pts(0.0 - worst[-1])} points, {NAMES[worst[0]]} seed "
+    head += (f"; the largest change {pts(0.0 - worst[-1], 2)} points, {NAMES[worst[0]]} seed "
              f"{worst[1]} at eps {worst[2]:g}")
   return head + "."
 
 
 def table_rows(c: dict[str, Any]) -> list[list[str]]:
-  return [[NAMES[m], str(seed), f"{eps:g}", f"{100 * b:.1f}", f"{100 * a:.1f}", pts(0.0 - d)]
+  """Two decimals: a change of one image in 2,000 (0.05 points) shows as it is."""
+  return [[NAMES[m], str(seed), f"{eps:g}", f"{100 * b:.2f}", f"{100 * a:.2f}", pts(0.0 - d, 2)]
           for m, seed, eps, b, a, d in c["rows"]]

@@ -10,8 +10,8 @@ import numpy as np
 from uat_jax import stats
 
 
-def pts(x: float) -> str:
-  return f"{100 * x:+.1f}"
+def pts(x: float, digits: int = 1) -> str:
+  return f"{100 * x:+.{digits}f}"
 
 
 def ci(interval: stats.Interval) -> str:
