@@ -502,7 +502,8 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size="3m
   test_what_a_failed_write_keeps_is_said_truthfully checks): the checkpoint write that fills it
   ends the run with one `error:` line (exit 2) naming that write's step (the one whose temporary
   folder is left) and truthfully what is kept; the complete checkpoint before it still restores,
-  and the next start removes the unfinished checkpoint's temporary folder."""
+  and the next start, once space is freed, removes the unfinished checkpoint's temporary
+  folder."""
   import subprocess
   mnt = tmp_path / "small"
   mnt.mkdir()
@@ -546,6 +547,11 @@ def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size="3m
       return
     assert uat_jax.load(w).step == done[-1]  # the last complete checkpoint is intact
 
+    # The user frees space (the filesystem grows: how full the failed run left it varies, and a
+    # completely full one takes not even the lock file), then starts again.
+    grown = subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], capture_output=True,
+                           text=True)
+    assert grown.returncode == 0, grown.stderr
     c = load_config("at,runlocal")
     c.num_train_steps, c.checkpoint_every_steps, c.attack.steps = done[-1], 2, 1
     c.evals.pgd.every_steps, c.evals.pgd.num_examples = 1000, 100
