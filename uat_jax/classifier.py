@@ -70,7 +70,7 @@ def _inference_variables(workdir: str, config, model, spec, mesh,
   rep = sharding.replicated(mesh)
   abstract = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {}),
               "step": jax.ShapeDtypeStruct((), np.int32)}
-  averaged = config.optimizer.get("weight_average", 0.0) > 0
+  averaged = optimizers.averaging_decay(config.optimizer) > 0
   if averaged:  # the whole optimizer state: the average's place in it depends on the chain
     tx = optimizers.optimizer(config.optimizer,
                               optimizers.learning_rate_schedule(config.optimizer, 1))

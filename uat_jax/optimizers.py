@@ -40,9 +40,15 @@ def optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformat
     raise UatError(f"unknown optimizer {opt_config.name!r}")
   if opt_config.weight_decay > 0:
     opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
-  if opt_config.get("weight_average", 0.0) > 0:
-    opt = optax.chain(opt, weight_average(opt_config.weight_average))
+  if averaging_decay(opt_config) > 0:
+    opt = optax.chain(opt, weight_average(averaging_decay(opt_config)))
   return opt
+
+
+def averaging_decay(opt_config) -> float:
+  """config.optimizer.weight_average: the decay of the weight average, 0 for none (also for a
+  run's config.json written before the field existed)."""
+  return opt_config.get("weight_average", 0.0)
 
 
 class WeightAverageState(NamedTuple):

@@ -81,7 +81,7 @@ def create_train_state(config, model, spec, tx, mesh) -> TrainState:
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_key, jnp.zeros((1, *spec.shape), jnp.float32), train=False)
     stats = variables.get("batch_stats", {})
-    if config.optimizer.get("weight_average", 0.0) > 0:
+    if optimizers.averaging_decay(config.optimizer) > 0:
       return AveragedTrainState.create(
           apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=stats,
           key=state_key, average_stats=jax.tree.map(jnp.copy, stats))
@@ -172,7 +172,7 @@ def train_step(state: TrainState, batch, *, model, config, spec, loss_fn, schedu
   new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
   if isinstance(state, AveragedTrainState):
     new_state = new_state.replace(average_stats=optimizers.moving_average(
-        state.average_stats, new_stats, config.optimizer.weight_average))
+        state.average_stats, new_stats, optimizers.averaging_decay(config.optimizer)))
   return new_state, metrics
 
 

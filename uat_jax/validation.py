@@ -10,7 +10,7 @@ import math
 import jax
 import ml_collections
 
-from uat_jax import attacks, data, evaluate, jacobian, losses, models
+from uat_jax import attacks, data, evaluate, jacobian, losses, models, optimizers
 from uat_jax import config as config_lib
 from uat_jax.errors import UatError
 
@@ -94,8 +94,8 @@ def validate(c, num_devices: int = 1) -> None:
   _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
   _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
   _require(o.decay_factor > 0, f"optimizer.decay_factor={o.decay_factor} must be > 0")
-  _require(0 <= o.get("weight_average", 0.0) < 1,
-           f"optimizer.weight_average={o.get('weight_average')} must be in [0, 1) (0: none; "
+  _require(0 <= optimizers.averaging_decay(o) < 1,
+           f"optimizer.weight_average={optimizers.averaging_decay(o)} must be in [0, 1) (0: none; "
            "0.999 averages over about the last 1,000 steps)")
   _require(o.warmup_steps >= 0, f"optimizer.warmup_steps={o.warmup_steps} must be >= 0")
   _require(all(0 < b < 1 for b in o.boundaries),
