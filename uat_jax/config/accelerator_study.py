@@ -28,7 +28,8 @@ def accelerator_study(config: str, eps_grid: tuple[float, ...], large_eps: float
   recipe's held-out images and its evals.pgd period) set the model selection's."""
   adversarial = ("at", "at_entm", "at_ls")
   recipe = loading.from_file(config, "at")
-  train_eps = (overrides or {}).get("attack", {}).get("eps", recipe.attack.eps)
+  recipe.update(overrides or {})  # every run's settings, e.g. a training eps of its own
+  train_eps = recipe.attack.eps
   s = ml_collections.ConfigDict()
   s.config = config
   # AT+WA, the non-uncertainty control for robust overfitting (plan v3.11): AT with an

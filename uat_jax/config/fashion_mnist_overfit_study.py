@@ -26,13 +26,12 @@ SWEEP_FROM = "results/fashion_mnist/data/sweep.json"
 
 
 def get_config(arg=None):
-  fashion_mnist_regimes.check(arg)
-  _, _, steps, eps = fashion_mnist_regimes.CANDIDATES[arg]
+  every = fashion_mnist_regimes.validation_every(arg)  # a UatError for an unknown candidate
+  eps = fashion_mnist_regimes.CANDIDATES[arg][3]
   s = accelerator_study.accelerator_study(
       "fashion_mnist", eps_grid=(eps, 2 * eps), large_eps=2 * eps,
       overrides=fashion_mnist_regimes.overrides(arg),
-      validation_size=fashion_mnist_regimes.VALIDATION,
-      selection_every_steps=steps // fashion_mnist_regimes.EVALUATIONS)
+      validation_size=fashion_mnist_regimes.VALIDATION, selection_every_steps=every)
   for m in s.methods:
     s.seeds[m] = SEEDS_AT if m.startswith("at") else SEEDS_STANDARD
   for output in s.evals.values():

@@ -18,14 +18,19 @@ def check(candidate) -> None:
                      f"{', '.join(CANDIDATES)} (e.g. fashion_mnist_overfit_study:P4)")
 
 
+def validation_every(candidate: str) -> int:
+  """Steps between the candidate's validation passes (and checkpoints): 5% of training."""
+  check(candidate)
+  return CANDIDATES[candidate][2] // EVALUATIONS
+
+
 def overrides(candidate: str) -> dict:
   """The candidate's training settings over the fashion_mnist recipe: its model, training
   images, steps and eps; PGD-10 of step eps / 4; SGD 0.05 with momentum 0.9 and weight decay
   5e-4, divided by 10 at 50% and 75%; 5,000 held-out validation images; logs four times and a
   checkpoint once per validation period."""
-  check(candidate)
   model, train_size, steps, eps = CANDIDATES[candidate]
-  every = steps // EVALUATIONS
+  every = validation_every(candidate)
   return {
       "model": {"name": model},
       "data": {"validation_size": VALIDATION, "train_size": train_size},

@@ -82,7 +82,6 @@ V3_CANDIDATES = fashion_mnist_regimes.CANDIDATES
 V3_SEEDS = (0, 1)
 V3_DROP = 0.03  # each seed's smoothed peak minus end of validation robust accuracy
 V3_WINDOW = 3  # evaluations in the moving average and in the end's mean
-V3_EVALUATIONS = fashion_mnist_regimes.EVALUATIONS
 V3_VALIDATION = fashion_mnist_regimes.VALIDATION
 
 
@@ -96,10 +95,9 @@ def v3_config(candidate: str, seed: int):
   """The training config of one v3 pilot run: AT under the candidate's regime with the plan's
   optimizer (SGD 0.05, momentum 0.9, weight decay 5e-4, divided by 10 at 50% and 75%), PGD-10
   of step eps / 4, and APGD-CE-20 on 5,000 held-out validation images every 5% of training."""
-  _, _, steps, eps = V3_CANDIDATES[candidate]
   c = config_lib.from_file("fashion_mnist", "at")
   c.update(fashion_mnist_regimes.overrides(candidate))
-  c.seed, every = seed, steps // V3_EVALUATIONS
+  c.seed, eps, every = seed, c.attack.eps, fashion_mnist_regimes.validation_every(candidate)
   s = c.evals.suite
   s.preset, s.eps, s.num_examples, s.every_steps = "", (eps,), V3_VALIDATION, every
   s.checks, s.only_robust, s.batch_size = False, False, 500
