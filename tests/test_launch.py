@@ -231,6 +231,7 @@ def test_a_four_gpu_host_runs_one_worker_per_gpu_and_restarts_a_killed_one(tmp_p
     time.sleep(0.02)
   victim = int(next(p.name for p in started.iterdir() if p.name.startswith("p4.")).split(".")[1])
   os.kill(victim, signal.SIGKILL)
+  (root / "killed").touch()  # lets p4 finish (in the worker started again)
   thread.join(timeout=120)
   logs = "".join(p.read_text() for p in (tmp_path / "workers").iterdir())
   assert result == [0], logs[-3000:]
