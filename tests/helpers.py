@@ -105,9 +105,8 @@ def final_state(workdir: str, config):
   model = train.build_model(config, spec, for_training=False)
   tx = optimizers.optimizer(config.optimizer,
                            optimizers.learning_rate_schedule(config.optimizer, 1))
-  shapes = jax.eval_shape(lambda: train.create_train_state(config, model, spec, tx, mesh))
-  rep = sharding.replicated(mesh)  # the layout to restore into (it may differ from the saver's)
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+  # the layout to restore into (it may differ from the saver's)
+  abstract = train.create_train_state(config, model, spec, tx, mesh, abstract=True)
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
   try:
     state, step = checkpoints.restore_readable(mngr, abstract, config)

@@ -67,13 +67,14 @@ def test_weight_averaging_keeps_the_average_and_loading_uses_it(tmp_path, small_
   import uat_jax
   c = load_config("standard,runlocal")
   c.model.name, c.model.depth, c.model.width = "wide_resnet", 10, 1  # with batch norm
+  c.batch_size = 16  # a small batch keeps the compile and the steps cheap
   c.optimizer.weight_average = 0.5  # large enough that the average is far from the parameters
   _, init_state, step = build_trainer(c, 4, sharding.make_mesh(1))
   state = init_state()
   wide = lambda tree: jax.tree.map(lambda v: np.asarray(v, np.float64), tree)  # noqa: E731
   expected = wide({"params": state.params, "batch_stats": state.batch_stats})
   for s in range(4):
-    state, _ = step(state, data.train_batch(small_fmnist["train"], 0, s, 128))
+    state, _ = step(state, data.train_batch(small_fmnist["train"], 0, s, 16))
     expected = jax.tree.map(lambda a, v: 0.5 * a + 0.5 * v, expected,
                             wide({"params": state.params, "batch_stats": state.batch_stats}))
   averaged = train.inference_variables(state)

@@ -14,7 +14,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +72,11 @@ def num_train_examples(config) -> int:
   return config.data.train_size or spec.num_train - config.data.validation_size
 
 
-def create_train_state(config, model, spec, tx, mesh) -> TrainState:
+def create_train_state(config, model, spec, tx, mesh, abstract: bool = False) -> TrainState:
   """Initializes parameters from config.seed, placed replicated on the mesh. The seed is an
   argument of the compiled program (the same keys as a constant seed), so runs that differ only
-  in their seed share one program (and the persistent compilation cache's entry)."""
+  in their seed share one program (and the persistent compilation cache's entry). With
+  `abstract`, only the shapes, dtypes and shardings (traced, never compiled)."""
 
   def init(seed):
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -88,7 +89,8 @@ def create_train_state(config, model, spec, tx, mesh) -> TrainState:
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=stats, key=state_key)
 
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))(np.uint32(config.seed))
+  init = jax.jit(init, out_shardings=sharding.replicated(mesh))
+  return (init.eval_shape if abstract else init)(np.uint32(config.seed))
 
 
 def make_logits_fn(model, params, batch_stats, bn_mode: str = "eval"):
@@ -248,14 +250,15 @@ def _check_finite(values: dict[str, float], first_step: int, step: int,
 # The loop.
 # --------------------------------------------------------------------------------------------
 
-def restore_or_keep(mngr: ocp.CheckpointManager, state: TrainState, config,
-                    quarantine: str) -> TrainState:
-  """The newest readable checkpoint restored into `state`'s structure and shardings, or `state`
-  when there is none; unreadable newer ones are moved to `quarantine`."""
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+def restore_or_create(mngr: ocp.CheckpointManager, create: Callable[..., TrainState], config,
+                      quarantine: str) -> TrainState:
+  """The newest readable checkpoint restored into the structure and shardings of
+  `create(abstract=True)`, or `create()` (a new state) when there is none; unreadable newer ones
+  are moved to `quarantine`. A resume never compiles or runs the initialization."""
+  abstract = create(abstract=True)
   restored, step = checkpoints.restore_readable(mngr, abstract, config, quarantine=quarantine)
   if step is None:
-    return state
+    return create()
   logging.info("Resuming from checkpoint at step %d", step)
   return restored
 
@@ -288,15 +291,15 @@ def _train_locked(config, workdir, evaluators, mesh, spec, train_split) -> dict[
   model = build_model(config, spec)
   schedule = optimizers.learning_rate_schedule(config.optimizer, num_steps)
   tx = optimizers.optimizer(config.optimizer, schedule)
-  state = create_train_state(config, model, spec, tx, mesh)
   checkpoints.log_partial(workdir)  # the managers remove them as they open
   mngr = checkpoints.manager(workdir, config.max_checkpoints)
   b = config.best_checkpoint
   best = checkpoints.best_manager(workdir, b.metric, b.mode) if b.metric else None
   writer = None
   try:
-    state = restore_or_keep(mngr, state, config,
-                            quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
+    state = restore_or_create(
+        mngr, functools.partial(create_train_state, config, model, spec, tx, mesh), config,
+        quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
     initial_step = int(jax.device_get(state.step))
     if is_chief:  # after the restore, which rejects a config that does not fit the checkpoints
       files.write_atomic(os.path.join(workdir, "config.json"),
