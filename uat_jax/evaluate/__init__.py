@@ -34,7 +34,8 @@ from uat_jax import attacks, losses, models, provenance, sharding
 from uat_jax.batching import Batches
 from uat_jax.errors import UatError
 from uat_jax.evaluate.checks import LARGE_EPS, SATURATED, ZERO_GRAD, masking_checks
-from uat_jax.evaluate.presets import ATTACKS, NAMED, PRESETS, entry, named, preset, suite_entries
+from uat_jax.evaluate.presets import (ATTACKS, NAMED, PRESETS, entry, named, passes, preset,
+                                     suite_entries)
 from uat_jax.evaluate import progress as progress_lib
 from uat_jax.evaluate.programs import make_attack
 from uat_jax.evaluate.results import (AttackResult, ResultStore, SuiteResult, cached,
@@ -180,7 +181,8 @@ def run_suite(logits_fn, x, y, suite: Union[str, Sequence[dict[str, Any]]] = "qu
 
   bar = progress_lib.SuiteProgress(
       [(e["name"], v) for e, _ in runnable for v in grid], n, progress_lib.enabled(progress),
-      points_for=lambda v: int(result.worst[v].sum()) if only_robust else n)
+      points_for=lambda v: int(result.worst[v].sum()) if only_robust else n,
+      passes={e["name"]: passes(e) for e, _ in runnable})
   try:
     _run_entries(runnable, grid, result, bar, predict, batches, key, x, only_robust, store,
                  return_adversarial)

@@ -1,8 +1,9 @@
 """One progress bar and ETA for a whole suite: every (attack, eps) piece still to run, its
 points (all of them, or under only_robust those still robust, an upper bound), times each
 attack's cost per point, measured on its own batches (the first batch, which includes the
-compilation, until a second one is timed); an attack not yet timed is counted at the mean cost
-of the timed ones. Shown with tqdm on stderr (in a notebook too), every batch on a terminal and
+compilation, until a second one is timed); an attack not yet timed is counted at the timed
+ones' mean cost per model evaluation times its own model evaluations per point
+(presets.passes: SPSA-100 costs about 85 times PGD-100). Shown with tqdm on stderr (in a notebook too), every batch on a terminal and
 every 30 s in a log; off with run_suite(..., progress=False) or UAT_JAX_PROGRESS=0."""
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def enabled(progress: Optional[bool]) -> bool:
 
 class SuiteProgress:
   """The suite's progress over `pieces` [(attack name, eps)] of up to `n` points each;
-  `points_for(eps)`: how many points a piece at eps not yet started will attack (at most)."""
+  `points_for(eps)`: how many points a piece at eps not yet started will attack (at most);
+  `passes[name]`: an attack's model evaluations per point (default 1 each)."""
 
   def __init__(self, pieces: list[tuple[str, float]], n: int, show: bool,
-               points_for: Callable[[float], int]):
+               points_for: Callable[[float], int], passes: Optional[dict[str, float]] = None):
     self.pending = list(pieces)
+    self.passes = passes or {}
     self.n, self.points_for, self.current = n, points_for, ""
     # The counts the ETA needs, kept here: a disabled tqdm bar counts nothing.
     self.total, self.done, self.piece_end = len(pieces) * n, 0, 0
@@ -68,8 +71,8 @@ class SuiteProgress:
     if name in self.cost:
       spent, counted, _ = self.cost[name]
       return spent / max(counted, 1)
-    known = [self.per_point(k) for k in self.cost]
-    return sum(known) / len(known) if known else None
+    known = [self.per_point(k) / self.passes.get(k, 1.0) for k in self.cost]
+    return sum(known) / len(known) * self.passes.get(name, 1.0) if known else None
 
   def eta(self) -> Optional[float]:
     """Seconds left: the current piece's rest and every pending piece."""
