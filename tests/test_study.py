@@ -248,7 +248,7 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
   # x 9, Square 5,000 forward passes = 5,000 / 3) and the adaptive preset (4 x 100, SPSA 2 x 100
   # x 128 forward passes).
   from uat_jax import evaluate
-  per = lambda name: sum(cost.attack_passes(e) for e in evaluate.preset(name))
+  per = lambda name: sum(evaluate.passes(e) for e in evaluate.preset(name))
   assert per("strong") == pytest.approx(100 + 900 + 1800 + 5000 / 3)
   assert per("adaptive") == pytest.approx(400 + 2 * 100 * 128 / 3)
 

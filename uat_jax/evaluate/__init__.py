@@ -277,5 +277,5 @@ def _extra_measurements(logits_fn, entries, runnable, batches, predict, key, gri
 
 
 __all__ = ["ATTACKS", "NAMED", "PRESETS", "AttackResult", "ResultStore", "SuiteResult", "entry",
-           "eps_grid", "format_table", "make_attack", "named", "preset", "resolve_suite",
+           "eps_grid", "format_table", "make_attack", "named", "passes", "preset", "resolve_suite",
            "run_suite", "suite_entries", "write_reports", "zero_gradient_fraction"]

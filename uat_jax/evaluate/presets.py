@@ -88,13 +88,16 @@ NAMED: dict[str, dict[str, Any]] = {
 }
 
 
-FORWARD_COST = 1 / 3  # a forward pass, in gradient evaluations (a backward pass costs about two)
+FORWARD_COST = 1 / 3  # a forward pass, in gradient passes (a backward pass costs about two)
 
 
 def passes(e: dict[str, Any]) -> float:
-  """A completed entry's model evaluations per point, in gradient evaluations (an upper bound:
-  attacks that stop early on broken points spend less), for the suite's ETA of attacks not yet
-  timed: PGD-100 counts 100, SPSA-100 with 128 samples 100 * 2 * 128 forward passes = 8,533."""
+  """Gradient passes (a forward and a backward pass) one suite entry spends on one image at one
+  eps at most (attacks that stop on broken points spend less); a forward pass alone counts a
+  third of one (Square's queries, SPSA's directions, two per direction), FAB-T two per step and
+  target (the gradients of two logits). PGD-100 counts 100, SPSA-100 with 128 samples 8,533.
+  For the suite's ETA of attacks not yet timed and the studies' evaluation cost."""
+  e = entry(e)
   a = e["attack"]
   if a == "fgsm":
     return 1.0
@@ -103,12 +106,12 @@ def passes(e: dict[str, Any]) -> float:
   if a == "apgd_t":
     return float(e["steps"] * e["num_targets"])
   if a == "fab_t":
-    return float(e["steps"] * e["num_targets"] * e["restarts"])
+    return float(2 * e["steps"] * e["num_targets"] * e["restarts"])
   if a == "square":
     return e["queries"] * FORWARD_COST
   if a == "spsa":
-    return e["steps"] * 2 * e["samples"] * FORWARD_COST
-  raise UatError(f"no cost known for attack {a!r}")
+    return 2 * e["steps"] * e["samples"] * FORWARD_COST
+  raise UatError(f"no cost model for attack {a!r}")
 
 
 def preset(name: str) -> list[dict[str, Any]]:

@@ -72,27 +72,6 @@ def dry_run(study, root: str, devices: int = 1, devices_per_run: int = 1,
   return "\n".join(lines)
 
 
-def attack_passes(e: dict) -> float:
-  """Gradient passes (a forward and a backward pass) one suite entry spends on one image at one
-  eps at most; a forward pass alone counts a third of one (Square's queries, SPSA's directions,
-  two per direction), FAB-T two per step and target (the gradients of two logits)."""
-  e = evaluate.entry(e)
-  a = e["attack"]
-  if a == "fgsm":
-    return 1.0
-  if a in ("pgd", "apgd", "transfer"):
-    return float(e["steps"] * e["restarts"])
-  if a == "apgd_t":
-    return float(e["steps"] * e["num_targets"])
-  if a == "fab_t":
-    return float(2 * e["steps"] * e["num_targets"] * e["restarts"])
-  if a == "square":
-    return e["queries"] / 3
-  if a == "spsa":
-    return 2 * e["steps"] * e["samples"] / 3
-  raise ValueError(f"no cost model for attack {a!r}")
-
-
 def evaluation_line(study, chosen, at_rates: dict[tuple, float]) -> str:
   """The evaluations' count and an upper bound on their device-hours: per output its images
   (the whole evaluation split when num_examples is 0) x eps x attack passes, at the gradient-pass
@@ -105,7 +84,7 @@ def evaluation_line(study, chosen, at_rates: dict[tuple, float]) -> str:
       for o in [o for o in specs if o in c.evals]:
         s = c.evals[o]
         n = s.num_examples or data.get_spec(c.data.name).num_test
-        p = n * len(s.eps) * sum(attack_passes(e) for e in evaluate.suite_entries(s))
+        p = n * len(s.eps) * sum(evaluate.passes(e) for e in evaluate.suite_entries(s))
         outputs, passes = outputs + 1, passes + p
         rate = at_rates.get((c.model.name, c.dtype))
         if rate is None:
