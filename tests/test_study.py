@@ -253,6 +253,18 @@ def test_the_dry_run_lists_every_training_run_with_its_cost(tmp_path):
   assert per("adaptive") == pytest.approx(400 + 2 * 100 * 128 / 3)
 
 
+def test_a_piece_finished_between_the_listing_and_the_claim_is_not_run_again(tmp_path):
+  """Another process may finish a piece after this one listed it unfinished and before it
+  takes the claim (the other releases it when done): the piece is checked again under the
+  claim and not run twice."""
+  from uat_jax.study import pieces as pieces_lib
+  from uat_jax.study import scheduler
+  answers, ran = iter([False]), []  # unfinished when listed, finished from then on
+  piece = pieces_lib.Piece("p", lambda: next(answers, True), (), lambda: ran.append(1))
+  assert scheduler.schedule(lambda: [piece], str(tmp_path), poll_s=0.01) == {"p": "done"}
+  assert ran == []
+
+
 def test_processes_share_a_study_by_claims_and_wait_for_each_other(tmp_path):
   """Two processes on one study: the piece another process holds (a real POSIX lock on its
   claim, taken by a second process) is left to it, the independent pieces run meanwhile, the

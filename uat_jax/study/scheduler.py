@@ -126,8 +126,12 @@ def _run_piece(p: pieces_lib.Piece, root: str, status: dict[str, str],
   if claim is None:
     return "another process runs it"
   log = os.path.join(root, "logs", p.name.replace(" ", "_") + ".log")
-  logging.info("%s %s (%s; log %s)", counter, p.name, elapsed, log)
   with claim:
+    if _agreed(p.done()):  # finished by another process between the listing and the claim
+      logging.info("%s: finished by another process", p.name)
+      status[p.name] = "done"
+      return None
+    logging.info("%s %s (%s; log %s)", counter, p.name, elapsed, log)
     try:
       with _piece_log(log):
         p.work()
