@@ -290,8 +290,9 @@ def test_square_on_the_still_robust_points_matches_square_on_all(trained):
 
 def test_the_suite_eta_counts_every_piece_left_at_each_attacks_measured_cost():
   """The ETA from the second batch on (the first holds the compilation), an untimed attack at
-  the timed ones' cost per model evaluation times its evaluations, pieces of only_robust at their points; the same with the bar off (a
-  disabled tqdm bar counts nothing, so the counts are the progress object's own)."""
+  the timed ones' cost per gradient pass times its own passes, pieces of only_robust at their
+  points; the same with the bar off (a disabled tqdm bar counts nothing, so the counts are the
+  progress object's own)."""
   from uat_jax.evaluate import presets, progress
   for show in (False, True):
     p = progress.SuiteProgress([("A", 0.1), ("A", 0.2), ("B", 0.1)], 100, show,
@@ -309,10 +310,10 @@ def test_the_suite_eta_counts_every_piece_left_at_each_attacks_measured_cost():
     p.finish()  # loaded from a store: no batch timed, the points count
     assert (p.done, p.total) == (160, 260)
     p.close()
-  # Untimed attacks scale by their model evaluations per point (SPSA-100 ~85x PGD-100).
-  spsa, pgd = (presets.entry(presets.named([k])[0]) for k in ("spsa", "pgd100"))
+  # Untimed attacks scale by their gradient passes per point (SPSA-100 ~85x PGD-100).
+  spsa, pgd = (presets.named([k])[0] for k in ("spsa", "pgd100"))
   assert (presets.passes(pgd), presets.passes(spsa)) == (100, pytest.approx(100 * 2 * 128 / 3))
-  assert all(presets.passes(presets.entry(e)) > 0 for e in presets.NAMED.values())
+  assert all(presets.passes(e) > 0 for e in presets.NAMED.values())
   p = progress.SuiteProgress([("A", 0.1), ("B", 0.1)], 100, False, points_for=lambda eps: 100,
                              passes={"A": presets.passes(pgd), "B": presets.passes(spsa)})
   p.start("A", 0.1, 100)

@@ -40,8 +40,9 @@ def optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformat
     raise UatError(f"unknown optimizer {opt_config.name!r}")
   if opt_config.weight_decay > 0:
     opt = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), opt)
-  if averaging_decay(opt_config) > 0:
-    opt = optax.chain(opt, weight_average(averaging_decay(opt_config)))
+  decay = averaging_decay(opt_config)
+  if decay > 0:
+    opt = optax.chain(opt, weight_average(decay))
   return opt
 
 

@@ -2,9 +2,9 @@
 points (all of them, or under only_robust those still robust, an upper bound), times each
 attack's cost per point, measured on its own batches (the first batch, which includes the
 compilation, until a second one is timed); an attack not yet timed is counted at the timed
-ones' mean cost per model evaluation times its own model evaluations per point
-(presets.passes: SPSA-100 costs about 85 times PGD-100). Shown with tqdm on stderr (in a notebook too), every batch on a terminal and
-every 30 s in a log; off with run_suite(..., progress=False) or UAT_JAX_PROGRESS=0."""
+ones' mean cost per gradient pass times its own gradient passes per point (presets.passes:
+SPSA-100 costs about 85 times PGD-100). Shown with tqdm on stderr (in a notebook too), every
+batch on a terminal and every 30 s in a log; off with run_suite(..., progress=False) or UAT_JAX_PROGRESS=0."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def enabled(progress: Optional[bool]) -> bool:
 class SuiteProgress:
   """The suite's progress over `pieces` [(attack name, eps)] of up to `n` points each;
   `points_for(eps)`: how many points a piece at eps not yet started will attack (at most);
-  `passes[name]`: an attack's model evaluations per point (default 1 each)."""
+  `passes[name]`: an attack's gradient passes per point (default 1 each)."""
 
   def __init__(self, pieces: list[tuple[str, float]], n: int, show: bool,
                points_for: Callable[[float], int], passes: Optional[dict[str, float]] = None):
