@@ -4,7 +4,8 @@ attack's cost per point, measured on its own batches (the first batch, which inc
 compilation, until a second one is timed); an attack not yet timed is counted at the timed
 ones' mean cost per gradient pass times its own gradient passes per point (presets.passes:
 SPSA-100 costs about 85 times PGD-100). Shown with tqdm on stderr (in a notebook too), every
-batch on a terminal and every 30 s in a log; off with run_suite(..., progress=False) or UAT_JAX_PROGRESS=0."""
+batch on a terminal and every 30 s in a log; off with run_suite(..., progress=False) or
+UAT_JAX_PROGRESS=0."""
 
 from __future__ import annotations
 
