@@ -576,6 +576,11 @@ def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
   section = "\n".join(markdown.pilot_section(view.Results(str(data))))
   assert "| P1 | small_cnn | 2,000 | 3,120 | 0.1 | 3.0, 0.3 | no |" in section
   assert "No candidate so far meets the rule" in section
+  # A resumed pilot keeps the outcomes written before (same rule) until it recomputes them.
+  rule = "every seed's smoothed drop >= 0.03"
+  assert pilot.v3_known(str(data / "pilot_v3.json"), rule) == {"P1": out}
+  assert pilot.v3_known(str(data / "pilot_v3.json"), "another rule") == {}
+  assert pilot.v3_known(str(tmp_path / "none.json"), rule) == {}
 
 
 REGIME = ("model.name", "data.train_size", "data.validation_size", "num_train_steps",

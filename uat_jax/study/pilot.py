@@ -136,6 +136,17 @@ def v3_outcome(root: str, candidate: str, seeds_run: tuple[int, ...] = V3_SEEDS)
               s["drop"] >= V3_DROP for s in seeds.values())}
 
 
+def v3_known(out: str, rule: str) -> dict[str, Any]:
+  """The candidates' outcomes an earlier pass of the pilot wrote to `out` under the same rule
+  ({} if none): a resumed pilot recomputes its candidates one by one and keeps the others in
+  `out` meanwhile, so the file never shows fewer candidates than had finished (the outcomes are
+  recomputed from the runs' curves, so a recomputed entry equals the kept one)."""
+  if not os.path.exists(out):
+    return {}
+  prior = files.read_json(out)
+  return dict(prior.get("candidates", {})) if prior.get("rule") == rule else {}
+
+
 def run_v3(root: str, out: str) -> dict[str, Any]:
   """The v3 pilot: the candidates in order, each with its seeds (resuming finished steps), until
   one meets the rule; a candidate stops at its first seed that drops less than the rule asks
@@ -143,6 +154,7 @@ def run_v3(root: str, out: str) -> dict[str, Any]:
   from uat_jax import evaluators, train  # deferred: the rule above needs no JAX
   result: dict[str, Any] = {"rule": f"every seed's smoothed drop >= {V3_DROP}",
                             "candidates": {}, "chosen": None}
+  known = v3_known(out, result["rule"])
   for candidate in V3_CANDIDATES:
     ran: tuple[int, ...] = ()
     for seed in V3_SEEDS:
@@ -159,7 +171,9 @@ def run_v3(root: str, out: str) -> dict[str, Any]:
           f"{result['candidates'][candidate]['overfits']}", flush=True)
     if result["candidates"][candidate]["overfits"]:
       result["chosen"] = candidate
-    files.write_json(out, result, indent=1)
+    known.update(result["candidates"])
+    files.write_json(out, {**result, "candidates": {
+        n: known[n] for n in V3_CANDIDATES if n in known}}, indent=1)
     if result["chosen"]:
       break
   return result
