@@ -131,6 +131,16 @@ def assert_states_equal(a, b) -> None:
     np.testing.assert_array_equal(x, y)
 
 
+def simulated_devices(n: int) -> str:
+  """XLA_FLAGS for n simulated CPU devices. XLA:CPU ends a program when its device threads do
+  not all reach a collective (an all-reduce) within 40 s; on 2 CPU cores shared with other work
+  the 8 threads of one step can arrive that far apart (seen once: "only 7 of them arrived on
+  time"), so that limit is 10 minutes here, as long as run_program's own timeout."""
+  return (f"--xla_force_host_platform_device_count={n} "
+          "--xla_cpu_collective_call_terminate_timeout_seconds=600 "
+          "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120")
+
+
 def env_without_xla_flags(**extra) -> dict[str, str]:
   """The environment for a child program: the caller's, less XLA_FLAGS (a program that simulates
   devices sets its own), plus `extra`."""

@@ -199,7 +199,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, flag, message):
   workdir = tmp_path / "w"
   env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))  # nothing prepared there
   if flag == "--config.batch_size=100":
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = helpers.simulated_devices(8)
   if flag == "unwritable":  # a workdir below a file (root can write to read-only directories)
     (tmp_path / "file").write_text("")
     workdir, flag = tmp_path / "file" / "w", "--config.num_train_steps=1"

@@ -34,7 +34,7 @@ RTOL = helpers.float64_rtol(BATCH * 28 * 28) + 2 * STEPS * helpers.U32
 
 def env_with_devices(n):
   return helpers.env_without_xla_flags(
-      XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_ENABLE_X64="1")
+      XLA_FLAGS=helpers.simulated_devices(n), JAX_ENABLE_X64="1")
 
 
 def free_port():

@@ -16,7 +16,9 @@ the published architectures' (batch-norm models also carry running statistics).
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from tests import helpers  # imports no JAX, so the flags below still apply
+
+os.environ["XLA_FLAGS"] = helpers.simulated_devices(8)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

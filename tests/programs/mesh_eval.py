@@ -11,7 +11,9 @@ correct examples, are compared exactly.
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from tests import helpers  # imports no JAX, so the flags below still apply
+
+os.environ["XLA_FLAGS"] = helpers.simulated_devices(8)
 os.environ["JAX_ENABLE_X64"] = "1"
 
 import jax  # noqa: E402

@@ -10,13 +10,14 @@ weight gradient: batch x height x width = 16 x 28 x 28 terms) plus one float32 u
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from tests import helpers  # imports no JAX, so the flags below still apply
+
+os.environ["XLA_FLAGS"] = helpers.simulated_devices(8)
 os.environ["JAX_ENABLE_X64"] = "1"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tests import helpers  # noqa: E402
 from uat_jax import data, sharding, train  # noqa: E402
 
 BATCH = 16
