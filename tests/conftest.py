@@ -43,9 +43,25 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def trained_model(small_fmnist):
+def trained_model(small_fmnist, tmp_path_factory, worker_id):
   """(model, variables) of a small CNN after 100 standard-training steps on 4,096 real
-  training images (the evaluation and interop tests' model)."""
+  training images (the evaluation and interop tests' model). Trained once per test run: under
+  pytest -n the first worker that needs it trains it and leaves its variables in the run's
+  temporary folder (under a lock), and the other workers read them (bit-identical)."""
   from tests.helpers import load_config, train_variables
-  return train_variables(load_config("standard,runlocal"), small_fmnist["train"], 100)
-
+  config = load_config("standard,runlocal")
+  if worker_id == "master":  # no pytest -n: nothing to share
+    return train_variables(config, small_fmnist["train"], 100)
+  import jax
+  from flax import serialization
+  from uat_jax import data, lock, train
+  shared = tmp_path_factory.getbasetemp().parent  # this run's, above every worker's own folder
+  path = shared / "trained_model.msgpack"
+  with lock.lock(str(shared / "trained_model_lock"), "training the tests' model", wait=True,
+                 every_process=True):
+    if not path.exists():
+      model, variables = train_variables(config, small_fmnist["train"], 100)
+      path.write_bytes(serialization.msgpack_serialize(jax.device_get(variables)))
+      return model, variables
+  variables = jax.device_put(serialization.msgpack_restore(path.read_bytes()))
+  return train.build_model(config, data.get_spec("fashion_mnist")), variables

@@ -87,7 +87,7 @@ def test_ports_and_twins_give_the_same_logits():
 def test_the_own_model_page_runs():
   """docs/own_model.md's blocks, in order, in one namespace: a linen and an nnx classifier under
   the attacks, the suite and the Jacobians; a PreAct ResNet-18 ported (its logits checked by
-  from_torch against the module's) with the quick suite and Jacobian norms; a bridged module
+  from_torch against the module's) with the quick suite; a bridged module
   under PGD; a RobustBench-layout WideResNet-28-10 ported; AutoAttack on a to_torch twin."""
   import os
   from tests.helpers import REPO
