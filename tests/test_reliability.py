@@ -496,6 +496,29 @@ def test_values_outside_a_fields_domain_are_one_line(field, value, message):
     validation.validate(c)
 
 
+def test_a_write_past_orbaxs_time_limit_is_one_line_naming_what_is_kept():
+  """A process suspended (SIGSTOP) for longer than orbax's limit on background writes fails the
+  write in flight with orbax's TimeoutError, raised from the wait's own (as in its ChainedFuture);
+  it becomes one line naming the write, the kept checkpoint and the fix. Other errors pass."""
+  def orbax_timeout():
+    try:
+      raise TimeoutError("Timed out after 1200 seconds.")
+    except TimeoutError as e:
+      raise TimeoutError("ChainedFuture completed 2/4 futures but timed out after 2316.35 "
+                         "seconds.") from e
+  kept = lambda: "checkpoint 2340 (the last complete one) is kept"  # noqa: E731
+  with pytest.raises(UatError) as raised:
+    with checkpoints.storage_guard("writing checkpoint 2730 in w/checkpoints", kept):
+      orbax_timeout()
+  message = str(raised.value)
+  assert message.startswith("writing checkpoint 2730 in w/checkpoints did not finish within "
+                            "orbax's time limit") and "\n" not in message
+  assert "checkpoint 2340 (the last complete one) is kept: rerun the same command" in message
+  with pytest.raises(KeyError):
+    with checkpoints.storage_guard("writing checkpoint 1 in w", kept):
+      raise KeyError("not a storage failure")
+
+
 def test_a_full_disk_is_one_line_and_the_next_start_cleans_up(tmp_path, size="3m"):
   """Training on a real 3 MiB filesystem (full after one checkpoint; with 2 MiB, before any,
   the error says "no checkpoint in W/checkpoints is complete yet", as

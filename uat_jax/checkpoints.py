@@ -55,16 +55,34 @@ def storage_error(e: BaseException, what: str,
   return None
 
 
+def timeout_error(e: BaseException, what: str,
+                  kept: str = "what was written before is kept") -> Optional[UatError]:
+  """A one-line UatError when `e` (or an exception it was raised from) is orbax's time limit on
+  a background write (AsyncOptions.timeout_secs, 20 minutes by default): seen when a process is
+  suspended (SIGSTOP, a scheduler's suspend) that long while a checkpoint is being written, or
+  when the storage hangs. None for anything else."""
+  seen = e
+  while seen is not None:
+    if isinstance(seen, TimeoutError):
+      return UatError(f"{what} did not finish within orbax's time limit for background writes "
+                      f"(the process was suspended, or the storage stopped answering); {kept}: "
+                      "rerun the same command to resume from it (suspend with SIGTERM, which "
+                      "checkpoints and exits, rather than SIGSTOP)")
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
 @contextlib.contextmanager
 def storage_guard(what: str, kept: Optional[Callable[[], str]] = None):
-  """Turns a storage failure inside the block into one line (storage_error); `kept()` says
-  what is kept, asked after the failure."""
+  """Turns a storage failure (storage_error) or a write past orbax's time limit (timeout_error)
+  inside the block into one line; `kept()` says what is kept, asked after the failure."""
   try:
     yield
   except UatError:
     raise
   except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many types
-    error = storage_error(e, what, *([kept()] if kept else []))
+    said = [kept()] if kept else []
+    error = storage_error(e, what, *said) or timeout_error(e, what, *said)
     if error is None:
       raise
     raise error from None
