@@ -581,6 +581,12 @@ def test_the_v3_pilot_outcome_reads_both_seeds_curves(tmp_path):
   assert pilot.v3_known(str(data / "pilot_v3.json"), rule) == {"P1": out}
   assert pilot.v3_known(str(data / "pilot_v3.json"), "another rule") == {}
   assert pilot.v3_known(str(tmp_path / "none.json"), rule) == {}
+  # Every candidate run, none chosen: the plan's final outcome.
+  (data / "pilot_v3.json").write_text(json.dumps(
+      {"rule": rule, "candidates": {n: out for n in pilot.V3_CANDIDATES}, "chosen": None}))
+  section = "\n".join(markdown.pilot_section(view.Results(str(data))))
+  assert "robust overfitting could not be induced on Fashion-MNIST within these budgets, " \
+         "and no study" in section and "so far" not in section
 
 
 REGIME = ("model.name", "data.train_size", "data.validation_size", "num_train_steps",

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from uat_jax import tables
+from uat_jax.config import fashion_mnist_regimes
 from uat_jax.report import convergence
 from uat_jax.report.claims import (claim_rows, headline, jacobian_estimate, overfitting_text,
                                    robust_overfitting)
@@ -157,11 +158,16 @@ def pilot_section(r: Results) -> list[str]:
     rows.append([name, g["model"], f"{g['train_size']:,}", f"{g['steps']:,}", f"{g['eps']:g}",
                  ", ".join(f"{100 * s['drop']:.1f}" for s in c["seeds"].values()),
                  "yes" if c["overfits"] else "no"])
-  outcome = (f"Chosen: {p['chosen']}; the study in that regime follows (plan v3.5)."
-             if p["chosen"] else
-             f"No candidate so far meets the rule ({p['rule']}); the next is run in order, and "
-             "if none does, robust overfitting could not be induced on Fashion-MNIST within "
-             "these budgets.")
+  if p["chosen"]:
+    outcome = f"Chosen: {p['chosen']}; the study in that regime follows (plan v3.5)."
+  elif set(fashion_mnist_regimes.CANDIDATES) <= set(p["candidates"]):
+    outcome = (f"No candidate meets the rule ({p['rule']}): robust overfitting could not be "
+               "induced on Fashion-MNIST within these budgets, and no study in an overfitting "
+               "regime is run (plan v3.5).")
+  else:
+    outcome = (f"No candidate so far meets the rule ({p['rule']}); the next is run in order, "
+               "and if none does, robust overfitting could not be induced on Fashion-MNIST "
+               "within these budgets.")
   return lines + [
       "AT, seeds 0 and 1, validation APGD-CE-20 accuracy at the training eps on 5,000 held-out "
       "images every 5% of training; the drop is the peak of its 3-evaluation moving average "
