@@ -21,7 +21,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -36,14 +36,19 @@ TMP_SUFFIX = checksums.TMP_SUFFIX
 CHECKSUM_DIR = checksums.CHECKSUM_DIR
 
 
+def _chain(e: BaseException) -> Iterator[BaseException]:
+  """`e` and the exceptions it was raised from (its cause, else its context), in turn."""
+  while e is not None:
+    yield e
+    e = e.__cause__ or e.__context__
+
+
 def storage_error(e: BaseException, what: str,
                   kept: str = "what was written before is kept") -> Optional[UatError]:
   """A one-line UatError for a storage failure (disk full, quota, read-only, I/O error) found in
   `e` or the exceptions it was raised from, saying what failed and what is `kept`; None for
   anything else."""
-  seen = e
-  while seen is not None:
-    cause = None
+  for seen in _chain(e):
     if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
       cause = STORAGE_ERRNOS[seen.errno]
     else:
@@ -51,7 +56,6 @@ def storage_error(e: BaseException, what: str,
     if cause:
       return UatError(f"{cause} while {what}; {kept}: free space (or choose another "
                       "--workdir) and rerun the same command")
-    seen = seen.__cause__ or seen.__context__
   return None
 
 
@@ -61,14 +65,11 @@ def timeout_error(e: BaseException, what: str,
   a background write (AsyncOptions.timeout_secs, 20 minutes by default): seen when a process is
   suspended (SIGSTOP, a scheduler's suspend) that long while a checkpoint is being written, or
   when the storage hangs. None for anything else."""
-  seen = e
-  while seen is not None:
-    if isinstance(seen, TimeoutError):
-      return UatError(f"{what} did not finish within orbax's time limit for background writes "
-                      f"(the process was suspended, or the storage stopped answering); {kept}: "
-                      "rerun the same command to resume from it (suspend with SIGTERM, which "
-                      "checkpoints and exits, rather than SIGSTOP)")
-    seen = seen.__cause__ or seen.__context__
+  if any(isinstance(seen, TimeoutError) for seen in _chain(e)):
+    return UatError(f"{what} did not finish within orbax's time limit for background writes "
+                    f"(the process was suspended, or the storage stopped answering); {kept}: "
+                    "rerun the same command to resume from it (suspend with SIGTERM, which "
+                    "checkpoints and exits, rather than SIGSTOP)")
   return None
 
 
